@@ -1,0 +1,1 @@
+"""Forecasting models: plain numpy and torch, no Kafka. See `models.protocol`."""

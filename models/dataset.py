@@ -1,0 +1,114 @@
+"""The shipped transactions as events and as daily demand series.
+
+Demand follows ../shared/EVALUATION.md: units sold on a calendar day are the sum of
+``Quantity`` over lines whose invoice does not start with ``C`` and whose quantity and
+price are both positive. Cancellations and adjustments stay events for the stream.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models.protocol import DAY_SECONDS
+
+DATA_PATH = (
+    Path(__file__).resolve().parent.parent
+    / "data" / "online-retail-ii" / "transactions-2009-12-01-to-2011-08-31.csv.xz"
+)
+PRODUCT_CODE = re.compile(r"^\d{5}[A-Za-z]*$")
+
+
+def load_transactions(path: Path = DATA_PATH) -> pd.DataFrame:
+    """Every invoice line, in file order, with ``row`` its 0-based position in the file
+    (the stable source of event ids: 31,550 lines are exact copies of another line)."""
+    raw = pd.read_csv(path, dtype={"Invoice": str, "StockCode": str, "Description": str},
+                      keep_default_na=False)
+    ts = pd.to_datetime(raw["InvoiceDate"], format="%m/%d/%Y %H:%M")
+    return pd.DataFrame({
+        "row": np.arange(len(raw), dtype=np.int64),
+        "invoice": raw["Invoice"],
+        "item_id": raw["StockCode"],
+        "description": raw["Description"].str.strip(),
+        "quantity": raw["Quantity"].astype(np.int64),
+        "ts": ts.astype("int64") // 1_000_000_000,  # local time read as UTC seconds
+        "price": raw["Price"].astype(np.float64),
+    })
+
+
+def is_demand(invoice: str, quantity: float, price: float) -> bool:
+    """One line counts as demand: the rule of EVALUATION.md for a single event."""
+    return quantity > 0 and price > 0 and not invoice.startswith("C")
+
+
+def demand_mask(tx: pd.DataFrame) -> pd.Series:
+    return (tx["quantity"] > 0) & (tx["price"] > 0) & ~tx["invoice"].str.startswith("C")
+
+
+def to_day(ts_seconds: np.ndarray | int) -> np.ndarray | int:
+    return ts_seconds // DAY_SECONDS
+
+
+@dataclass(frozen=True)
+class DailySeries:
+    """Dense daily demand for a set of items: row i is ``items[i]``, column t is day
+    ``start_day + t``. ``price`` carries the last seen unit price forward (0 before any)."""
+
+    items: np.ndarray  # (N,) str
+    descriptions: np.ndarray  # (N,) str
+    start_day: int
+    units: np.ndarray  # (N, T) float32
+    price: np.ndarray  # (N, T) float32
+
+    @property
+    def days(self) -> np.ndarray:
+        return self.start_day + np.arange(self.units.shape[1])
+
+    def column(self, day: int) -> int:
+        return day - self.start_day
+
+
+def daily_series(tx: pd.DataFrame, items: np.ndarray | None = None,
+                 start_day: int | None = None, end_day: int | None = None) -> DailySeries:
+    """Daily demand per item over [start_day, end_day] (defaults: the file's first and last day)."""
+    days = to_day(tx["ts"].to_numpy())
+    start_day = int(days.min()) if start_day is None else start_day
+    end_day = int(days.max()) if end_day is None else end_day
+    if items is None:
+        items = np.array(sorted(tx["item_id"].unique()))
+    index = pd.Index(items)
+    row = index.get_indexer(tx["item_id"])
+    col = days - start_day
+    keep = (row >= 0) & (col >= 0) & (col <= end_day - start_day)
+    n, t = len(items), end_day - start_day + 1
+
+    units = np.zeros((n, t), np.float32)
+    sold = keep & demand_mask(tx).to_numpy()
+    np.add.at(units, (row[sold], col[sold]), tx["quantity"].to_numpy()[sold])
+
+    price = np.full((n, t), np.nan, np.float32)
+    priced = keep & (tx["price"].to_numpy() > 0)
+    price[row[priced], col[priced]] = tx["price"].to_numpy()[priced]  # last line of a day wins
+    price = _forward_fill(price)
+
+    first = tx.drop_duplicates("item_id").set_index("item_id")["description"]
+    return DailySeries(items=np.asarray(items), descriptions=first.reindex(items).fillna("").to_numpy(),
+                       start_day=start_day, units=units, price=price)
+
+
+def _forward_fill(a: np.ndarray) -> np.ndarray:
+    idx = np.where(np.isnan(a), 0, np.arange(a.shape[1]))
+    np.maximum.accumulate(idx, axis=1, out=idx)
+    filled = a[np.arange(a.shape[0])[:, None], idx]
+    return np.nan_to_num(filled, nan=0.0)
+
+
+def select_products(series: DailySeries, before_day: int, min_days: int = 50) -> np.ndarray:
+    """Boolean mask of the items scored by EVALUATION.md: product-like codes with sales on at
+    least ``min_days`` distinct days before ``before_day``."""
+    codes = np.array([bool(PRODUCT_CODE.match(c)) for c in series.items])
+    active_days = (series.units[:, : series.column(before_day)] > 0).sum(axis=1)
+    return codes & (active_days >= min_days)

@@ -1,0 +1,76 @@
+"""The one contract between the streaming worker and every forecasting model.
+
+A model is two verbs over per-item state held as bytes (so the worker can keep it in a
+faust table and never knows which model it drives):
+
+- ``advance``: move each item's state forward by one closed period (one day), at a
+  cost that does not depend on how much history the item has;
+- ``forecast``: quantiles for horizons 1..H for a batch of items, from their states.
+
+``observe_errors`` feeds the model the scored errors of its own earlier forecasts (the
+records the worker publishes to ``forecast-errors`` and reads back); models without
+feedback keep what they need or ignore them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import numpy as np
+
+DEFAULT_QUANTILES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+DEFAULT_HORIZONS = 28
+DAY_SECONDS = 86_400
+
+
+@dataclass(frozen=True)
+class ItemInfo:
+    """What is known of an item when it first appears (a new product has nothing else)."""
+
+    item_id: str
+    description: str = ""
+    price: float = 0.0
+
+
+@dataclass(frozen=True)
+class Period:
+    """One closed day of one item."""
+
+    day: int  # days since 1970-01-01 (event time)
+    units: float  # demand: units sold that day (see shared EVALUATION.md)
+    views: float  # page views that day
+    price: float  # last known unit price, carried forward; 0.0 when never seen
+
+
+@dataclass(frozen=True)
+class ErrorRecord:
+    """One earlier forecast of one item scored against the actual."""
+
+    origin: int  # day the forecast was made from (last closed day then)
+    target: int  # day forecast; horizon = target - origin
+    actual: float
+    forecast: np.ndarray  # (Q,) the quantiles that were published
+
+    @property
+    def horizon(self) -> int:
+        return self.target - self.origin
+
+
+class QuantileForecaster(Protocol):
+    name: str
+    version: str
+    horizons: int
+    quantiles: tuple[float, ...]
+
+    def new_state(self, item: ItemInfo, first_day: int) -> bytes:
+        """State of an item with no closed period yet; ``first_day`` is its first open day."""
+
+    def advance(self, states: Sequence[bytes], periods: Sequence[Period]) -> list[bytes]:
+        """Advance each state by its one period (``periods[i]`` belongs to ``states[i]``)."""
+
+    def observe_errors(self, state: bytes, errors: Sequence[ErrorRecord]) -> bytes:
+        """Take scored errors of this item's earlier forecasts into its state."""
+
+    def forecast(self, states: Sequence[bytes]) -> np.ndarray:
+        """(B, H, Q) quantile forecasts for horizons 1..H after each state's last period,
+        non-decreasing along Q and never negative."""
