@@ -10,6 +10,10 @@ faust table and never knows which model it drives):
 ``observe_errors`` feeds the model the scored errors of its own earlier forecasts (the
 records the worker publishes to ``forecast-errors`` and reads back); models without
 feedback keep what they need or ignore them.
+
+For every closed day the worker calls, in this order: ``advance`` with the day's period,
+``observe_errors`` with that day's scored errors (forecasts whose target is the day), and
+then, for items it refreshes, ``forecast`` from the day as origin. Backtests do the same.
 """
 from __future__ import annotations
 

@@ -1,0 +1,101 @@
+"""Seasonal-naive forecaster with empirical quantiles of its own past errors.
+
+The point forecast for day t + h repeats the same weekday of the last observed week
+(lag 7·ceil(h/7) days back from the target). Its spread comes from the errors that the
+same rule made over the last ``memory`` days at the same lag: the q-quantile of
+``actual − naive`` is added to the point forecast. Four lags (7, 14, 21, 28) cover
+horizons 1..28, so the state is small and fixed in size.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+import warnings
+from typing import Sequence
+
+import numpy as np
+
+from models.protocol import DEFAULT_HORIZONS, DEFAULT_QUANTILES, ErrorRecord, ItemInfo, Period
+
+SEASON = 7
+
+
+@dataclass(frozen=True)
+class SeasonalNaiveConfig:
+    horizons: int = DEFAULT_HORIZONS
+    quantiles: tuple[float, ...] = DEFAULT_QUANTILES
+    memory: int = 56  # days of errors per lag: eight weeks, enough for a 0.1/0.9 quantile
+
+
+class SeasonalNaive:
+    """State layout (float32): ``[days_seen, history (H_max), errors (L, memory)]`` where the
+    history ring holds the last ``n_lags * 7`` days and errors are NaN until observed."""
+
+    name = "seasonal-naive"
+    version = "1"
+
+    def __init__(self, config: SeasonalNaiveConfig = SeasonalNaiveConfig()):
+        self.config = config
+        self.horizons = config.horizons
+        self.quantiles = config.quantiles
+        self.n_lags = -(-config.horizons // SEASON)  # ceil: lags 7, 14, ..., 7·n_lags
+        self.window = self.n_lags * SEASON
+        self._lag_of_horizon = (np.arange(config.horizons) // SEASON)  # (H,) lag index
+
+    # --- state as bytes -----------------------------------------------------------------
+    def _size(self) -> int:
+        return 1 + self.window + self.n_lags * self.config.memory
+
+    def _unpack(self, states: Sequence[bytes]) -> np.ndarray:
+        return np.frombuffer(b"".join(states), np.float32).reshape(len(states), self._size()).copy()
+
+    @staticmethod
+    def _pack(rows: np.ndarray) -> list[bytes]:
+        return [row.tobytes() for row in rows.astype(np.float32)]
+
+    def new_state(self, item: ItemInfo, first_day: int) -> bytes:
+        row = np.full(self._size(), np.nan, np.float32)
+        row[0] = 0.0
+        row[1 : 1 + self.window] = 0.0
+        return row.tobytes()
+
+    # --- the protocol ---------------------------------------------------------------------
+    def advance(self, states: Sequence[bytes], periods: Sequence[Period]) -> list[bytes]:
+        rows = self._unpack(states)  # (B, S)
+        seen, history, errors = self._views(rows)
+        y = np.array([p.units for p in periods], np.float32)  # (B,)
+        # history[:, -1] is yesterday; history[:, -7k] is k weeks before today
+        lagged = history[:, self.window - SEASON * np.arange(1, self.n_lags + 1)]  # (B, L)
+        has_lag = seen[:, None] >= SEASON * np.arange(1, self.n_lags + 1)  # (B, L)
+        new_err = np.where(has_lag, y[:, None] - lagged, np.nan)  # (B, L)
+        errors[:] = np.concatenate([errors[:, :, 1:], new_err[:, :, None]], axis=2)
+        history[:] = np.concatenate([history[:, 1:], y[:, None]], axis=1)
+        seen += 1
+        return self._pack(rows)
+
+    def observe_errors(self, state: bytes, errors: Sequence[ErrorRecord]) -> bytes:
+        return state  # its errors are those of its own rule, already kept by advance
+
+    def forecast(self, states: Sequence[bytes]) -> np.ndarray:
+        rows = self._unpack(states)
+        _, history, errors = self._views(rows)
+        h = np.arange(self.horizons)  # (H,) horizon - 1
+        lag_idx = self._lag_of_horizon  # (H,)
+        # target day t+h+1 repeats day t+h+1-7(k+1), i.e. history index window-7(k+1)+h+1
+        point = history[:, self.window - SEASON * (lag_idx + 1) + h]  # (B, H)
+        spread = _nan_quantiles(errors, self.quantiles)  # (B, L, Q)
+        values = point[:, :, None] + spread[:, lag_idx, :]  # (B, H, Q)
+        return np.maximum.accumulate(np.clip(values, 0.0, None), axis=2)
+
+    def _views(self, rows: np.ndarray):
+        seen = rows[:, 0]
+        history = rows[:, 1 : 1 + self.window]
+        errors = rows[:, 1 + self.window :].reshape(len(rows), self.n_lags, self.config.memory)
+        return seen, history, errors
+
+
+def _nan_quantiles(errors: np.ndarray, quantiles: tuple[float, ...]) -> np.ndarray:
+    """(B, L, Q) quantiles over the last axis of (B, L, M), 0 where nothing was observed."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: nothing observed yet
+        q = np.nanquantile(errors, quantiles, axis=2)  # (Q, B, L)
+    return np.nan_to_num(np.moveaxis(q, 0, 2), nan=0.0)

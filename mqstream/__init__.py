@@ -1,0 +1,1 @@
+"""mqstream: streaming multi-horizon quantile forecasts over Kafka."""

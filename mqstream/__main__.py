@@ -1,0 +1,5 @@
+import sys
+
+from mqstream.cli import main
+
+sys.exit(main())

@@ -1,0 +1,145 @@
+"""`mqstream`: the command line. Each subcommand's --help says what it does."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+from mqstream.config import ConfigError, Settings, load_settings
+from mqstream.local_broker import BrokerError, LocalBroker
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        settings = load_settings(args.config, **_overrides(args))
+        return args.run(args, settings) or 0
+    except (ConfigError, BrokerError) as exc:
+        print(f"mqstream: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mqstream", description="Streaming multi-horizon quantile demand forecasts over Kafka.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", help="TOML settings file (also MQSTREAM_CONFIG); see README")
+    p.add_argument("--bootstrap", help="external Kafka bootstrap servers (also MQSTREAM_KAFKA_BOOTSTRAP); "
+                                       "unset: the local broker")
+    p.add_argument("--kafka-port", type=int, help="port of the local broker")
+    sub = p.add_subparsers(title="commands", metavar="COMMAND")
+
+    kafka = sub.add_parser("kafka", help="start, stop or inspect the local Kafka broker (KRaft, 127.0.0.1)")
+    kafka.add_argument("action", choices=("start", "stop", "status"))
+    kafka.set_defaults(run=_kafka)
+
+    topics = sub.add_parser("topics", help="create the topics (sales, page-views, forecasts, ...)")
+    topics.add_argument("action", choices=("create",))
+    topics.set_defaults(run=_topics)
+
+    worker = sub.add_parser("worker", help="run a stream worker (joins the consumer group)")
+    _model_args(worker)
+    worker.set_defaults(run=_worker)
+
+    replay = sub.add_parser("replay", help="stream the shipped transactions into the sales topic")
+    replay.add_argument("--start", default="2011-06-01", help="first day replayed (YYYY-MM-DD)")
+    replay.add_argument("--end", default="2011-07-31", help="last day replayed")
+    replay.add_argument("--speedup", type=float, default=0.0,
+                        help="event-time seconds per wall second; 0 sends as fast as possible")
+    replay.add_argument("--no-views", action="store_true", help="send no simulated page views")
+    replay.set_defaults(run=_replay)
+
+    demo = sub.add_parser("demo", help="broker, topics, worker and a replay, with a live summary")
+    demo.add_argument("--start", default="2011-05-02", help="first day replayed")
+    demo.add_argument("--end", default="2011-06-30", help="last day replayed")
+    _model_args(demo)
+    demo.set_defaults(run=_demo)
+
+    for name, module in (("train", "models.training"), ("evaluate", "models.evaluate")):
+        _module_command(sub, name, module)
+    return p
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="seasonal-naive, mqcnn or mqtransformer")
+    p.add_argument("--checkpoint", help="checkpoint directory of a neural model")
+    p.add_argument("--data-dir", help="where worker state and logs go")
+
+
+def _module_command(sub, name: str, module: str) -> None:
+    """Training and evaluation live in models/; import them only when asked for."""
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return
+    p = sub.add_parser(name, help=(mod.__doc__ or name).strip().split("\n")[0])
+    mod.configure_parser(p)
+    p.set_defaults(run=lambda args, settings: mod.run(args))
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    return {"bootstrap": args.bootstrap, "kafka_port": args.kafka_port,
+            "model": getattr(args, "model", None), "checkpoint": getattr(args, "checkpoint", None),
+            "data_dir": getattr(args, "data_dir", None)}
+
+
+def local_broker(settings: Settings) -> LocalBroker:
+    return LocalBroker(Path(settings.data_dir) / "kafka", settings.kafka_port)
+
+
+def _kafka(args, settings: Settings) -> int:
+    if not settings.uses_local_broker:
+        raise BrokerError(f"an external broker is configured ({settings.bootstrap}); nothing local to {args.action}")
+    broker = local_broker(settings)
+    if args.action == "start":
+        broker.start()
+        print(f"kafka running on {broker.bootstrap} (pid {broker.pid()}, log {broker.log_file})")
+    elif args.action == "stop":
+        print("kafka stopped" if broker.stop() else "kafka was not running")
+    else:
+        pid = broker.pid()
+        print(f"kafka running on {broker.bootstrap} (pid {pid})" if pid else "kafka not running")
+        return 0 if pid else 1
+    return 0
+
+
+def _topics(args, settings: Settings) -> int:
+    from streams.topics import create_topics
+
+    created = create_topics(settings)
+    print("created: " + (", ".join(created) if created else "nothing (all exist)"))
+    return 0
+
+
+def _worker(args, settings: Settings) -> int:
+    from streams.runner import run_worker
+
+    return run_worker(settings)
+
+
+def _replay(args, settings: Settings) -> int:
+    from streams.messages import iso_day
+    from streams.replay import replay_events, send
+    from streams.topics import create_topics
+
+    create_topics(settings)
+    events = replay_events(iso_day(args.start), iso_day(args.end), views=not args.no_views)
+    print(f"replaying {len(events):,} events ({args.start}..{args.end}; page views are SIMULATED)")
+    send(events, settings, speedup=args.speedup)
+    return 0
+
+
+def _demo(args, settings: Settings) -> int:
+    from mqstream.demo import run_demo
+
+    return run_demo(settings, args.start, args.end)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

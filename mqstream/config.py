@@ -1,0 +1,94 @@
+"""Settings: the one configuration object, read from a TOML file and MQSTREAM_* variables,
+validated once where the program starts. An error names the setting and what it accepts."""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+MODELS = ("seasonal-naive", "mqcnn", "mqtransformer")
+STORES = ("rocksdb", "memory")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    bootstrap: str = ""  # external Kafka "host:port[,host:port]"; empty: the local broker
+    kafka_port: int = 19092  # port of the local broker (`mqstream kafka start`)
+    topic_prefix: str = "mqstream."  # every topic name starts with this
+    partitions: int = 4  # of every topic; the unit of parallelism and of state sharding
+    app_id: str = "mqstream"  # consumer group and changelog topic prefix
+    data_dir: str = "var"  # worker state (RocksDB), local broker logs
+    store: str = "rocksdb"  # "memory" loses state on restart: tests that say why only
+    allowed_lateness: int = 3600  # seconds after a day ends that its events are still applied
+    active_days: int = 28  # items that sold within this many days get forecasts
+    history_days: int = 56  # closed daily buckets kept per item
+    model: str = "seasonal-naive"
+    checkpoint: str = ""  # model weights (safetensors + JSON config) for the neural models
+    refresh_batch: int = 1024  # items per model call
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return self.bootstrap or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def uses_local_broker(self) -> bool:
+        return not self.bootstrap
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    def validate(self) -> "Settings":
+        _check(1 <= self.kafka_port <= 65535, "kafka_port", "a TCP port, 1..65535")
+        _check(1 <= self.partitions <= 1024, "partitions", "an integer 1..1024")
+        _check(self.store in STORES, "store", " or ".join(STORES))
+        _check(self.model in MODELS, "model", ", ".join(MODELS))
+        _check(0 <= self.allowed_lateness <= 7 * 86_400, "allowed_lateness", "seconds, 0..604800")
+        _check(1 <= self.active_days <= 3650, "active_days", "days, 1..3650")
+        _check(7 <= self.history_days <= 3650, "history_days", "days, 7..3650")
+        _check(1 <= self.refresh_batch <= 65536, "refresh_batch", "items, 1..65536")
+        _check(self.app_id.replace("-", "").replace("_", "").replace(".", "").isalnum(), "app_id",
+               "letters, digits, '.', '-', '_'")
+        return self
+
+
+def _check(ok: bool, name: str, accepted: str) -> None:
+    if not ok:
+        raise ConfigError(f"setting {name!r}: accepted values are {accepted}")
+
+
+def load_settings(path: str | None = None, **overrides) -> Settings:
+    """Defaults, then the TOML file (``--config`` or MQSTREAM_CONFIG), then MQSTREAM_<NAME>
+    environment variables, then explicit overrides (command-line flags)."""
+    values: dict = {}
+    path = path or os.environ.get("MQSTREAM_CONFIG")
+    if path:
+        try:
+            values.update(tomllib.loads(Path(path).read_text()))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config file {path}: {exc}") from exc
+    known = {f.name: f for f in fields(Settings)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown settings {unknown}; known: {sorted(known)}")
+    for name, f in known.items():
+        env = os.environ.get("MQSTREAM_" + ("KAFKA_BOOTSTRAP" if name == "bootstrap" else name.upper()))
+        if env is not None:
+            values[name] = _coerce(name, env, type(getattr(Settings, name)))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    for name, value in values.items():
+        expected = type(getattr(Settings, name))
+        if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
+            raise ConfigError(f"setting {name!r}: expected {expected.__name__}, got {value!r}")
+    return replace(Settings(), **values).validate()
+
+
+def _coerce(name: str, raw: str, kind: type):
+    try:
+        return kind(raw)
+    except ValueError as exc:
+        raise ConfigError(f"setting {name!r} (MQSTREAM_{name.upper()}): expected {kind.__name__}, got {raw!r}") from exc

@@ -1,0 +1,183 @@
+"""A single-node Apache Kafka broker (KRaft) on 127.0.0.1, run with the machine's Java.
+
+The broker's jars come from Maven Central through ``kafka/pom.xml`` (``mvn
+dependency:copy-dependencies``) into a cache outside the repository; nothing downloaded is
+committed. Its log dir, log file and pid file live under one directory of the caller's.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+KAFKA_VERSION = "4.4.0"
+POM = Path(__file__).parent / "kafka" / "pom.xml"
+LOG4J = Path(__file__).parent / "kafka" / "log4j2.yaml"
+CACHE = Path(os.environ.get("MQSTREAM_CACHE", Path.home() / ".cache" / "mqstream"))
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class LocalBroker:
+    home: Path  # holds data/, broker.log, broker.pid, server.properties
+    port: int
+    controller_port: int | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "broker.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "broker.log"
+
+    def start(self, timeout: float = 90.0) -> None:
+        """Start the broker unless it already runs; return once it accepts connections."""
+        if self.pid() is not None:
+            return
+        if _port_open(self.port):
+            raise BrokerError(f"port {self.port} is taken by another process; choose another kafka_port")
+        libs = fetch_jars()
+        self.home.mkdir(parents=True, exist_ok=True)
+        properties = self._write_properties()
+        if not (self.home / "data" / "meta.properties").exists():
+            _java(libs, "kafka.tools.StorageTool", "format", "-t", str(uuid.uuid4()), "-c", str(properties))
+        with open(self.log_file, "ab") as log:
+            proc = subprocess.Popen(
+                _java_command(libs, "kafka.Kafka", str(properties)),
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,  # outlives the CLI; `stop` ends it
+            )
+        self.pid_file.write_text(str(proc.pid))
+        self._wait_ready(proc, timeout)
+
+    def stop(self, timeout: float = 60.0) -> bool:
+        """Stop the broker cleanly (SIGTERM, then SIGKILL after ``timeout``); False if none ran."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return pid if _alive(pid) else None
+
+    def _wait_ready(self, proc: subprocess.Popen, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise BrokerError(f"broker exited with {proc.returncode}; see {self.log_file}")
+            if _port_open(self.port) and _answers(self.bootstrap):
+                return
+            time.sleep(0.3)
+        raise BrokerError(f"broker did not answer on {self.bootstrap} within {timeout:.0f}s; see {self.log_file}")
+
+    def _write_properties(self) -> Path:
+        controller = self.controller_port or free_port()
+        path = self.home / "server.properties"
+        path.write_text("\n".join([
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{controller}",
+            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names=CONTROLLER",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            f"log.dirs={self.home / 'data'}",
+            "num.partitions=4",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=4",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            "auto.create.topics.enable=false",
+            "",
+        ]))
+        return path
+
+
+def fetch_jars(version: str = KAFKA_VERSION) -> Path:
+    """The broker's classpath folder, fetched with Maven on first use."""
+    libs = CACHE / f"kafka-{version}" / "libs"
+    if (libs / f"kafka_2.13-{version}.jar").exists():
+        return libs
+    if shutil.which("mvn") is None:
+        raise BrokerError("Maven (mvn) is needed once to fetch the Kafka broker jars")
+    tmp = libs.with_name("libs.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    subprocess.run(
+        ["mvn", "-q", "-B", "-f", str(POM), f"-Dkafka.version={version}",
+         "dependency:copy-dependencies", f"-DoutputDirectory={tmp}", "-DincludeScope=runtime"],
+        check=True,
+    )
+    tmp.rename(libs)
+    return libs
+
+
+def _java_command(libs: Path, main: str, *args: str) -> list[str]:
+    return ["java", "-Xms256m", "-Xmx1g", f"-Dlog4j2.configurationFile={LOG4J}",
+            "-cp", f"{libs}/*", main, *args]
+
+
+def _java(libs: Path, main: str, *args: str) -> None:
+    done = subprocess.run(_java_command(libs, main, *args), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise BrokerError(f"{main} failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
+
+
+def _answers(bootstrap: str) -> bool:
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000).close()
+        return True
+    except KafkaError:
+        return False
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie of ours counts as gone
+        return not open(f"/proc/{pid}/stat").read().split(") ")[1].startswith("Z")
+    except OSError:
+        return True

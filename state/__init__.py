@@ -1,0 +1,1 @@
+"""Per-item rolling feature state: plain, synchronous functions over numpy, no Kafka."""

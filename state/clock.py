@@ -1,0 +1,51 @@
+"""PartitionClock: the event-time watermark of one partition and the days it has closed.
+
+Sales and page views arrive on separate topics that a worker consumes at different paces,
+so each input keeps its own watermark (its newest event time) and the partition's
+watermark is the lowest of them: a day closes only when every input that has spoken has
+passed it. Day D closes once that watermark passes the end of D plus the allowed
+lateness; events of D arriving before that are applied, later ones are too late.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from models.protocol import DAY_SECONDS
+
+
+def closed_through(watermark: int, lateness: int) -> int:
+    """Last day whose end plus ``lateness`` seconds the watermark has reached."""
+    return (watermark - lateness) // DAY_SECONDS - 1
+
+
+@dataclass
+class PartitionClock:
+    lateness: int
+    inputs: dict[str, int] = field(default_factory=dict)  # input name -> newest event time
+
+    @property
+    def watermark(self) -> int:
+        return min(self.inputs.values(), default=0)
+
+    @property
+    def newest(self) -> int:
+        return max(self.inputs.values(), default=0)
+
+    @property
+    def closed_through(self) -> int:
+        return closed_through(self.watermark, self.lateness)
+
+    def is_too_late(self, ts: int) -> bool:
+        return ts // DAY_SECONDS <= self.closed_through
+
+    def observe(self, source: str, ts: int) -> bool:
+        """Advance one input's watermark; True when that closes at least one more day."""
+        before = self.closed_through if self.inputs else None
+        self.inputs[source] = max(self.inputs.get(source, 0), ts)
+        return before is not None and self.closed_through > before
+
+    def hold_closed(self, day: int) -> None:
+        """Never reopen ``day``: after a restart the watermark is at least its close."""
+        floor = (day + 1) * DAY_SECONDS + self.lateness
+        for source, ts in self.inputs.items():
+            self.inputs[source] = max(ts, floor)

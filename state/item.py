@@ -1,0 +1,105 @@
+"""ItemState: one item's rolling daily buckets, in event time, as one table value.
+
+Everything the worker knows of an item lives in one value, written back whole, so a
+changelog message is always a consistent snapshot: the open days' buckets, the event ids
+already applied to them (so a redelivered event is recognised, also after a restart), the
+last ``history_days`` closed days, the model's state and the ledger of forecasts still to
+be scored.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+import orjson
+
+from models.protocol import DAY_SECONDS
+
+UNITS, RETURNS, VIEWS = range(3)  # bucket columns: demand, returned units, page views
+_LENGTHS = struct.Struct("<IIII")  # meta, history, model, ledger byte lengths
+
+
+@dataclass
+class ItemState:
+    item_id: str
+    description: str
+    born: int  # first open day of the item
+    closed_through: int  # last day folded into history, model and ledger
+    history: np.ndarray  # (history_days, 3) float32; last row is day closed_through
+    model: bytes
+    ledger: bytes
+    price: float = 0.0  # last positive unit price seen
+    last_event_ts: dict[str, int] = field(default_factory=dict)  # input topic -> newest event time
+    last_sale_day: int = -1
+    last_error_target: int = -1
+    open_days: dict[int, list[float]] = field(default_factory=dict)  # day -> [units, returns, views]
+    seen: dict[int, list[str]] = field(default_factory=dict)  # day -> applied event ids
+
+    def to_bytes(self) -> bytes:
+        meta = orjson.dumps({
+            "i": self.item_id, "d": self.description, "b": self.born, "c": self.closed_through,
+            "p": self.price, "t": self.last_event_ts, "s": self.last_sale_day,
+            "e": self.last_error_target,
+            "o": [[day, *bucket] for day, bucket in sorted(self.open_days.items())],
+            "n": [[day, ids] for day, ids in sorted(self.seen.items())],
+        })
+        history = self.history.astype(np.float32).tobytes()
+        head = _LENGTHS.pack(len(meta), len(history), len(self.model), len(self.ledger))
+        return b"".join((head, meta, history, self.model, self.ledger))
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> "ItemState":
+        lengths = _LENGTHS.unpack_from(raw)
+        parts, pos = [], _LENGTHS.size
+        for n in lengths:
+            parts.append(raw[pos : pos + n])
+            pos += n
+        meta = orjson.loads(parts[0])
+        return cls(
+            item_id=meta["i"], description=meta["d"], born=meta["b"], closed_through=meta["c"],
+            history=np.frombuffer(parts[1], np.float32).reshape(-1, 3).copy(),
+            model=parts[2], ledger=parts[3], price=meta["p"], last_event_ts=meta["t"],
+            last_sale_day=meta["s"], last_error_target=meta["e"],
+            open_days={row[0]: row[1:] for row in meta["o"]},
+            seen={day: ids for day, ids in meta["n"]},
+        )
+
+    # --- events ---------------------------------------------------------------------------
+    def has_seen(self, event_id: str, day: int) -> bool:
+        return event_id in self.seen.get(day, ())
+
+    def apply(self, source: str, event_id: str, ts: int, amounts: list[tuple[int, float]]) -> None:
+        """Add each (column, amount) to an open day's bucket; the caller checked that the day is
+        open and the event new."""
+        day = ts // DAY_SECONDS
+        bucket = self.open_days.setdefault(day, [0.0, 0.0, 0.0])
+        for column, amount in amounts:
+            bucket[column] += amount
+            if column == UNITS and amount > 0:
+                self.last_sale_day = max(self.last_sale_day, day)
+        self.seen.setdefault(day, []).append(event_id)
+        self.last_event_ts[source] = max(self.last_event_ts.get(source, 0), ts)
+
+    # --- closing days ---------------------------------------------------------------------
+    def close_next_day(self) -> tuple[int, np.ndarray]:
+        """Fold the day after ``closed_through`` into history; returns (day, bucket)."""
+        day = self.closed_through + 1
+        bucket = np.asarray(self.open_days.pop(day, (0.0, 0.0, 0.0)), np.float32)
+        self.seen.pop(day, None)
+        self.history = np.concatenate([self.history[1:], bucket[None, :]])
+        self.closed_through = day
+        return day, bucket
+
+    def daily(self, column: int, first: int, last: int) -> np.ndarray:
+        """Totals of one bucket column for days first..last, closed or open (0 where unknown)."""
+        out = np.zeros(last - first + 1, np.float64)
+        n = len(self.history)
+        for offset in range(n):
+            day = self.closed_through - (n - 1 - offset)
+            if first <= day <= last and day >= self.born:
+                out[day - first] = self.history[offset, column]
+        for day, bucket in self.open_days.items():
+            if first <= day <= last:
+                out[day - first] = bucket[column]
+        return out

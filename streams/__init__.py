@@ -1,0 +1,1 @@
+"""Kafka wiring: topics, codecs, the faust worker, dead letters, the replay producer."""

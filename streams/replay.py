@@ -1,0 +1,89 @@
+"""Replay the shipped transactions into ``sales`` (and simulated views into ``page-views``)
+in event-time order, as a real producer would send them."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import orjson
+import pandas as pd
+from kafka import KafkaProducer
+from tqdm import tqdm
+
+from models.dataset import daily_series, load_transactions, to_day
+from models.pageviews import simulate_views
+from models.protocol import DAY_SECONDS
+from mqstream.config import Settings
+from streams.worker import CONTROL_HEADER
+
+VIEWS_HOUR = 12  # a day's simulated views are sent as one event at noon
+LEAD_DAYS = 3  # the simulator reads demand this many days ahead
+
+
+@dataclass(frozen=True)
+class ReplayEvent:
+    topic: str  # "sales" or "page-views"
+    key: bytes
+    value: bytes
+    ts: int
+
+
+def sale_events(tx: pd.DataFrame) -> Iterator[ReplayEvent]:
+    """One event per invoice line; the id is the line's position in the file, because
+    identical lines are separate sales."""
+    for row in tx.itertuples(index=False):
+        body = {"event_id": f"orii-{row.row}", "item_id": row.item_id, "ts": int(row.ts),
+                "quantity": int(row.quantity), "price": float(row.price),
+                "invoice": row.invoice, "description": row.description}
+        yield ReplayEvent("sales", row.item_id.encode(), orjson.dumps(body), int(row.ts))
+
+
+def view_events(tx: pd.DataFrame, first_day: int, last_day: int) -> list[ReplayEvent]:
+    """Simulated page views (see models/pageviews.py) of every item sold in the window."""
+    items = np.array(sorted(tx.loc[to_day(tx["ts"]).between(first_day, last_day), "item_id"].unique()))
+    series = daily_series(tx, items, first_day, last_day + LEAD_DAYS)
+    views = simulate_views(series.items, series.units, first_day)[:, : last_day - first_day + 1]
+    events = []
+    for i, j in zip(*np.nonzero(views)):
+        day, item = first_day + int(j), str(items[i])
+        ts = day * DAY_SECONDS + VIEWS_HOUR * 3600
+        body = {"event_id": f"pv-{item}-{day}", "item_id": item, "ts": ts, "views": int(views[i, j])}
+        events.append(ReplayEvent("page-views", item.encode(), orjson.dumps(body), ts))
+    return events
+
+
+def replay_events(first_day: int, last_day: int, tx: pd.DataFrame | None = None,
+                  views: bool = True) -> list[ReplayEvent]:
+    """Every event of days first_day..last_day, sales and views merged in event-time order."""
+    tx = load_transactions() if tx is None else tx
+    window = tx[to_day(tx["ts"]).between(first_day, last_day)]
+    events = list(sale_events(window))
+    if views:
+        events += view_events(tx, first_day, last_day)
+    events.sort(key=lambda e: e.ts)  # stable: file order within a minute
+    return events
+
+
+def send(events: list[ReplayEvent], settings: Settings, speedup: float = 0.0,
+         close_last_day: bool = True, progress: bool = True) -> None:
+    """Produce ``events``; ``speedup`` event-time seconds per wall second (0: no waiting).
+    With ``close_last_day`` a watermark marker to every partition closes the final day."""
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+                             linger_ms=20, batch_size=512 * 1024, compression_type=None)
+    start_wall, start_ts = time.monotonic(), events[0].ts if events else 0
+    for event in tqdm(events, desc="replay", unit="ev", disable=not progress, mininterval=1.0):
+        if speedup > 0:
+            lag = (event.ts - start_ts) / speedup - (time.monotonic() - start_wall)
+            if lag > 0:
+                time.sleep(lag)
+        producer.send(settings.topic(event.topic), key=event.key, value=event.value)
+    if close_last_day and events:
+        mark = (events[-1].ts // DAY_SECONDS + 1) * DAY_SECONDS + settings.allowed_lateness
+        for topic in {settings.topic(e.topic) for e in events}:
+            for partition in range(settings.partitions):
+                producer.send(topic, value=orjson.dumps({"ts": mark}), partition=partition,
+                              headers=[(CONTROL_HEADER, b"watermark")])
+    producer.flush()
+    producer.close()

@@ -1,0 +1,253 @@
+"""The faust worker: the app, its topics and table, and three short agents.
+
+Agents only move bytes between Kafka and ``Processor``; ``Processor`` keeps the
+per-partition clocks and locks and calls the plain functions of ``state/`` and ``models/``.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import faust
+import numpy as np
+import orjson
+
+import streams.store  # noqa: F401  registers the keyed-rocksdb store
+from models.dataset import is_demand
+from models.protocol import ErrorRecord, QuantileForecaster
+from mqstream.config import Settings
+from state.clock import PartitionClock
+from state.item import RETURNS, UNITS, VIEWS, ItemState
+from state.refresh import RefreshPolicy, close_items, needs_close, new_item
+from streams import messages
+from streams.events import PageView, Rejection, Sale, parse_page_view, parse_sale
+from streams.store import SCHEME
+from streams.topics import topic_names
+
+log = logging.getLogger("mqstream.worker")
+RAW = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+CONTROL_HEADER = "mqstream-control"  # value b"watermark": {"ts": ...} asserts no earlier events
+MAX_AHEAD_OF_WATERMARK = 7 * 86_400  # an event this far past the partition's newest is rejected
+MAX_AHEAD_OF_NOW = 86_400
+
+
+@dataclass
+class Counters:
+    """What the worker did, for logs, the demo and (later) metrics."""
+
+    consumed: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    dead_letters: dict[str, int] = field(default_factory=dict)
+    forecasts: int = 0
+    errors: int = 0
+    closes: int = 0
+
+
+def load_model(settings: Settings) -> QuantileForecaster:
+    if settings.model == "seasonal-naive":
+        from models.seasonal_naive import SeasonalNaive
+
+        return SeasonalNaive()
+    from models.registry import load_model as from_registry
+
+    return from_registry(settings.model, Path(settings.checkpoint) if settings.checkpoint else None)
+
+
+class Processor:
+    def __init__(self, settings: Settings, model: QuantileForecaster, table: faust.Table,
+                 outputs: dict[str, faust.TopicT]):
+        self.settings = settings
+        self.model = model
+        self.table = table
+        self.outputs = outputs
+        self.policy = RefreshPolicy(settings.active_days, settings.history_days, settings.refresh_batch)
+        self.clocks: dict[int, PartitionClock] = {}
+        self.tracked: dict[int, set[bytes]] = {}  # items with work at the next close
+        self.locks: dict[int, asyncio.Lock] = {}
+        self.unfinished: set[int] = set()  # partitions whose clocks were just recovered
+        self.counters = Counters()
+
+    # --- events in ------------------------------------------------------------------------
+    async def on_event(self, event: faust.EventT, parse) -> None:
+        message = event.message
+        async with self.locks.setdefault(message.partition, asyncio.Lock()):
+            self.counters.consumed += 1
+            clock = self._clock(message.partition)
+            if _is_watermark(message.headers):
+                await self._advance(clock, message, orjson.loads(message.value)["ts"])
+                return
+            parsed = parse(message.key, message.value)
+            if not isinstance(parsed, Rejection):
+                parsed = self._check_time(parsed, clock)
+            if isinstance(parsed, Rejection):
+                await self.dead_letter(event, parsed)
+                return
+            self._apply(message.topic, parsed, message.key, message.partition)
+            await self._advance(clock, message, parsed.ts)
+
+    async def on_errors(self, event: faust.EventT) -> None:
+        """Errors read back from ``forecast-errors``: into the item's error memory, once."""
+        message = event.message
+        async with self.locks.setdefault(message.partition, asyncio.Lock()):
+            body = orjson.loads(message.value)
+            raw = self.table.get(message.key)
+            target = messages.iso_day(body["target"])
+            if raw is None:
+                return
+            item = ItemState.from_bytes(raw)
+            if target <= item.last_error_target:
+                return  # this worker scored it itself and already took it in
+            records = [ErrorRecord(messages.iso_day(o), target, body["actual"], _array(f))
+                       for o, f in zip(body["origins"], body["forecasts"])]
+            item.model = self.model.observe_errors(item.model, records)
+            item.last_error_target = target
+            self.table[message.key] = item.to_bytes()
+
+    def _check_time(self, event: Sale | PageView, clock: PartitionClock) -> Sale | PageView | Rejection:
+        if clock.is_too_late(event.ts):
+            return Rejection("too_late", f"day {messages.day_iso(event.ts // 86400)} closed "
+                             f"(watermark {clock.watermark}, lateness {clock.lateness}s)")
+        if clock.newest and event.ts > clock.newest + MAX_AHEAD_OF_WATERMARK:
+            return Rejection("ts_too_far_ahead", f"ts {event.ts} is over a week past the newest event {clock.newest}")
+        if event.ts > time.time() + MAX_AHEAD_OF_NOW:
+            return Rejection("ts_in_future", f"ts {event.ts} is more than a day in the future")
+        return event
+
+    def _apply(self, source: str, event: Sale | PageView, key: bytes, partition: int) -> None:
+        raw = self.table.get(key)
+        clock = self.clocks[partition]
+        if raw is None:
+            item = new_item(event.item_id, getattr(event, "description", ""), getattr(event, "price", 0.0),
+                            clock.closed_through, self.model, self.policy)
+        else:
+            item = ItemState.from_bytes(raw)
+        if item.has_seen(event.event_id, event.ts // 86400):
+            self.counters.duplicates += 1
+        else:
+            item.apply(source, event.event_id, event.ts, _amounts(event))
+            if isinstance(event, Sale) and event.price > 0:
+                item.price = event.price
+            self.counters.applied += 1
+        # written back also for a duplicate: heals a changelog that missed the first write
+        self.table[key] = item.to_bytes()
+        self.tracked[partition].add(key)
+
+    # --- closing days ---------------------------------------------------------------------
+    def _clock(self, partition: int) -> PartitionClock:
+        """The partition's clock; on first use after (re)start, recovered from its items."""
+        if partition not in self.clocks:
+            clock, closed, tracked = PartitionClock(self.settings.allowed_lateness), -1, set()
+            for key, raw in self.table.data.partition_items(partition):
+                item = ItemState.from_bytes(raw)
+                for source, ts in item.last_event_ts.items():
+                    clock.observe(source, ts)
+                closed = max(closed, item.closed_through)
+                tracked.add(key)
+            clock.hold_closed(closed)
+            self.clocks[partition] = clock
+            self.tracked[partition] = tracked
+            self.unfinished.add(partition)  # a crash may have cut its last close short
+        return self.clocks[partition]
+
+    async def _advance(self, clock: PartitionClock, message: faust.types.Message, ts: int) -> None:
+        partition = message.partition
+        if clock.observe(message.topic, ts) or partition in self.unfinished:
+            self.unfinished.discard(partition)
+            await self.close_partition(partition, clock.closed_through)
+
+    async def close_partition(self, partition: int, through: int) -> None:
+        keys = self.tracked[partition]
+        items = [ItemState.from_bytes(raw) for raw in map(self.table.get, keys) if raw is not None]
+        items = [it for it in items if needs_close(it, through, self.policy, self.model.horizons)]
+        if not items:
+            return
+        refresh = close_items(items, through, self.model, self.policy)
+        await self._publish(refresh)
+        for item in items:  # only after the outputs are out: a crash before this redoes the close
+            key = item.item_id.encode()
+            self.table[key] = item.to_bytes()
+            if not needs_close(item, through + 1, self.policy, self.model.horizons):
+                keys.discard(key)
+        self.counters.closes += 1
+
+    async def _publish(self, refresh) -> None:
+        now = messages.utc_now()
+        head = messages.headers(self.model)
+        for issued in refresh.issued:
+            await self.outputs["forecasts"].send(key=issued.item_id.encode(), headers=head,
+                                                 value=messages.forecast_message(issued, self.model, now))
+        for scored in refresh.scored:
+            await self.outputs["forecast-errors"].send(
+                key=scored.item_id.encode(), headers=head,
+                value=messages.error_message(scored, self.model, now, self.policy.decimals))
+        await self.outputs["forecasts"].app.producer.flush()
+        self.counters.forecasts += len(refresh.issued)
+        self.counters.errors += len(refresh.scored)
+
+    async def dead_letter(self, event: faust.EventT, rejection: Rejection) -> None:
+        m = event.message
+        counts = self.counters.dead_letters
+        counts[rejection.reason] = counts.get(rejection.reason, 0) + 1
+        await self.outputs["dead-letters"].send(key=m.key, value=m.value, headers=[
+            ("reason", rejection.reason.encode()), ("detail", rejection.detail.encode()),
+            ("source-topic", m.topic.encode()), ("source-partition", str(m.partition).encode()),
+            ("source-offset", str(m.offset).encode())])
+
+
+def _is_watermark(headers) -> bool:
+    items = headers.items() if isinstance(headers, dict) else (headers or ())
+    return any(k == CONTROL_HEADER and v == b"watermark" for k, v in items)
+
+
+def _amounts(event: Sale | PageView) -> list[tuple[int, float]]:
+    if isinstance(event, PageView):
+        return [(VIEWS, event.views)]
+    if is_demand(event.invoice, event.quantity, event.price):
+        return [(UNITS, event.quantity)]
+    return [(RETURNS, -event.quantity)] if event.quantity < 0 else []
+
+
+def _array(values) -> np.ndarray:
+    return np.asarray(values, np.float32)
+
+
+def build_app(settings: Settings, model: QuantileForecaster) -> tuple[faust.App, Processor]:
+    names = topic_names(settings)
+    app = faust.App(
+        settings.app_id,
+        broker="kafka://" + settings.kafka_bootstrap.replace(",", ";"),
+        store=f"{SCHEME}://" if settings.store == "rocksdb" else "memory://",
+        datadir=str(Path(settings.data_dir) / "worker"),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        web_enabled=False,
+        producer_linger=0.05,  # batches changelog writes: a tenth of the broker CPU (FAUST-NOTES)
+        consumer_auto_offset_reset="earliest",
+        autodiscover=False,
+    )
+    topics = {name: app.topic(full, schema=RAW, partitions=settings.partitions)
+              for name, full in names.items()}
+    table = app.Table("items", partitions=settings.partitions, key_type=bytes, value_type=bytes,
+                      use_partitioner=True)
+    processor = Processor(settings, model, table, topics)
+
+    @app.agent(topics["sales"], name="sales")
+    async def sales(stream):
+        async for event in stream.events():
+            await processor.on_event(event, parse_sale)
+
+    @app.agent(topics["page-views"], name="page-views")
+    async def page_views(stream):
+        async for event in stream.events():
+            await processor.on_event(event, parse_page_view)
+
+    @app.agent(topics["forecast-errors"], name="forecast-errors")
+    async def forecast_errors(stream):
+        async for event in stream.events():
+            await processor.on_errors(event)
+
+    return app, processor
