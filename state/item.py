@@ -1,10 +1,10 @@
-"""ItemState: one item's rolling daily buckets, in event time, as one table value.
+"""One item's state, as two table values written at different paces.
 
-Everything the worker knows of an item lives in one value, written back whole, so a
-changelog message is always a consistent snapshot: the open days' buckets, the event ids
-already applied to them (so a redelivered event is recognised, also after a restart), the
-last ``history_days`` closed days, the model's state and the ledger of forecasts still to
-be scored.
+``ItemState`` changes with every event, so it stays small: the open days' buckets, the
+event ids already applied to them (so a redelivered event is recognised, also after a
+restart) and the last ``history_days`` closed days. ``ItemModel`` changes once per closed
+day: the model's state and the ledger of forecasts still to be scored. Each is written
+back whole, so a changelog message is always a consistent snapshot of its part.
 """
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ import orjson
 from models.protocol import DAY_SECONDS
 
 UNITS, RETURNS, VIEWS = range(3)  # bucket columns: demand, returned units, page views
-_LENGTHS = struct.Struct("<IIII")  # meta, history, model, ledger byte lengths
+_ITEM_HEAD = struct.Struct("<II")  # meta, history byte lengths
+_MODEL_HEAD = struct.Struct("<iiI")  # closed_through, last_error_target, model byte length
 
 
 @dataclass
@@ -25,14 +26,11 @@ class ItemState:
     item_id: str
     description: str
     born: int  # first open day of the item
-    closed_through: int  # last day folded into history, model and ledger
+    closed_through: int  # last day folded into history
     history: np.ndarray  # (history_days, 3) float32; last row is day closed_through
-    model: bytes
-    ledger: bytes
     price: float = 0.0  # last positive unit price seen
     last_event_ts: dict[str, int] = field(default_factory=dict)  # input topic -> newest event time
     last_sale_day: int = -1
-    last_error_target: int = -1
     open_days: dict[int, list[float]] = field(default_factory=dict)  # day -> [units, returns, views]
     seen: dict[int, list[str]] = field(default_factory=dict)  # day -> applied event ids
 
@@ -40,27 +38,22 @@ class ItemState:
         meta = orjson.dumps({
             "i": self.item_id, "d": self.description, "b": self.born, "c": self.closed_through,
             "p": self.price, "t": self.last_event_ts, "s": self.last_sale_day,
-            "e": self.last_error_target,
             "o": [[day, *bucket] for day, bucket in sorted(self.open_days.items())],
             "n": [[day, ids] for day, ids in sorted(self.seen.items())],
         })
         history = self.history.astype(np.float32).tobytes()
-        head = _LENGTHS.pack(len(meta), len(history), len(self.model), len(self.ledger))
-        return b"".join((head, meta, history, self.model, self.ledger))
+        return b"".join((_ITEM_HEAD.pack(len(meta), len(history)), meta, history))
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "ItemState":
-        lengths = _LENGTHS.unpack_from(raw)
-        parts, pos = [], _LENGTHS.size
-        for n in lengths:
-            parts.append(raw[pos : pos + n])
-            pos += n
-        meta = orjson.loads(parts[0])
+        n_meta, n_history = _ITEM_HEAD.unpack_from(raw)
+        start = _ITEM_HEAD.size
+        meta = orjson.loads(raw[start : start + n_meta])
+        history = raw[start + n_meta : start + n_meta + n_history]
         return cls(
             item_id=meta["i"], description=meta["d"], born=meta["b"], closed_through=meta["c"],
-            history=np.frombuffer(parts[1], np.float32).reshape(-1, 3).copy(),
-            model=parts[2], ledger=parts[3], price=meta["p"], last_event_ts=meta["t"],
-            last_sale_day=meta["s"], last_error_target=meta["e"],
+            history=np.frombuffer(history, np.float32).reshape(-1, 3).copy(),
+            price=meta["p"], last_event_ts=meta["t"], last_sale_day=meta["s"],
             open_days={row[0]: row[1:] for row in meta["o"]},
             seen={day: ids for day, ids in meta["n"]},
         )
@@ -103,3 +96,29 @@ class ItemState:
             if first <= day <= last:
                 out[day - first] = bucket[column]
         return out
+
+
+@dataclass
+class ItemModel:
+    """The model side of an item. Written before its ``ItemState`` at a close, so after a
+    crash it is never behind it (``closed_through`` ≥ the item's)."""
+
+    closed_through: int
+    model: bytes
+    ledger: bytes
+    last_error_target: int = -1  # newest target day whose errors the model has taken in
+
+    def to_bytes(self) -> bytes:
+        head = _MODEL_HEAD.pack(self.closed_through, self.last_error_target, len(self.model))
+        return b"".join((head, self.model, self.ledger))
+
+    @staticmethod
+    def last_error_target_of(raw: bytes) -> int:
+        """Read without decoding the rest: the hot check of the errors read back."""
+        return _MODEL_HEAD.unpack_from(raw)[1]
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> "ItemModel":
+        closed, last_error, n_model = _MODEL_HEAD.unpack_from(raw)
+        start = _MODEL_HEAD.size
+        return cls(closed, raw[start : start + n_model], raw[start + n_model :], last_error)

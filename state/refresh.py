@@ -1,7 +1,7 @@
 """Closing days for a batch of items: score earlier forecasts, advance the model, forecast.
 
 This is the whole per-close computation, free of Kafka: the worker hands it the items of a
-partition and publishes what it returns.
+partition (both parts of each) and publishes what it returns.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from models.protocol import ErrorRecord, ItemInfo, Period, QuantileForecaster
-from state.item import UNITS, VIEWS, ItemState
+from state.item import UNITS, VIEWS, ItemModel, ItemState
 from state.ledger import ForecastLedger
 
 
@@ -44,72 +44,77 @@ class Refresh:
 
 
 def new_item(item_id: str, description: str, price: float, closed_through: int,
-             model: QuantileForecaster, policy: RefreshPolicy) -> ItemState:
+             policy: RefreshPolicy) -> ItemState:
     """An item seen for the first time: born on the partition's first open day."""
+    return ItemState(item_id=item_id, description=description, born=closed_through + 1,
+                     closed_through=closed_through, price=price,
+                     history=np.zeros((policy.history_days, 3), np.float32))
+
+
+def new_model(item: ItemState, model: QuantileForecaster) -> ItemModel:
     ledger = ForecastLedger.empty(model.horizons, len(model.quantiles))
-    return ItemState(
-        item_id=item_id, description=description, born=closed_through + 1,
-        closed_through=closed_through,
-        history=np.zeros((policy.history_days, 3), np.float32),
-        model=model.new_state(ItemInfo(item_id, description, price), closed_through + 1),
-        ledger=ledger.to_bytes(), price=price,
-    )
+    state = model.new_state(ItemInfo(item.item_id, item.description, item.price), item.born)
+    return ItemModel(item.born - 1, state, ledger.to_bytes())
 
 
-def needs_close(item: ItemState, through: int, policy: RefreshPolicy, horizons: int) -> bool:
+def needs_close(item: ItemState, side: ItemModel | None, through: int, policy: RefreshPolicy,
+                horizons: int) -> bool:
     """Whether closing up to ``through`` has work for the item now: it is active, or forecasts
     of it are still waiting for their targets. Dormant items catch up when they next appear."""
     if item.closed_through >= through:
         return False
-    return is_active(item, through, policy) or _last_origin(item, horizons) + horizons > item.closed_through
+    return is_active(item, through, policy) or (side is not None and _waiting(side, horizons))
 
 
 def is_active(item: ItemState, origin: int, policy: RefreshPolicy) -> bool:
     return item.last_sale_day > origin - policy.active_days
 
 
-def close_items(items: list[ItemState], through: int, model: QuantileForecaster,
-                policy: RefreshPolicy) -> Refresh:
-    """Close every day up to ``through`` for ``items`` (mutated in place), then forecast the
-    active ones from ``through``."""
-    ledgers = {it.item_id: ForecastLedger.from_bytes(it.ledger, model.horizons, len(model.quantiles))
-               for it in items}
+def close_items(items: list[ItemState], sides: list[ItemModel], through: int,
+                model: QuantileForecaster, policy: RefreshPolicy) -> Refresh:
+    """Close every day up to ``through`` for ``items`` and their model sides (both mutated in
+    place), then forecast the active ones from ``through``. A model side already past a day
+    (a close cut short by a crash) only has its item's buckets folded for it."""
+    ledgers = [ForecastLedger.from_bytes(s.ledger, model.horizons, len(model.quantiles)) for s in sides]
     refresh = Refresh()
     first = min((it.closed_through for it in items), default=through) + 1
     for day in range(first, through + 1):
-        _close_day([it for it in items if it.closed_through < day], ledgers, model, refresh)
-    _forecast([it for it in items if is_active(it, through, policy)], through, ledgers, model,
-              policy, refresh)
-    for it in items:
-        it.ledger = ledgers[it.item_id].to_bytes()
+        pending = [i for i, it in enumerate(items) if it.closed_through < day]
+        buckets = {i: items[i].close_next_day()[1] for i in pending}
+        _advance([i for i in pending if sides[i].closed_through < day], day, items, sides, ledgers,
+                 buckets, model, refresh)
+    active = [i for i, it in enumerate(items) if is_active(it, through, policy)]
+    for start in range(0, len(active), policy.batch_size):
+        _forecast(active[start : start + policy.batch_size], through, items, sides, ledgers,
+                  model, policy, refresh)
+    for side, ledger in zip(sides, ledgers):
+        side.ledger = ledger.to_bytes()
     return refresh
 
 
-def _close_day(batch: list[ItemState], ledgers: dict[str, ForecastLedger],
-               model: QuantileForecaster, refresh: Refresh) -> None:
-    periods = []
-    for it in batch:
-        day, bucket = it.close_next_day()
-        periods.append(Period(day, float(bucket[UNITS]), float(bucket[VIEWS]), it.price))
-    states = model.advance([it.model for it in batch], periods)
-    for it, state, period in zip(batch, states, periods):
-        records = ledgers[it.item_id].score(period.day, period.units)
+def _advance(batch: list[int], day: int, items, sides, ledgers, buckets, model, refresh) -> None:
+    periods = [Period(day, float(buckets[i][UNITS]), float(buckets[i][VIEWS]), items[i].price) for i in batch]
+    states = model.advance([sides[i].model for i in batch], periods)
+    for i, state, period in zip(batch, states, periods):
+        records = ledgers[i].score(day, period.units)
         if records:
             state = model.observe_errors(state, records)
-            it.last_error_target = period.day
-            refresh.scored.append(ScoredDay(it.item_id, period.day, period.units, records))
-        it.model = state
+            sides[i].last_error_target = day
+            refresh.scored.append(ScoredDay(items[i].item_id, day, period.units, records))
+        sides[i].model = state
+        sides[i].closed_through = day
 
 
-def _forecast(active: list[ItemState], origin: int, ledgers: dict[str, ForecastLedger],
-              model: QuantileForecaster, policy: RefreshPolicy, refresh: Refresh) -> None:
-    for start in range(0, len(active), policy.batch_size):
-        chunk = active[start : start + policy.batch_size]
-        values = np.round(model.forecast([it.model for it in chunk]).astype(np.float64), policy.decimals)
-        for it, v in zip(chunk, values):
-            ledgers[it.item_id].record(origin, v)
-            refresh.issued.append(IssuedForecast(it.item_id, origin, v))
+def _forecast(batch: list[int], origin: int, items, sides, ledgers, model, policy, refresh) -> None:
+    if not batch:
+        return
+    values = model.forecast([sides[i].model for i in batch]).astype(np.float64)
+    for i, v in zip(batch, np.round(values, policy.decimals)):
+        ledgers[i].record(origin, v)
+        refresh.issued.append(IssuedForecast(items[i].item_id, origin, v))
 
 
-def _last_origin(item: ItemState, horizons: int) -> int:
-    return int(np.frombuffer(item.ledger[: horizons * 4], np.int32).max())
+def _waiting(side: ItemModel, horizons: int) -> bool:
+    """Forecasts in the ledger whose targets have not closed yet."""
+    last_origin = int(np.frombuffer(side.ledger, np.int32, count=horizons).max())
+    return last_origin + horizons > side.closed_through

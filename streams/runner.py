@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
 
 from faust.worker import Worker
 
@@ -12,9 +17,23 @@ from streams.worker import build_app, load_model
 
 def run_worker(settings: Settings, loglevel: str = "warn") -> int:
     create_topics(settings)
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)  # faust makes only the last level
     model = load_model(settings)
     app, processor = build_app(settings, model)
     logging.getLogger("mqstream").setLevel(logging.INFO)
     worker = Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()  # returns when the worker is told to stop
     return 0
+
+
+def spawn_worker(settings: Settings, name: str, log_path: Path) -> subprocess.Popen:
+    """A worker in its own process with these settings (state under data_dir/name)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    for field in fields(Settings):
+        value = getattr(settings, field.name)
+        if field.name == "data_dir":
+            value = f"{value}/{name}"
+        env["MQSTREAM_" + ("KAFKA_BOOTSTRAP" if field.name == "bootstrap" else field.name.upper())] = str(value)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "mqstream", "worker"], env=env,
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

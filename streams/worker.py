@@ -1,4 +1,4 @@
-"""The faust worker: the app, its topics and table, and three short agents.
+"""The faust worker: the app, its topics and tables, and three short agents.
 
 Agents only move bytes between Kafka and ``Processor``; ``Processor`` keeps the
 per-partition clocks and locks and calls the plain functions of ``state/`` and ``models/``.
@@ -17,11 +17,11 @@ import orjson
 
 import streams.store  # noqa: F401  registers the keyed-rocksdb store
 from models.dataset import is_demand
-from models.protocol import ErrorRecord, QuantileForecaster
+from models.protocol import DAY_SECONDS, ErrorRecord, QuantileForecaster
 from mqstream.config import Settings
 from state.clock import PartitionClock
-from state.item import RETURNS, UNITS, VIEWS, ItemState
-from state.refresh import RefreshPolicy, close_items, needs_close, new_item
+from state.item import RETURNS, UNITS, VIEWS, ItemModel, ItemState
+from state.refresh import Refresh, RefreshPolicy, close_items, needs_close, new_item, new_model
 from streams import messages
 from streams.events import PageView, Rejection, Sale, parse_page_view, parse_sale
 from streams.store import SCHEME
@@ -30,13 +30,13 @@ from streams.topics import topic_names
 log = logging.getLogger("mqstream.worker")
 RAW = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 CONTROL_HEADER = "mqstream-control"  # value b"watermark": {"ts": ...} asserts no earlier events
-MAX_AHEAD_OF_WATERMARK = 7 * 86_400  # an event this far past the partition's newest is rejected
+MAX_AHEAD_OF_NEWEST = 7 * 86_400  # an event this far past the partition's newest is rejected
 MAX_AHEAD_OF_NOW = 86_400
 
 
 @dataclass
 class Counters:
-    """What the worker did, for logs, the demo and (later) metrics."""
+    """What the worker did, for logs, the demo and metrics."""
 
     consumed: int = 0
     applied: int = 0
@@ -58,17 +58,18 @@ def load_model(settings: Settings) -> QuantileForecaster:
 
 
 class Processor:
-    def __init__(self, settings: Settings, model: QuantileForecaster, table: faust.Table,
-                 outputs: dict[str, faust.TopicT]):
+    def __init__(self, settings: Settings, model: QuantileForecaster, items: faust.Table,
+                 sides: faust.Table, outputs: dict[str, faust.TopicT]):
         self.settings = settings
         self.model = model
-        self.table = table
+        self.items = items  # key -> ItemState, written on every event
+        self.sides = sides  # key -> ItemModel, written once per close
         self.outputs = outputs
         self.policy = RefreshPolicy(settings.active_days, settings.history_days, settings.refresh_batch)
         self.clocks: dict[int, PartitionClock] = {}
         self.tracked: dict[int, set[bytes]] = {}  # items with work at the next close
-        self.locks: dict[int, asyncio.Lock] = {}
         self.unfinished: set[int] = set()  # partitions whose clocks were just recovered
+        self.locks: dict[int, asyncio.Lock] = {}
         self.counters = Counters()
 
     # --- events in ------------------------------------------------------------------------
@@ -82,78 +83,68 @@ class Processor:
                 return
             parsed = parse(message.key, message.value)
             if not isinstance(parsed, Rejection):
-                parsed = self._check_time(parsed, clock)
+                parsed = _check_time(parsed, clock)
             if isinstance(parsed, Rejection):
                 await self.dead_letter(event, parsed)
                 return
-            self._apply(message.topic, parsed, message.key, message.partition)
+            self._apply(message, parsed, clock)
             await self._advance(clock, message, parsed.ts)
 
     async def on_errors(self, event: faust.EventT) -> None:
         """Errors read back from ``forecast-errors``: into the item's error memory, once."""
         message = event.message
         async with self.locks.setdefault(message.partition, asyncio.Lock()):
+            raw = self.sides.get(message.key)
             body = orjson.loads(message.value)
-            raw = self.table.get(message.key)
             target = messages.iso_day(body["target"])
-            if raw is None:
-                return
-            item = ItemState.from_bytes(raw)
-            if target <= item.last_error_target:
-                return  # this worker scored it itself and already took it in
-            records = [ErrorRecord(messages.iso_day(o), target, body["actual"], _array(f))
+            if raw is None or target <= ItemModel.last_error_target_of(raw):
+                return  # this worker scored it itself and took it in at the close
+            side = ItemModel.from_bytes(raw)
+            records = [ErrorRecord(messages.iso_day(o), target, body["actual"], np.asarray(f, np.float32))
                        for o, f in zip(body["origins"], body["forecasts"])]
-            item.model = self.model.observe_errors(item.model, records)
-            item.last_error_target = target
-            self.table[message.key] = item.to_bytes()
+            side.model = self.model.observe_errors(side.model, records)
+            side.last_error_target = target
+            self.sides[message.key] = side.to_bytes()
 
-    def _check_time(self, event: Sale | PageView, clock: PartitionClock) -> Sale | PageView | Rejection:
-        if clock.is_too_late(event.ts):
-            return Rejection("too_late", f"day {messages.day_iso(event.ts // 86400)} closed "
-                             f"(watermark {clock.watermark}, lateness {clock.lateness}s)")
-        if clock.newest and event.ts > clock.newest + MAX_AHEAD_OF_WATERMARK:
-            return Rejection("ts_too_far_ahead", f"ts {event.ts} is over a week past the newest event {clock.newest}")
-        if event.ts > time.time() + MAX_AHEAD_OF_NOW:
-            return Rejection("ts_in_future", f"ts {event.ts} is more than a day in the future")
-        return event
-
-    def _apply(self, source: str, event: Sale | PageView, key: bytes, partition: int) -> None:
-        raw = self.table.get(key)
-        clock = self.clocks[partition]
-        if raw is None:
+    def _apply(self, message, event: Sale | PageView, clock: PartitionClock) -> None:
+        raw = self.items.get(message.key)
+        if raw is None:  # born on the partition's first open day, or its own if it is the first
+            first_open = clock.closed_through + 1 if clock.inputs else event.ts // DAY_SECONDS
             item = new_item(event.item_id, getattr(event, "description", ""), getattr(event, "price", 0.0),
-                            clock.closed_through, self.model, self.policy)
+                            first_open - 1, self.policy)
         else:
             item = ItemState.from_bytes(raw)
-        if item.has_seen(event.event_id, event.ts // 86400):
+        if item.has_seen(event.event_id, event.ts // DAY_SECONDS):
             self.counters.duplicates += 1
         else:
-            item.apply(source, event.event_id, event.ts, _amounts(event))
+            item.apply(message.topic, event.event_id, event.ts, _amounts(event))
             if isinstance(event, Sale) and event.price > 0:
                 item.price = event.price
             self.counters.applied += 1
         # written back also for a duplicate: heals a changelog that missed the first write
-        self.table[key] = item.to_bytes()
-        self.tracked[partition].add(key)
+        self.items[message.key] = item.to_bytes()
+        self.tracked[message.partition].add(message.key)
 
     # --- closing days ---------------------------------------------------------------------
     def _clock(self, partition: int) -> PartitionClock:
         """The partition's clock; on first use after (re)start, recovered from its items."""
         if partition not in self.clocks:
             clock, closed, tracked = PartitionClock(self.settings.allowed_lateness), -1, set()
-            for key, raw in self.table.data.partition_items(partition):
+            for key, raw in self.items.data.partition_items(partition):
                 item = ItemState.from_bytes(raw)
                 for source, ts in item.last_event_ts.items():
                     clock.observe(source, ts)
                 closed = max(closed, item.closed_through)
                 tracked.add(key)
-            clock.hold_closed(closed)
+            for _, raw in self.sides.data.partition_items(partition):
+                closed = max(closed, ItemModel.from_bytes(raw).closed_through)
+            clock.hold_closed(closed)  # never reopen a day that was closed before a restart
             self.clocks[partition] = clock
             self.tracked[partition] = tracked
             self.unfinished.add(partition)  # a crash may have cut its last close short
         return self.clocks[partition]
 
-    async def _advance(self, clock: PartitionClock, message: faust.types.Message, ts: int) -> None:
+    async def _advance(self, clock: PartitionClock, message, ts: int) -> None:
         partition = message.partition
         if clock.observe(message.topic, ts) or partition in self.unfinished:
             self.unfinished.discard(partition)
@@ -161,20 +152,30 @@ class Processor:
 
     async def close_partition(self, partition: int, through: int) -> None:
         keys = self.tracked[partition]
-        items = [ItemState.from_bytes(raw) for raw in map(self.table.get, keys) if raw is not None]
-        items = [it for it in items if needs_close(it, through, self.policy, self.model.horizons)]
+        items, sides = [], []
+        for key in list(keys):
+            item = ItemState.from_bytes(self.items.get(key))
+            raw_side = self.sides.get(key)
+            side = ItemModel.from_bytes(raw_side) if raw_side is not None else None
+            if needs_close(item, side, through, self.policy, self.model.horizons):
+                items.append(item)
+                sides.append(side or new_model(item, self.model))
+            elif item.closed_through < through:
+                keys.discard(key)  # dormant: catches up when it next has an event
         if not items:
             return
-        refresh = close_items(items, through, self.model, self.policy)
+        refresh = close_items(items, sides, through, self.model, self.policy)
+        # Outputs first, then model sides, then items, each flushed: after a crash the close
+        # is redone (outputs repeat, never go missing) and a side is never behind its item.
         await self._publish(refresh)
-        for item in items:  # only after the outputs are out: a crash before this redoes the close
-            key = item.item_id.encode()
-            self.table[key] = item.to_bytes()
-            if not needs_close(item, through + 1, self.policy, self.model.horizons):
-                keys.discard(key)
+        for item, side in zip(items, sides):
+            self.sides[item.item_id.encode()] = side.to_bytes()
+        await self._flush()
+        for item in items:
+            self.items[item.item_id.encode()] = item.to_bytes()
         self.counters.closes += 1
 
-    async def _publish(self, refresh) -> None:
+    async def _publish(self, refresh: Refresh) -> None:
         now = messages.utc_now()
         head = messages.headers(self.model)
         for issued in refresh.issued:
@@ -184,9 +185,12 @@ class Processor:
             await self.outputs["forecast-errors"].send(
                 key=scored.item_id.encode(), headers=head,
                 value=messages.error_message(scored, self.model, now, self.policy.decimals))
-        await self.outputs["forecasts"].app.producer.flush()
+        await self._flush()
         self.counters.forecasts += len(refresh.issued)
         self.counters.errors += len(refresh.scored)
+
+    async def _flush(self) -> None:
+        await self.items.app.producer.flush()
 
     async def dead_letter(self, event: faust.EventT, rejection: Rejection) -> None:
         m = event.message
@@ -198,9 +202,20 @@ class Processor:
             ("source-offset", str(m.offset).encode())])
 
 
+def _check_time(event: Sale | PageView, clock: PartitionClock) -> Sale | PageView | Rejection:
+    if clock.is_too_late(event.ts):
+        return Rejection("too_late", f"day {messages.day_iso(event.ts // DAY_SECONDS)} closed "
+                         f"(watermark {clock.watermark}, lateness {clock.lateness}s)")
+    if clock.newest and event.ts > clock.newest + MAX_AHEAD_OF_NEWEST:
+        return Rejection("ts_too_far_ahead", f"ts {event.ts} is over a week past the newest event {clock.newest}")
+    if event.ts > time.time() + MAX_AHEAD_OF_NOW:
+        return Rejection("ts_in_future", f"ts {event.ts} is more than a day in the future")
+    return event
+
+
 def _is_watermark(headers) -> bool:
-    items = headers.items() if isinstance(headers, dict) else (headers or ())
-    return any(k == CONTROL_HEADER and v == b"watermark" for k, v in items)
+    pairs = headers.items() if isinstance(headers, dict) else (headers or ())
+    return any(k == CONTROL_HEADER and v == b"watermark" for k, v in pairs)
 
 
 def _amounts(event: Sale | PageView) -> list[tuple[int, float]]:
@@ -211,12 +226,7 @@ def _amounts(event: Sale | PageView) -> list[tuple[int, float]]:
     return [(RETURNS, -event.quantity)] if event.quantity < 0 else []
 
 
-def _array(values) -> np.ndarray:
-    return np.asarray(values, np.float32)
-
-
 def build_app(settings: Settings, model: QuantileForecaster) -> tuple[faust.App, Processor]:
-    names = topic_names(settings)
     app = faust.App(
         settings.app_id,
         broker="kafka://" + settings.kafka_bootstrap.replace(",", ";"),
@@ -230,10 +240,10 @@ def build_app(settings: Settings, model: QuantileForecaster) -> tuple[faust.App,
         autodiscover=False,
     )
     topics = {name: app.topic(full, schema=RAW, partitions=settings.partitions)
-              for name, full in names.items()}
-    table = app.Table("items", partitions=settings.partitions, key_type=bytes, value_type=bytes,
-                      use_partitioner=True)
-    processor = Processor(settings, model, table, topics)
+              for name, full in topic_names(settings).items()}
+    tables = [app.Table(name, partitions=settings.partitions, key_type=bytes, value_type=bytes,
+                        use_partitioner=True) for name in ("items", "item-models")]
+    processor = Processor(settings, model, *tables, topics)
 
     @app.agent(topics["sales"], name="sales")
     async def sales(stream):

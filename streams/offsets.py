@@ -1,0 +1,53 @@
+"""Reading back from the broker: end and committed offsets, group lag, a whole topic."""
+from __future__ import annotations
+
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.errors import CoordinatorNotAvailableError
+
+from mqstream.config import Settings
+
+WORKER_INPUTS = ("sales", "page-views", "forecast-errors")
+
+
+def end_offsets(settings: Settings, topic: str) -> dict[TopicPartition, int]:
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        return consumer.end_offsets([TopicPartition(topic, p) for p in range(settings.partitions)])
+    finally:
+        consumer.close()
+
+
+def committed_offsets(settings: Settings) -> dict[TopicPartition, int]:
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        offsets = admin.list_group_offsets({settings.app_id: None}).get(settings.app_id, {})
+    except CoordinatorNotAvailableError:  # the group's coordinator is still starting
+        return {}
+    finally:
+        admin.close()
+    return {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+
+
+def group_lag(settings: Settings, inputs=WORKER_INPUTS) -> int:
+    """Messages of ``inputs`` that the worker group has not committed yet."""
+    committed = committed_offsets(settings)
+    return sum(end - committed.get(tp, 0)
+               for name in inputs for tp, end in end_offsets(settings, settings.topic(name)).items())
+
+
+def read_topic(settings: Settings, topic: str) -> list:
+    """Every message of a topic, from the start to its end as of the call."""
+    ends = {tp: off for tp, off in end_offsets(settings, topic).items() if off > 0}
+    if not ends:
+        return []
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer.assign(list(ends))
+    consumer.seek_to_beginning()
+    out = []
+    try:
+        while any(consumer.position(tp) < end for tp, end in ends.items()):
+            for records in consumer.poll(timeout_ms=1000, max_records=50_000).values():
+                out.extend(records)
+    finally:
+        consumer.close()
+    return out

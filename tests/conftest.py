@@ -1,0 +1,18 @@
+import pytest
+
+from mqstream.config import Settings
+from mqstream.local_broker import LocalBroker, free_port
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory):
+    """One real Kafka broker (KRaft) for the whole test session, on a free port."""
+    local = LocalBroker(tmp_path_factory.mktemp("kafka"), free_port())
+    local.start()
+    yield local
+    local.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_settings(broker) -> Settings:
+    return Settings(kafka_port=broker.port, partitions=4).validate()

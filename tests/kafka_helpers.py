@@ -1,0 +1,74 @@
+"""Helpers for tests against the real local broker: workers as processes, reading topics."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import orjson
+
+from mqstream.config import Settings
+from state.item import ItemModel, ItemState
+from streams.offsets import group_lag, read_topic
+from streams.runner import spawn_worker
+
+
+def fresh_settings(base: Settings, tmp: Path, **changes) -> Settings:
+    """Settings with topics, consumer group and state of their own."""
+    run = uuid.uuid4().hex[:8]
+    return replace(base, topic_prefix=f"t{run}.", app_id=f"mq-{run}", data_dir=str(tmp / run), **changes)
+
+
+def start_worker(settings: Settings, name: str = "w1") -> subprocess.Popen:
+    return spawn_worker(settings, name, Path(settings.data_dir).parent / f"{settings.app_id}-{name}.log")
+
+
+def stop_worker(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_caught_up(settings: Settings, proc: subprocess.Popen | None = None, timeout: float = 600) -> None:
+    """Until the group has committed every input message, twice in a row a few seconds apart
+    (errors the worker publishes are inputs too)."""
+    deadline, zero_since = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"worker exited with {proc.returncode}")
+        if group_lag(settings) == 0:
+            zero_since = zero_since or time.monotonic()
+            if time.monotonic() - zero_since > 6:
+                return
+        else:
+            zero_since = None
+        time.sleep(1)
+    raise AssertionError(f"worker did not catch up within {timeout}s (lag {group_lag(settings)})")
+
+
+def table_state(settings: Settings, table: str = "items", decode=ItemState.from_bytes) -> dict:
+    """A table as its changelog holds it: the last value of every key."""
+    latest = {}
+    for record in read_topic(settings, f"{settings.app_id}-{table}-changelog"):
+        latest[record.key] = record.value
+    return {k.decode(): decode(v) for k, v in latest.items() if v is not None}
+
+
+def model_state(settings: Settings) -> dict[str, ItemModel]:
+    return table_state(settings, "item-models", ItemModel.from_bytes)
+
+
+def latest_by(records, *fields) -> dict:
+    """JSON bodies keyed by ``fields``; a redelivered message (same key) replaces the first."""
+    out = {}
+    for record in records:
+        body = orjson.loads(record.value)
+        out[tuple(body[f] for f in fields)] = body
+    return out

@@ -1,0 +1,30 @@
+import pytest
+
+from mqstream.config import ConfigError, load_settings
+
+
+def test_environment_overrides_defaults(monkeypatch):
+    monkeypatch.setenv("MQSTREAM_PARTITIONS", "8")
+    monkeypatch.setenv("MQSTREAM_KAFKA_BOOTSTRAP", "kafka-1:9092,kafka-2:9092")
+    settings = load_settings()
+    assert settings.partitions == 8 and not settings.uses_local_broker
+
+
+def test_a_bad_setting_is_named_with_the_values_it_accepts(monkeypatch):
+    monkeypatch.setenv("MQSTREAM_MODEL", "prophet")
+    with pytest.raises(ConfigError, match="'model'.*seasonal-naive, mqcnn, mqtransformer"):
+        load_settings()
+
+
+def test_a_config_file_with_an_unknown_setting_is_refused(tmp_path):
+    path = tmp_path / "mqstream.toml"
+    path.write_text('partitions = 2\nparitions = 3\n')
+    with pytest.raises(ConfigError, match="unknown settings \\['paritions'\\]"):
+        load_settings(str(path))
+
+
+def test_a_config_file_value_of_the_wrong_type_is_refused(tmp_path):
+    path = tmp_path / "mqstream.toml"
+    path.write_text('partitions = "four"\n')
+    with pytest.raises(ConfigError, match="'partitions': expected int"):
+        load_settings(str(path))

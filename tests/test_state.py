@@ -1,0 +1,100 @@
+"""Per-item state, clocks, ledger and the day close, without Kafka."""
+import numpy as np
+
+from models.protocol import DAY_SECONDS
+from models.seasonal_naive import SeasonalNaive
+from state.clock import PartitionClock
+from state.item import UNITS, VIEWS, ItemModel, ItemState
+from state.ledger import ForecastLedger, pinball
+from state.refresh import RefreshPolicy, close_items, needs_close, new_item, new_model
+
+DAY = 15_000
+POLICY = RefreshPolicy()
+
+
+def sale_ts(day: int, hour: int = 10) -> int:
+    return day * DAY_SECONDS + hour * 3600
+
+
+def test_item_state_round_trips_through_bytes():
+    item = new_item("85123A", "WHITE HANGING HEART", 2.55, DAY - 1, POLICY)
+    item.apply("sales", "e1", sale_ts(DAY), [(UNITS, 6.0)])
+    item.apply("views", "v1", sale_ts(DAY, 12), [(VIEWS, 40.0)])
+    again = ItemState.from_bytes(item.to_bytes())
+    assert again.open_days == item.open_days and again.seen == item.seen
+    assert again.last_event_ts == {"sales": sale_ts(DAY), "views": sale_ts(DAY, 12)}
+    np.testing.assert_array_equal(again.history, item.history)
+
+
+def test_item_model_round_trips_through_bytes():
+    side = ItemModel(DAY, b"model-bytes", b"ledger-bytes", DAY - 2)
+    assert ItemModel.from_bytes(side.to_bytes()) == side
+
+
+def test_a_day_closes_when_every_input_has_passed_it_plus_the_lateness():
+    clock = PartitionClock(lateness=3600)
+    clock.observe("sales", sale_ts(DAY + 1, 2))
+    assert clock.closed_through == DAY
+    assert not clock.observe("views", sale_ts(DAY, 12))  # the slower input holds it back
+    assert clock.closed_through == DAY - 1
+    assert clock.observe("views", sale_ts(DAY + 1, 1))
+    assert clock.is_too_late(sale_ts(DAY, 23)) and not clock.is_too_late(sale_ts(DAY + 1))
+
+
+def test_a_recovered_clock_never_reopens_a_closed_day():
+    clock = PartitionClock(lateness=3600)
+    clock.observe("sales", sale_ts(DAY))
+    clock.hold_closed(DAY + 3)
+    assert clock.closed_through == DAY + 3
+
+
+def test_ledger_hands_back_every_earlier_forecast_of_a_target():
+    ledger = ForecastLedger.empty(horizons=3, n_quantiles=2)
+    for origin in (10, 11, 12):
+        ledger.record(origin, np.full((3, 2), origin, np.float32))
+    assert [(o, q.tolist()) for o, q in ledger.forecasts_of(13)] == [(10, [10, 10]), (11, [11, 11]), (12, [12, 12])]
+    ledger.record(13, np.zeros((3, 2), np.float32))  # overwrites origin 10's slot
+    assert [o for o, _ in ledger.forecasts_of(13)] == [11, 12]
+
+
+def test_pinball_loss_weighs_under_and_over_forecasts_by_the_quantile():
+    q = np.array([0.1, 0.9])
+    np.testing.assert_allclose(pinball(10.0, np.array([8.0, 8.0]), q), [0.2, 1.8])
+    np.testing.assert_allclose(pinball(10.0, np.array([12.0, 12.0]), q), [1.8, 0.2])
+
+
+def test_closing_days_scores_earlier_forecasts_and_issues_new_ones():
+    model = SeasonalNaive()
+    item = new_item("A", "", 1.0, DAY - 1, POLICY)
+    side = new_model(item, model)
+    for day in range(DAY, DAY + 10):
+        item.apply("sales", f"e{day}", sale_ts(day), [(UNITS, 3.0)])
+        refresh = close_items([item], [side], day, model, POLICY)
+        assert [f.origin for f in refresh.issued] == [day]
+    assert [r.horizon for r in refresh.scored[0].records] == list(range(9, 0, -1))
+    assert refresh.scored[0].actual == 3.0
+    assert side.closed_through == item.closed_through == DAY + 9
+
+
+def test_a_model_side_ahead_of_its_item_is_not_advanced_twice():
+    model = SeasonalNaive()
+    item = new_item("A", "", 1.0, DAY - 1, POLICY)
+    side = new_model(item, model)
+    item.apply("sales", "e1", sale_ts(DAY), [(UNITS, 3.0)])
+    snapshot = ItemState.from_bytes(item.to_bytes())  # the item as a crash left it
+    close_items([item], [side], DAY, model, POLICY)
+    model_bytes = side.model
+    refresh = close_items([snapshot], [side], DAY, model, POLICY)  # the redone close
+    assert side.model == model_bytes and snapshot.closed_through == DAY
+    assert [f.origin for f in refresh.issued] == [DAY]
+
+
+def test_dormant_items_wait_and_items_with_pending_forecasts_do_not():
+    model = SeasonalNaive()
+    item = new_item("A", "", 1.0, DAY - 1, POLICY)
+    side = new_model(item, model)
+    item.apply("sales", "e1", sale_ts(DAY), [(UNITS, 1.0)])
+    close_items([item], [side], DAY, model, POLICY)
+    assert needs_close(item, side, DAY + 40, POLICY, model.horizons)  # forecasts still open
+    close_items([item], [side], DAY + 40, model, POLICY)
+    assert not needs_close(item, side, DAY + 41, POLICY, model.horizons)
