@@ -1,0 +1,315 @@
+"""MQTransformer (Eisenach et al. 2020, "MQTransformer: Multi-Horizon Forecasts with Context
+Dependent and Feedback-Aware Attention"), read top to bottom.
+
+MQ-CNN's dilated causal encoder and global/local decoder (``models.mqcnn``), plus:
+
+(a) a learned positional encoding ``pe(day)`` from the day's calendar/event features;
+(b) horizon-specific decoder-encoder attention: the query of horizon h carries its context
+    and ``pe(t+h)``; keys carry the past encoder state (projected to ``memory_dim``) and
+    ``pe(s)`` of its day, plus a learned bias per lag (t+h) - s, so horizon h can align with
+    the same weekday last week or the same season last year. It attends over the last
+    ``recent_days`` days and the days around t+1..t+H one year (364 days) earlier; the memory
+    therefore keeps the last 364 + ``year_window`` encoder states;
+(c) feedback-aware attention over the item's recent forecast errors: a grid of the last
+    ``feedback_days`` target days x ``feedback_horizons``, each cell the published quantiles
+    and the actual, read relative to the item's current scale.
+
+Training (``models.training``) runs two passes: a first pass without feedback makes the
+forecasts (detached) that the second pass sees as errors, only those whose target day is
+closed at the origin, exactly as the serving worker would see them.
+
+Serving (``MQTransformerForecaster``): MQ-CNN's state plus a ring buffer of the last
+``memory_days`` projected encoder states (slot = day mod memory_days) and the error grid
+(slot = target day mod feedback_days). ``advance`` is O(1) in history; ``forecast`` reads a
+bounded memory.
+
+Public API
+----------
+- ``MQTransformerConfig`` (extends ``MQCNNConfig``), ``MQTransformer(cfg)``:
+  ``forward(batch, origins, published=None) -> (B, S, H, Q)`` units;
+  ``published`` (B, T, H, Q) are the forecasts published at each origin column (NaN where
+  none), from which the error memory is built; ``two_pass(batch, origins)`` makes them.
+- ``MQTransformerForecaster(model)``: ``models.protocol.QuantileForecaster``.
+  State bytes per item: MQ-CNN's + 4 * memory_days * memory_dim + 4 * feedback_days
+  + 2 * feedback_days * len(feedback_horizons) * (Q + 1); 33,172 with the defaults (the
+  attention memory, 371 days x 16 floats, is 72% of it).
+  Errors are stored as float16 (clipped at 65504 units); the full path rounds them the same
+  way, so both paths stay equal to float32 rounding.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from models.features import N_CALENDAR, N_PAST, SeriesBatch, calendar
+from models.mqcnn import (CausalConvEncoder, ItemEncoder, MQCNNConfig, MQDecoder, StateLayout,
+                          base_fields, base_origin, base_step, ema_scale, fill_gaps, future_calendar,
+                          model_version, new_base_state, origin_features)
+from models.protocol import ErrorRecord, ItemInfo, Period
+
+FP16_MAX = 65504.0  # errors are stored as float16; larger values clip
+ERROR_CLIP = 10.0
+YEAR = 364  # 52 weeks: same weekday last year  # scaled errors beyond +-10 scales carry no more information
+
+
+@dataclass
+class MQTransformerConfig(MQCNNConfig):
+    pe_dim: int = 16  # learned positional encoding of a day from its calendar features
+    recent_days: int = 35  # attention sees the last 5 weeks ...
+    year_window: int = 7  # ... and t+1-364-7 .. t+H-364+7: the same weeks last year
+    memory_dim: int = 16  # encoder states are projected before storing: state bytes
+    heads: int = 2
+    head_dim: int = 16
+    feedback_days: int = 14  # error memory: target days t-13..t ...
+    feedback_horizons: tuple[int, ...] = (1, 7, 14, 28)  # ... at these horizons
+    feedback_dim: int = 16
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.feedback_horizons = tuple(self.feedback_horizons)
+        if self.feedback_days > self.recent_days:
+            raise ValueError("feedback_days must be <= recent_days (errors reuse the recent days' encoding)")
+
+    @property
+    def memory_days(self) -> int:
+        """Ring buffer length: the oldest day attention can reach is t - 364 - year_window + 1."""
+        return YEAR + self.year_window
+
+    def attention_lags(self) -> np.ndarray:
+        """Memory slots attended, as lags from the origin (slot l is day t - l), ascending."""
+        year = np.arange(YEAR - self.horizons - self.year_window, self.memory_days)
+        return np.union1d(np.arange(self.recent_days), year)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor, bias: torch.Tensor | float,
+           null_k: torch.Tensor, null_v: torch.Tensor) -> torch.Tensor:
+    """Multi-head attention of H queries over L slots plus an always-valid learned null slot
+    (so an item with no history attends to something). q (..., H, n, d), k/v (..., L, n, d),
+    valid (..., L), bias broadcastable to (..., n, H, L) -> (..., H, n * d)."""
+    scale = 1 / math.sqrt(q.shape[-1])
+    s = torch.einsum("...hnd,...lnd->...nhl", q, k) * scale + bias  # (..., n, H, L)
+    s = s.masked_fill(~valid[..., None, None, :], float("-inf"))
+    s0 = torch.einsum("...hnd,nd->...nh", q, null_k).unsqueeze(-1) * scale  # (..., n, H, 1)
+    w = torch.softmax(torch.cat([s0, s], -1), -1)  # (..., n, H, 1 + L)
+    out = torch.einsum("...nhl,...lnd->...hnd", w[..., 1:], v) + w[..., :1].transpose(-3, -2) * null_v
+    return out.flatten(-2)  # (..., H, n * d)
+
+
+def error_features(actual: torch.Tensor, fcst: torch.Tensor, ema: torch.Tensor, horizons: torch.Tensor,
+                   ages: torch.Tensor, n_horizons: int, n_days: int) -> torch.Tensor:
+    """Error cells read against the item's current scale: actual (..., D, K), published
+    quantiles (..., D, K, Q) (NaN where missing), ema (...) -> (..., D, K, 2Q + 2)."""
+    scale = (1 + ema)[..., None, None, None]
+    z = ((actual.unsqueeze(-1) - fcst) / scale).clamp(-ERROR_CLIP, ERROR_CLIP)  # (..., D, K, Q)
+    below = (actual.unsqueeze(-1) < fcst).to(z.dtype)  # where the actual fell among the quantiles
+    pos = torch.stack(torch.broadcast_tensors(horizons[None, :] / n_horizons, ages[:, None] / n_days), -1)
+    pos = pos.expand(*z.shape[:-1], 2)  # (..., D, K, 2)
+    return torch.nan_to_num(torch.cat([z, below, pos], -1))
+
+
+def n_error_features(cfg: MQTransformerConfig) -> int:
+    return 2 * len(cfg.quantiles) + 2
+
+
+def fp16(x: torch.Tensor) -> torch.Tensor:
+    """How the state stores errors; the full path applies the same rounding."""
+    return x.clamp(max=FP16_MAX).half().float()
+
+
+class MQTransformer(nn.Module):
+    def __init__(self, cfg: MQTransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        c, p, nh, hd, fd = cfg.channels, cfg.pe_dim, cfg.heads, cfg.head_dim, cfg.feedback_dim
+        self.encoder = CausalConvEncoder(N_PAST, c, cfg.dilations)
+        self.item = ItemEncoder(cfg.item_dim)
+        self.decoder = MQDecoder(cfg, c + cfg.item_dim + 3, n_extra=nh * hd + fd)
+        self.pe = nn.Sequential(nn.Linear(N_CALENDAR, p), nn.Tanh(), nn.Linear(p, p))
+        self.memory = nn.Linear(c, cfg.memory_dim)
+        # (b) decoder-encoder attention
+        self.query = nn.Linear(cfg.context_dim + p, nh * hd)
+        self.key_mem, self.key_pe = nn.Linear(cfg.memory_dim, nh * hd), nn.Linear(p, nh * hd, bias=False)
+        self.value_mem, self.value_pe = nn.Linear(cfg.memory_dim, nh * hd), nn.Linear(p, nh * hd, bias=False)
+        self.lag_bias = nn.Parameter(torch.zeros(nh, cfg.memory_days + cfg.horizons))  # by lag (t+h) - s
+        self.null_k, self.null_v = nn.Parameter(torch.zeros(nh, hd)), nn.Parameter(torch.zeros(nh, hd))
+        # (c) feedback-aware attention
+        ne = n_error_features(cfg)
+        self.fb_query = nn.Linear(cfg.context_dim + p, fd)
+        self.fb_key, self.fb_value = nn.Linear(ne + p, fd), nn.Linear(ne, fd)
+        self.fb_null_k, self.fb_null_v = nn.Parameter(torch.zeros(1, fd)), nn.Parameter(torch.zeros(1, fd))
+        self.slots = torch.from_numpy(cfg.attention_lags())  # (L,) lag of each attended slot from t
+        self.lags = torch.arange(1, cfg.horizons + 1)[:, None] + self.slots  # (H, L): lag from t+h
+
+    def positional(self, days: np.ndarray) -> torch.Tensor:
+        """(...) day indices -> (..., pe_dim), computed once per distinct day."""
+        uniq, inv = np.unique(days, return_inverse=True)
+        return self.pe(torch.from_numpy(calendar(uniq)))[torch.from_numpy(inv.reshape(np.shape(days)))]
+
+    def keys_values(self, mem: torch.Tensor, pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention keys and values of stored states (..., dm) on days with encoding (..., p)
+        -> (..., nh, hd) each."""
+        shape = (self.cfg.heads, self.cfg.head_dim)
+        return ((self.key_mem(mem) + self.key_pe(pe)).unflatten(-1, shape),
+                (self.value_mem(mem) + self.value_pe(pe)).unflatten(-1, shape))
+
+    def decode(self, origin: torch.Tensor, origin_day: np.ndarray, ema: torch.Tensor, k: torch.Tensor,
+               v: torch.Tensor, mem_valid: torch.Tensor, err_actual: torch.Tensor, err_fcst: torch.Tensor) -> torch.Tensor:
+        """Shared by both paths. Leading dims (...) are origins: origin (..., n_origin),
+        origin_day (...), ema (...), keys/values (..., L, nh, hd) of the attended slots (slot i
+        is day t - slots[i]), mem_valid (..., L), err_actual (..., D, K), err_fcst
+        (..., D, K, Q) where row a is target day t - a -> (..., H, Q) quantiles in units."""
+        cfg = self.cfg
+        cal = future_calendar(origin_day, cfg.horizons)  # (..., H, N_CAL)
+        ctx, agn = self.decoder.contexts(origin, cal)  # (..., H, dc), (..., da)
+        qin = torch.cat([ctx, self.pe(cal)], -1)  # (..., H, dc + p): context and pe(t+h)
+        q = self.query(qin).unflatten(-1, (cfg.heads, cfg.head_dim))  # (..., H, nh, hd)
+        att = attend(q, k, v, mem_valid, self.lag_bias[:, self.lags], self.null_k, self.null_v)  # (..., H, nh*hd)
+
+        d, hs = cfg.feedback_days, torch.tensor(cfg.feedback_horizons, dtype=torch.float32)
+        feats = error_features(err_actual, err_fcst, ema, hs, torch.arange(d, dtype=torch.float32),
+                               cfg.horizons, d).flatten(-3, -2)  # (..., D*K, ne)
+        pe_err = self.positional(np.asarray(origin_day)[..., None] - np.arange(d))  # (..., D, p)
+        pe_err = pe_err.unsqueeze(-2).expand(*err_fcst.shape[:-1], -1).flatten(-3, -2)  # (..., D*K, p)
+        err_valid = ~torch.isnan(err_fcst[..., 0]).flatten(-2)  # (..., D*K)
+        fk = self.fb_key(torch.cat([feats, pe_err], -1)).unsqueeze(-2)  # (..., D*K, 1, fd)
+        fv = self.fb_value(feats).unsqueeze(-2)
+        fb = attend(self.fb_query(qin).unsqueeze(-2), fk, fv, err_valid, 0.0, self.fb_null_k, self.fb_null_v)
+
+        return self.decoder.quantiles(ctx, agn, cal, torch.cat([att, fb], -1)) * (1 + ema)[..., None, None]
+
+    def forward(self, batch: SeriesBatch, origins: torch.Tensor | None = None,
+                published: torch.Tensor | None = None) -> torch.Tensor:
+        """Forking sequences at origin columns (B, S) (default all) -> (B, S, H, Q) units.
+        ``published`` (B, T, H, Q): forecasts made at each column, NaN where none; None
+        means no feedback yet (the first training pass)."""
+        cfg = self.cfg
+        B, T = batch.units.shape
+        if origins is None:
+            origins = torch.arange(T).expand(B, T)
+        S = origins.shape[1]
+        h = self.encoder(batch.past, batch.exists)  # (B, T, C)
+        ema = ema_scale(batch.units, cfg.scale_alpha)  # (B, T)
+        age = batch.exists.cumsum(1)
+        at = lambda x: torch.take_along_dim(x, origins.reshape(B, S, *([1] * (x.dim() - 2))), 1)
+        item = self.item(batch.tokens, batch.band).unsqueeze(1).expand(-1, S, -1)  # (B, S, E)
+        origin = origin_features(at(h), item, at(ema), at(age), at(batch.price))  # (B, S, n_origin)
+
+        # keys and values once per column, then each origin gathers its attended slots
+        k_all, v_all = self.keys_values(self.memory(h), self.positional(batch.days.numpy()))  # (B, T, nh, hd)
+        cols = origins[..., None] - self.slots  # (B, S, L) column of each attended slot
+        inside = cols >= 0
+        cols = cols.clamp(min=0)
+        rows = torch.arange(B)[:, None, None]
+        mem_valid = inside & batch.exists[rows, cols]
+
+        hs = torch.tensor(cfg.feedback_horizons)
+        target = origins[..., None] - torch.arange(cfg.feedback_days)  # (B, S, D)
+        src = target[..., None] - hs  # (B, S, D, K) origin column that forecast the cell
+        ok = src >= 0
+        if published is None:
+            fcst = torch.full((*src.shape, len(cfg.quantiles)), float("nan"))
+        else:
+            fcst = published[rows[..., None], src.clamp(min=0), (hs - 1).expand_as(src)]  # (B, S, D, K, Q)
+            fcst = torch.where(ok[..., None], fp16(fcst), float("nan"))
+        actual = fp16(batch.units[rows, target.clamp(min=0)]).unsqueeze(-1).expand_as(src)  # (B, S, D, K)
+        return self.decode(origin, batch.days[origins].numpy(), at(ema), k_all[rows, cols], v_all[rows, cols],
+                           mem_valid, actual, fcst)
+
+    def two_pass(self, batch: SeriesBatch, origins: torch.Tensor) -> torch.Tensor:
+        """Training forward at a block of consecutive origins (B, S): a first pass without
+        feedback, detached, publishes the forecasts the error memory of ``origins`` needs;
+        the second pass reads them. -> (B, S, H, Q)."""
+        B, T = batch.units.shape
+        back = self.cfg.feedback_days + max(self.cfg.feedback_horizons)
+        first = (origins[:, :1] - back + torch.arange(back + origins.shape[1])).clamp(0, T - 1)  # (B, S1)
+        with torch.no_grad():
+            pub = self(batch, first)  # (B, S1, H, Q)
+        can = batch.exists | torch.roll(batch.exists, -1, 1)  # an origin exists or is a cold start
+        published = torch.full((B, T, *pub.shape[2:]), float("nan"))
+        published[torch.arange(B)[:, None], first] = pub
+        published[~can] = float("nan")
+        return self(batch, origins, published)
+
+
+# --- incremental serving ----------------------------------------------------------------
+class MQTransformerForecaster:
+    """``QuantileForecaster`` over an ``MQTransformer``. Batched, float32, no autograd; the
+    caller chooses ``torch.set_num_threads``."""
+
+    name = "mqtransformer"
+
+    def __init__(self, model: MQTransformer):
+        self.model = model.eval()
+        self.cfg = cfg = model.cfg
+        self.horizons, self.quantiles = cfg.horizons, cfg.quantiles
+        self.version = model_version(self.name, cfg, model)
+        k, q = len(cfg.feedback_horizons), len(cfg.quantiles)
+        self.layout = StateLayout(tag=0x4D51_0002, fields=base_fields(cfg) + [
+            ("memory", np.float32, (cfg.memory_days, cfg.memory_dim)),  # slot = day mod L
+            ("fb_day", np.int32, (cfg.feedback_days,)),  # target day of each error row
+            ("fb_actual", np.float16, (cfg.feedback_days, k)),
+            ("fb_fcst", np.float16, (cfg.feedback_days, k, q)),  # NaN where not observed
+        ])
+
+    def new_state(self, item: ItemInfo, first_day: int) -> bytes:
+        cfg, k, q = self.cfg, len(self.cfg.feedback_horizons), len(self.cfg.quantiles)
+        st = new_base_state(cfg, item, first_day)
+        st["memory"] = np.zeros((1, cfg.memory_days, cfg.memory_dim))
+        st["fb_day"] = np.full((1, cfg.feedback_days), np.iinfo(np.int32).min)
+        st["fb_actual"] = np.full((1, cfg.feedback_days, k), np.nan)
+        st["fb_fcst"] = np.full((1, cfg.feedback_days, k, q), np.nan)
+        return self.layout.encode(st)[0]
+
+    def _step(self, st: dict[str, np.ndarray], rows: np.ndarray, periods: Sequence[Period]) -> None:
+        h = base_step(self.model.encoder, self.cfg.scale_alpha, st, rows, periods)  # (R, C)
+        slot = st["last_day"][rows, 0] % self.cfg.memory_days
+        st["memory"][rows, slot] = self.model.memory(h).numpy()
+
+    @torch.no_grad()
+    def advance(self, states: Sequence[bytes], periods: Sequence[Period]) -> list[bytes]:
+        st = self.layout.decode(states)
+        fill_gaps(st, periods, self._step)
+        return self.layout.encode(st)
+
+    def observe_errors(self, state: bytes, errors: Sequence[ErrorRecord]) -> bytes:
+        """Keep errors at ``feedback_horizons`` whose target is among the last
+        ``feedback_days`` closed days; order of arrival does not matter."""
+        cfg = self.cfg
+        st = self.layout.decode([state])
+        last = int(st["last_day"][0, 0])
+        for e in errors:
+            if e.horizon not in cfg.feedback_horizons or not last - cfg.feedback_days < e.target <= last:
+                continue
+            row = e.target % cfg.feedback_days
+            if st["fb_day"][0, row] != e.target:
+                st["fb_day"][0, row] = e.target
+                st["fb_actual"][0, row] = np.nan
+                st["fb_fcst"][0, row] = np.nan
+            col = cfg.feedback_horizons.index(e.horizon)
+            st["fb_actual"][0, row, col] = np.float16(min(e.actual, FP16_MAX))
+            st["fb_fcst"][0, row, col] = np.minimum(np.asarray(e.forecast, np.float32), FP16_MAX).astype(np.float16)
+        return self.layout.encode(st)[0]
+
+    @torch.no_grad()
+    def forecast(self, states: Sequence[bytes]) -> np.ndarray:
+        cfg = self.cfg
+        st = self.layout.decode(states)
+        origin = base_origin(self.model, st)
+        last = st["last_day"][:, 0].astype(np.int64)  # (B,)
+        lag = self.model.slots.numpy()
+        mem = torch.from_numpy(st["memory"][np.arange(len(last))[:, None], (last[:, None] - lag) % cfg.memory_days])
+        k, v = self.model.keys_values(mem, self.model.positional(last[:, None] - lag))  # (B, L, nh, hd)
+        mem_valid = torch.from_numpy(lag[None, :] < st["n_days"][:, :1])  # (B, L): day t - lag exists
+        target = last[:, None] - np.arange(cfg.feedback_days)  # (B, D)
+        row = target % cfg.feedback_days
+        b = np.arange(len(last))[:, None]
+        here = (st["fb_day"][b, row] == target)[..., None]  # (B, D, 1) the row holds this target
+        actual = torch.from_numpy(np.where(here, st["fb_actual"][b, row], np.nan).astype(np.float32))
+        fcst = torch.from_numpy(np.where(here[..., None], st["fb_fcst"][b, row], np.nan).astype(np.float32))
+        return self.model.decode(origin, last, torch.from_numpy(st["ema"][:, 0]).float(), k, v, mem_valid,
+                                 actual, fcst).numpy()  # (B, H, Q)

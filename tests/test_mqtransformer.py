@@ -1,0 +1,137 @@
+"""MQTransformer: incremental serving (conv ring buffers, attention memory, error memory)
+is the full forking-sequence path one day at a time, feedback included."""
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from models.dataset import daily_series, load_transactions
+from models.features import series_batch
+from models.mqcnn import ema_scale
+from models.mqtransformer import MQTransformer, MQTransformerConfig, MQTransformerForecaster
+from models.pageviews import simulate_views
+from models.protocol import ErrorRecord, ItemInfo, Period
+
+TINY = MQTransformerConfig(channels=8, dilations=(1, 2, 4), item_dim=4, context_dim=4, agnostic_dim=4,
+                           global_hidden=16, local_hidden=8, pe_dim=4, recent_days=10, year_window=2,
+                           memory_dim=4, heads=2, head_dim=4, feedback_days=4, feedback_dim=4)
+ITEMS = np.array(["85123A", "22423", "22418"])  # 22423 and 22418 start inside the window
+START, DAYS = 14669, 400  # 2010-03-01; the 366-day attention memory wraps
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Batches of a few items: one thread is faster than two and immune to a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def real():
+    s = daily_series(load_transactions(), items=ITEMS, start_day=START, end_day=START + DAYS - 1)
+    first = np.argmax(s.price > 0, axis=1)
+    item_price = s.price[np.arange(len(ITEMS)), first]
+    return s, simulate_views(s.items, s.units, s.start_day), first, item_price
+
+
+def forecaster(seed=0):
+    torch.manual_seed(seed)
+    model = MQTransformer(TINY)
+    with torch.no_grad():  # zero-initialised biases and null slots would hide bugs
+        model.lag_bias.normal_(0, 1)
+        model.null_k.normal_(0, 1)
+        model.fb_null_k.normal_(0, 1)
+    return MQTransformerForecaster(model)
+
+
+def replay(f, s, views, first, item_price):
+    """Serve the series as the worker does: close a day, feed back the errors of every
+    earlier forecast that targeted it, publish a forecast. -> (N, T, H, Q) published
+    forecasts, NaN where none."""
+    n, t = s.units.shape
+    pub = np.full((n, t, f.horizons, len(f.quantiles)), np.nan, np.float32)
+    states = {}
+    for col in range(t):
+        for i in (i for i in range(n) if first[i] == col):
+            states[i] = f.new_state(ItemInfo(s.items[i], s.descriptions[i], float(item_price[i])), START + col)
+        live = [i for i in range(n) if first[i] <= col]
+        adv = f.advance([states[i] for i in live], [
+            Period(START + col, float(s.units[i, col]), float(views[i, col]), float(s.price[i, col])) for i in live])
+        for i, state in zip(live, adv):
+            errors = [ErrorRecord(START + col - h, START + col, float(s.units[i, col]), pub[i, col - h, h - 1])
+                      for h in range(1, f.horizons + 1) if col - h >= first[i]]
+            states[i] = f.observe_errors(state, errors)
+        pub[live, col] = f.forecast([states[i] for i in live])
+    return pub
+
+
+
+def assert_equal_to_item_scale(inc, full, batch, alpha, tol=1e-5):
+    """|incremental - full| <= tol * item scale (1 + EMA of demand), the units the model
+    predicts in. A quantile is a base plus increments clipped at 0, so a near-zero quantile
+    of a 100-unit item carries float32 rounding of terms near 100 (about 1e-7 of the scale)."""
+    scale = (1 + ema_scale(batch.units, alpha)).numpy()[..., None, None]  # (N, T, 1, 1)
+    done = ~np.isnan(inc)
+    assert done.any()
+    err = np.abs(inc - full) / scale
+    assert err[done].max() <= tol, err[done].max()
+
+def test_incremental_forecasts_with_feedback_equal_full_recompute_on_real_data(real):
+    s, views, first, item_price = real
+    f = forecaster()
+    pub = replay(f, s, views, first, item_price)
+    batch = series_batch(s.units, views, s.price, START, first, s.descriptions, item_price)
+    with torch.no_grad():
+        full = f.model(batch, published=torch.from_numpy(pub)).numpy()  # (N, T, H, Q)
+        no_feedback = f.model(batch).numpy()
+    done = ~np.isnan(pub)
+    assert_equal_to_item_scale(pub, full, batch, TINY.scale_alpha)
+    assert np.abs(no_feedback[done] - full[done]).max() > 1e-3  # the error memory is live
+    published = done.all(-1)  # (N, T)
+    assert (pub[published] >= 0).all() and (np.diff(pub[published], axis=-1) >= 0).all()
+
+
+def test_cold_start_item_gets_positive_forecasts_that_depend_on_item_features():
+    f = forecaster()
+    q = f.forecast([f.new_state(ItemInfo("99999", "RED SPOTTY MUG", 2.5), 15000),
+                    f.new_state(ItemInfo("99998", "JUMBO BAG VINTAGE", 0.4), 15000)])  # (2, H, Q)
+    assert (q[:, :, -1] > 0).all()
+    assert not np.allclose(q[0], q[1])
+
+
+def _with_history(f, days):
+    state = f.new_state(ItemInfo("1", "A", 1.0), 15000)
+    (state,) = f.advance([state], [Period(15000 + days - 5, 1.0, 1.0, 1.0)])  # a quiet stretch, one call
+    for d in range(days - 4, days):
+        (state,) = f.advance([state], [Period(15000 + d, float(d % 3), 4.0, 1.0)])
+    return state
+
+
+def test_state_round_trips_through_bytes_and_errors_arrive_in_any_order():
+    f = forecaster()
+    state = _with_history(f, 30)
+    errors = [ErrorRecord(15029 - h, 15029 - a, 2.0 + a, np.linspace(0, 4, 9) * h) for a in range(3) for h in (1, 7, 5)]
+    one = f.observe_errors(state, errors)
+    other = state
+    for e in reversed(errors):
+        other = f.observe_errors(other, [e])
+    assert one == other
+    assert f.layout.encode(f.layout.decode([one]))[0] == one
+    np.testing.assert_array_equal(f.forecast([bytes(bytearray(one))]), f.forecast([one]))
+    assert not np.array_equal(f.forecast([one]), f.forecast([state]))
+
+
+def test_advance_and_forecast_cost_and_state_size_do_not_grow_with_history():
+    f = forecaster()
+    flops, sizes = [], []
+    for days in (100, 1000):
+        state = _with_history(f, days)
+        with FlopCounterMode(display=False) as counter:
+            (state,) = f.advance([state], [Period(15000 + days, 1.0, 1.0, 1.0)])
+            f.forecast([state])
+        flops.append(counter.get_total_flops())
+        sizes.append(len(state))
+    assert flops[0] == flops[1] > 0
+    assert sizes[0] == sizes[1]

@@ -1,0 +1,82 @@
+"""Training: seeded and reproducible, a checkpoint that loads without executing code, and a
+validation block that training never sees."""
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from models.dataset import load_transactions
+from models.protocol import ItemInfo, Period
+from models.registry import load_model
+from models.training import TrainSettings, configure_parser, run, targets, train, training_series, to_day
+
+TINY = {"channels": 8, "dilations": [1, 2, 4], "item_dim": 4, "context_dim": 4, "agnostic_dim": 4,
+        "global_hidden": 16, "local_hidden": 8}
+TINY_MQT = {**TINY, "pe_dim": 4, "recent_days": 8, "year_window": 1, "memory_dim": 4, "head_dim": 4,
+            "feedback_days": 4, "feedback_dim": 4}
+QUICK = TrainSettings(batch_items=8, origins_per_item=8, max_epochs=1, max_items=16, val_items=None)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tx():
+    return load_transactions()
+
+
+@pytest.fixture(scope="module")
+def mqcnn_run(tx, tmp_path_factory):
+    return train("mqcnn", out=tmp_path_factory.mktemp("a"), settings=QUICK, model_config=TINY, tx=tx, progress=False)
+
+
+def test_same_seed_gives_the_same_weights_and_version(tx, mqcnn_run, tmp_path):
+    a = mqcnn_run
+    b = train("mqcnn", out=tmp_path / "b", settings=QUICK, model_config=TINY, tx=tx, progress=False)
+    wa, wb = load_file(str(a.path / "model.safetensors")), load_file(str(b.path / "model.safetensors"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert load_model("mqcnn", a.path).version == load_model("mqcnn", b.path).version
+    record = json.loads((a.path / "config.json").read_text())
+    assert record["model"] == "mqcnn" and record["train"]["val_wql"] == pytest.approx(a.val_loss)
+    assert np.isfinite(a.val_loss) and a.epochs == 1
+
+
+def test_mqtransformer_checkpoint_serves_a_cold_start_item(tx, tmp_path):
+    r = train("mqtransformer", out=tmp_path / "m", settings=QUICK, model_config=TINY_MQT, tx=tx, progress=False)
+    model = load_model("mqtransformer", r.path)
+    state = model.new_state(ItemInfo("99999", "RED SPOTTY MUG", 2.5), to_day("2011-06-01"))
+    q = model.forecast([state])[0]  # (H, Q)
+    assert q[:, -1].sum() > 0 and (np.diff(q, axis=-1) >= 0).all()
+    (state,) = model.advance([state], [Period(to_day("2011-06-01"), 3.0, 10.0, 2.5)])
+    assert model.forecast([state]).shape == (1, 28, 9)
+
+
+def test_loading_a_checkpoint_as_the_other_model_is_refused(mqcnn_run):
+    with pytest.raises(ValueError, match="holds 'mqcnn'"):
+        load_model("mqtransformer", mqcnn_run.path)
+
+
+def test_training_targets_stop_before_the_validation_block(tx):
+    batch, _ = training_series(to_day("2011-05-31"), tx, max_items=4)
+    origins = torch.arange(400, 480).expand(4, 80)
+    _, mask = targets(batch, origins, 28, last_col=450)
+    target_col = origins[..., None] + torch.arange(1, 29)
+    assert mask[target_col > 450].sum() == 0 and mask[target_col <= 450].sum() > 0
+
+
+def test_cli_writes_a_checkpoint(tmp_path):
+    args = configure_parser(argparse.ArgumentParser()).parse_args(
+        ["--model", "mqcnn", "--out", str(tmp_path / "cli"), "--epochs", "1", "--max-items", "8",
+         "--batch-items", "8", "--threads", "1", "--no-progress"])
+    assert run(args) == 0
+    assert (tmp_path / "cli" / "model.safetensors").exists()
+    model = load_model("mqcnn", tmp_path / "cli")
+    assert model.forecast([model.new_state(ItemInfo("1"), 15000)]).shape == (1, 28, 9)
