@@ -30,6 +30,8 @@ class Settings:
     model: str = "seasonal-naive"
     checkpoint: str = ""  # model weights (safetensors + JSON config) for the neural models
     refresh_batch: int = 1024  # items per model call
+    metrics_host: str = "127.0.0.1"  # /metrics, /healthz, /readyz; 0.0.0.0 only where a network needs it
+    metrics_port: int = 9100  # 0: any free port, written to <data_dir>/metrics.port (several workers per host)
 
     @property
     def kafka_bootstrap(self) -> str:
@@ -51,6 +53,7 @@ class Settings:
         _check(1 <= self.active_days <= 3650, "active_days", "days, 1..3650")
         _check(7 <= self.history_days <= 3650, "history_days", "days, 7..3650")
         _check(1 <= self.refresh_batch <= 65536, "refresh_batch", "items, 1..65536")
+        _check(0 <= self.metrics_port <= 65535, "metrics_port", "a TCP port 1..65535, or 0 for any free port")
         _check(self.app_id.replace("-", "").replace("_", "").replace(".", "").isalnum(), "app_id",
                "letters, digits, '.', '-', '_'")
         return self

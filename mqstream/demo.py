@@ -31,7 +31,7 @@ BUCKETS = ((1, 7), (8, 14), (15, 28))
 def run_demo(settings: Settings, start: str, end: str) -> int:
     run = time.strftime("%Y%m%d-%H%M%S")
     demo = replace(settings, topic_prefix=f"demo-{run}.", app_id=f"mqstream-demo-{run}",
-                   data_dir=str(Path(settings.data_dir) / "demo" / run))
+                   data_dir=str(Path(settings.data_dir) / "demo" / run), metrics_port=0)
     Path(demo.data_dir).mkdir(parents=True, exist_ok=True)
     broker = LocalBroker(Path(settings.data_dir) / "kafka", settings.kafka_port) if settings.uses_local_broker else None
     started_broker = broker is not None and broker.pid() is None
@@ -73,7 +73,7 @@ def _follow(settings: Settings, worker: subprocess.Popen, total: int) -> None:
         done = total - lag
         elapsed = time.monotonic() - begun
         print(f"\rworker: {done:,}/{total:,} events ({done / max(elapsed, 1e-9):,.0f}/s), "
-              f"{forecasts:,} forecasts, {errors:,} error records   ", end="", flush=True)
+              f"{forecasts:,} forecasts, {errors:,} error messages   ", end="", flush=True)
         caught_up = group_lag(settings) == 0
         settled_at = (settled_at or time.monotonic()) if caught_up else None
         time.sleep(1)

@@ -59,11 +59,13 @@ def new_model(item: ItemState, model: QuantileForecaster) -> ItemModel:
 
 def needs_close(item: ItemState, side: ItemModel | None, through: int, policy: RefreshPolicy,
                 horizons: int) -> bool:
-    """Whether closing up to ``through`` has work for the item now: it is active, or forecasts
-    of it are still waiting for their targets. Dormant items catch up when they next appear."""
+    """Whether closing up to ``through`` has work for the item now: it is active, forecasts of
+    it are still waiting for their targets, or it has buckets of days now closed (an item with
+    views or returns but no recent sale). Others are dormant and catch up when next needed."""
     if item.closed_through >= through:
         return False
-    return is_active(item, through, policy) or (side is not None and _waiting(side, horizons))
+    return (is_active(item, through, policy) or min(item.open_days, default=through + 1) <= through
+            or (side is not None and _waiting(side, horizons)))
 
 
 def is_active(item: ItemState, origin: int, policy: RefreshPolicy) -> bool:

@@ -12,7 +12,8 @@ from faust.worker import Worker
 
 from mqstream.config import Settings
 from streams.topics import create_topics
-from streams.worker import build_app, load_model
+from streams.metrics import serve
+from streams.worker import build_app, is_ready, load_model
 
 
 def run_worker(settings: Settings, loglevel: str = "warn") -> int:
@@ -21,6 +22,10 @@ def run_worker(settings: Settings, loglevel: str = "warn") -> int:
     model = load_model(settings)
     app, processor = build_app(settings, model)
     logging.getLogger("mqstream").setLevel(logging.INFO)
+    server = serve(processor.metrics, settings.metrics_host, settings.metrics_port, lambda: is_ready(app))
+    port = server.server_address[1]
+    (Path(settings.data_dir) / "metrics.port").write_text(str(port))
+    logging.getLogger("mqstream").info("metrics on http://%s:%d/metrics", settings.metrics_host, port)
     worker = Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()  # returns when the worker is told to stop
     return 0

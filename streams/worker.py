@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import faust
@@ -21,8 +20,10 @@ from models.protocol import DAY_SECONDS, ErrorRecord, QuantileForecaster
 from mqstream.config import Settings
 from state.clock import PartitionClock
 from state.item import RETURNS, UNITS, VIEWS, ItemModel, ItemState
+from state.ledger import pinball
 from state.refresh import Refresh, RefreshPolicy, close_items, needs_close, new_item, new_model
 from streams import messages
+from streams.metrics import QualityWindow, WorkerMetrics
 from streams.events import PageView, Rejection, Sale, parse_page_view, parse_sale
 from streams.store import SCHEME
 from streams.topics import topic_names
@@ -32,19 +33,6 @@ RAW = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value
 CONTROL_HEADER = "mqstream-control"  # value b"watermark": {"ts": ...} asserts no earlier events
 MAX_AHEAD_OF_NEWEST = 7 * 86_400  # an event this far past the partition's newest is rejected
 MAX_AHEAD_OF_NOW = 86_400
-
-
-@dataclass
-class Counters:
-    """What the worker did, for logs, the demo and metrics."""
-
-    consumed: int = 0
-    applied: int = 0
-    duplicates: int = 0
-    dead_letters: dict[str, int] = field(default_factory=dict)
-    forecasts: int = 0
-    errors: int = 0
-    closes: int = 0
 
 
 def load_model(settings: Settings) -> QuantileForecaster:
@@ -70,13 +58,16 @@ class Processor:
         self.tracked: dict[int, set[bytes]] = {}  # items with work at the next close
         self.unfinished: set[int] = set()  # partitions whose clocks were just recovered
         self.locks: dict[int, asyncio.Lock] = {}
-        self.counters = Counters()
+        self.metrics = WorkerMetrics()
+        self.metrics.model.info({"name": model.name, "version": model.version})
+        self.quality = QualityWindow(model.quantiles)
 
     # --- events in ------------------------------------------------------------------------
     async def on_event(self, event: faust.EventT, parse) -> None:
         message = event.message
         async with self.locks.setdefault(message.partition, asyncio.Lock()):
-            self.counters.consumed += 1
+            started = time.perf_counter()
+            self.metrics.consumed.labels(message.topic).inc()
             clock = self._clock(message.partition)
             if _is_watermark(message.headers):
                 await self._advance(clock, message, orjson.loads(message.value)["ts"])
@@ -86,14 +77,16 @@ class Processor:
                 parsed = _check_time(parsed, clock)
             if isinstance(parsed, Rejection):
                 await self.dead_letter(event, parsed)
-                return
-            self._apply(message, parsed, clock)
-            await self._advance(clock, message, parsed.ts)
+            else:
+                self._apply(message, parsed, clock)
+                await self._advance(clock, message, parsed.ts)
+            self.metrics.processing.observe(time.perf_counter() - started)
 
     async def on_errors(self, event: faust.EventT) -> None:
         """Errors read back from ``forecast-errors``: into the item's error memory, once."""
         message = event.message
         async with self.locks.setdefault(message.partition, asyncio.Lock()):
+            self.metrics.consumed.labels(message.topic).inc()
             raw = self.sides.get(message.key)
             body = orjson.loads(message.value)
             target = messages.iso_day(body["target"])
@@ -115,12 +108,11 @@ class Processor:
         else:
             item = ItemState.from_bytes(raw)
         if item.has_seen(event.event_id, event.ts // DAY_SECONDS):
-            self.counters.duplicates += 1
+            self.metrics.duplicates.inc()
         else:
             item.apply(message.topic, event.event_id, event.ts, _amounts(event))
             if isinstance(event, Sale) and event.price > 0:
                 item.price = event.price
-            self.counters.applied += 1
         # written back also for a duplicate: heals a changelog that missed the first write
         self.items[message.key] = item.to_bytes()
         self.tracked[message.partition].add(message.key)
@@ -164,7 +156,9 @@ class Processor:
                 keys.discard(key)  # dormant: catches up when it next has an event
         if not items:
             return
+        started = time.perf_counter()
         refresh = close_items(items, sides, through, self.model, self.policy)
+        self.metrics.refresh_items.observe(len(items))
         # Outputs first, then model sides, then items, each flushed: after a crash the close
         # is redone (outputs repeat, never go missing) and a side is never behind its item.
         await self._publish(refresh)
@@ -173,7 +167,7 @@ class Processor:
         await self._flush()
         for item in items:
             self.items[item.item_id.encode()] = item.to_bytes()
-        self.counters.closes += 1
+        self.metrics.refresh_seconds.observe(time.perf_counter() - started)
 
     async def _publish(self, refresh: Refresh) -> None:
         now = messages.utc_now()
@@ -186,16 +180,54 @@ class Processor:
                 key=scored.item_id.encode(), headers=head,
                 value=messages.error_message(scored, self.model, now, self.policy.decimals))
         await self._flush()
-        self.counters.forecasts += len(refresh.issued)
-        self.counters.errors += len(refresh.scored)
+        self.metrics.forecasts.inc(len(refresh.issued))
+        self.metrics.errors.inc(len(refresh.scored))
+        self._track_quality(refresh)
+
+    def _track_quality(self, refresh: Refresh) -> None:
+        q = np.asarray(self.model.quantiles)
+        for scored in refresh.scored:
+            for record in scored.records:
+                f = record.forecast
+                self.quality.add(scored.target, record.horizon, scored.actual, pinball(scored.actual, f, q),
+                                 bool(f[0] <= scored.actual <= f[-1]))
+        self.quality.publish(self.metrics)
 
     async def _flush(self) -> None:
         await self.items.app.producer.flush()
 
+    async def sample(self, app: faust.App) -> None:
+        """Gauges read every few seconds: lag from the broker's end offsets, watermark ages,
+        state size."""
+        assigned = sorted(app.consumer.assignment())
+        if assigned:
+            ends = await app.consumer.highwaters(*assigned)
+            for tp, end in ends.items():
+                read = app.consumer._read_offset.get(tp)  # faust keeps the last offset read
+                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(end - (read + 1 if read is not None else 0))
+        now = time.time()
+        for partition, clock in self.clocks.items():
+            if clock.inputs:
+                self.metrics.watermark_age.labels(str(partition), "now").set(now - clock.watermark)
+                self.metrics.watermark_age.labels(str(partition), "newest").set(clock.newest - clock.watermark)
+
+    def sample_state(self) -> None:
+        """Items and bytes held for the partitions this worker owns (a scan: every minute)."""
+        count = 0
+        for name, table in (("items", self.items), ("item-models", self.sides)):
+            size = 0
+            for partition in self.clocks:
+                for key, value in table.data.partition_items(partition):
+                    size += len(key) + len(value)
+                    count += name == "items"
+            self.metrics.state_bytes.labels(name).set(size)
+        self.metrics.items.set(count)
+
     async def dead_letter(self, event: faust.EventT, rejection: Rejection) -> None:
         m = event.message
-        counts = self.counters.dead_letters
-        counts[rejection.reason] = counts.get(rejection.reason, 0) + 1
+        self.metrics.dead_letters.labels(rejection.reason).inc()
+        if rejection.reason == "too_late":
+            self.metrics.late.inc()
         await self.outputs["dead-letters"].send(key=m.key, value=m.value, headers=[
             ("reason", rejection.reason.encode()), ("detail", rejection.detail.encode()),
             ("source-topic", m.topic.encode()), ("source-partition", str(m.partition).encode()),
@@ -260,4 +292,18 @@ def build_app(settings: Settings, model: QuantileForecaster) -> tuple[faust.App,
         async for event in stream.events():
             await processor.on_errors(event)
 
+    @app.timer(interval=5.0)
+    async def sample_gauges():
+        await processor.sample(app)
+
+    @app.timer(interval=60.0)
+    async def sample_state():
+        processor.sample_state()
+
     return app, processor
+
+
+def is_ready(app: faust.App) -> bool:
+    """Assigned partitions recovered and consuming (faust's recovery has finished)."""
+    recovery = app.tables.recovery
+    return bool(app.consumer.assignment()) and recovery.completed.is_set() and not app.rebalancing

@@ -19,7 +19,8 @@ from streams.runner import spawn_worker
 def fresh_settings(base: Settings, tmp: Path, **changes) -> Settings:
     """Settings with topics, consumer group and state of their own."""
     run = uuid.uuid4().hex[:8]
-    return replace(base, topic_prefix=f"t{run}.", app_id=f"mq-{run}", data_dir=str(tmp / run), **changes)
+    return replace(base, topic_prefix=f"t{run}.", app_id=f"mq-{run}", data_dir=str(tmp / run), metrics_port=0,
+                   **changes)
 
 
 def start_worker(settings: Settings, name: str = "w1") -> subprocess.Popen:

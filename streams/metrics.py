@@ -1,0 +1,126 @@
+"""Prometheus metrics of one worker, and the HTTP endpoint that serves them with its probes.
+
+Names follow Prometheus conventions: base units, counters ending ``_total``, no per-item
+labels (items are millions; partitions, topics, reasons and quantiles are few). Each worker
+serves its own registry on its own port (``metrics_port``), so several workers on one host
+never collide: give each a different port, or 0 to pick a free one (logged at start).
+"""
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+import numpy as np
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+
+HORIZON_BUCKETS = ((1, 7), (8, 14), (15, 28))
+QUALITY_WINDOW_DAYS = 7  # rolling forecast quality is computed over the last week of targets
+
+
+def bucket_of(horizon: int) -> str:
+    for lo, hi in HORIZON_BUCKETS:
+        if lo <= horizon <= hi:
+            return f"{lo}-{hi}"
+    return "other"
+
+
+class WorkerMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.consumed = Counter("mqstream_events_consumed_total", "Messages consumed, by input topic",
+                                ["topic"], registry=r)
+        self.dead_letters = Counter("mqstream_dead_letters_total", "Messages sent to dead-letters, by reason",
+                                    ["reason"], registry=r)
+        self.late = Counter("mqstream_late_events_total", "Events for days already closed (dead-lettered)",
+                            registry=r)
+        self.duplicates = Counter("mqstream_duplicate_events_total", "Events whose id was already applied",
+                                  registry=r)
+        self.processing = Histogram("mqstream_event_processing_seconds", "Time to handle one input event",
+                                    buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2, 0.25, 1, 5),
+                                    registry=r)
+        self.refresh_seconds = Histogram("mqstream_refresh_batch_seconds",
+                                         "Time to close days and forecast one partition's batch of items",
+                                         buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
+        self.refresh_items = Histogram("mqstream_refresh_batch_items", "Items in one refresh batch",
+                                       buckets=(1, 10, 100, 500, 1000, 5000, 10000, 50000), registry=r)
+        self.forecasts = Counter("mqstream_forecasts_published_total", "Forecast messages published",
+                                 registry=r)
+        self.errors = Counter("mqstream_forecast_errors_published_total",
+                              "Forecast-error messages published (one per item and target day)", registry=r)
+        self.lag = Gauge("mqstream_consumer_lag_messages", "Broker end offset minus this worker's position",
+                         ["topic", "partition"], registry=r)
+        self.watermark_age = Gauge("mqstream_watermark_age_seconds",
+                                   "Partition event-time watermark behind wall-clock now or the newest event",
+                                   ["partition", "against"], registry=r)
+        self.items = Gauge("mqstream_state_items", "Items held in this worker's state", registry=r)
+        self.state_bytes = Gauge("mqstream_state_bytes", "Bytes of table values held by this worker",
+                                 ["table"], registry=r)
+        self.quantile_loss = Gauge("mqstream_quantile_loss",
+                                   "Rolling weighted quantile loss (wQL) of the worker's own forecasts",
+                                   ["quantile", "horizon_bucket"], registry=r)
+        self.coverage = Gauge("mqstream_interval_coverage_80",
+                              "Rolling share of actuals inside the forecast P10..P90 interval",
+                              ["horizon_bucket"], registry=r)
+        self.model = Info("mqstream_model", "The model the worker serves", registry=r)
+
+
+class QualityWindow:
+    """Rolling wQL and coverage from the worker's own scored forecasts, per horizon bucket."""
+
+    def __init__(self, quantiles: tuple[float, ...]):
+        self.quantiles = np.asarray(quantiles)
+        self.days: dict[int, dict[str, np.ndarray]] = {}  # target day -> bucket -> sums
+
+    def add(self, target: int, horizon: int, actual: float, loss: np.ndarray, covered: bool) -> None:
+        sums = self.days.setdefault(target, {}).setdefault(bucket_of(horizon), np.zeros(len(self.quantiles) + 3))
+        sums[: len(self.quantiles)] += loss
+        sums[-3] += abs(actual)
+        sums[-2] += covered
+        sums[-1] += 1
+
+    def publish(self, metrics: WorkerMetrics) -> None:
+        if not self.days:
+            return
+        newest = max(self.days)
+        for day in [d for d in self.days if d <= newest - QUALITY_WINDOW_DAYS]:
+            del self.days[day]
+        totals: dict[str, np.ndarray] = {}
+        for per_bucket in self.days.values():
+            for bucket, sums in per_bucket.items():
+                totals[bucket] = totals.get(bucket, 0) + sums
+        for bucket, sums in totals.items():
+            denominator = max(sums[-3], 1e-9)
+            for q, loss in zip(self.quantiles, sums[: len(self.quantiles)]):
+                metrics.quantile_loss.labels(f"{q:g}", bucket).set(2 * loss / denominator)
+            metrics.coverage.labels(bucket).set(sums[-2] / max(sums[-1], 1))
+
+
+def serve(metrics: WorkerMetrics, host: str, port: int, ready: Callable[[], bool]) -> ThreadingHTTPServer:
+    """/metrics, /healthz (the process answers) and /readyz (partitions recovered and consuming)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            if self.path == "/metrics":
+                self._reply(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
+            elif self.path == "/healthz":
+                self._reply(200, b"ok\n")
+            elif self.path == "/readyz":
+                ok = ready()
+                self._reply(200 if ok else 503, b"ready\n" if ok else b"recovering\n")
+            else:
+                self._reply(404, b"not found\n")
+
+        def _reply(self, status: int, body: bytes, kind: str = "text/plain") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:  # scrapes every few seconds: keep the log quiet
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    return server
