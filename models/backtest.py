@@ -1,0 +1,226 @@
+"""Rolling-origin backtest of ../shared/EVALUATION.md: every method forecasts the same
+products from the same origins at the same horizons and quantiles, and is scored on the
+same cells.
+
+A method is anything with ``forecast(series, views, origins) -> (N, O, H, Q)`` that uses,
+for origin o, only days up to o. The backtest hands a method nothing after the last
+origin (``history_until``), and ``leaked_origins`` checks the rest: perturbing every day
+after an origin must leave that origin's forecast unchanged.
+
+``StreamingReplay`` turns any ``QuantileForecaster`` into such a method by driving it as
+the streaming worker does, so the backtest measures what serving publishes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from models.dataset import DailySeries, select_products
+from models.pageviews import simulate_views
+from models.protocol import (DEFAULT_HORIZONS, DEFAULT_QUANTILES, ErrorRecord, ItemInfo,
+                             Period, QuantileForecaster)
+
+
+def day_of(iso_date: str) -> int:
+    """Day index (days since 1970-01-01) of an ISO date."""
+    return int(pd.Timestamp(iso_date).value // (86_400 * 10**9))
+
+
+def iso_of(day: int) -> str:
+    return pd.Timestamp(day, unit="D").date().isoformat()
+
+
+@dataclass(frozen=True)
+class BacktestSplit:
+    """Which days train, which days are origins, and what is forecast."""
+
+    cutoff: int  # last day a learned method may train on
+    first_origin: int
+    last_origin: int
+    horizons: int = DEFAULT_HORIZONS
+    quantiles: tuple[float, ...] = DEFAULT_QUANTILES
+    min_sale_days: int = 50  # a product is scored with sales on this many days before the first origin
+
+    def __post_init__(self):
+        if not self.cutoff < self.first_origin <= self.last_origin:
+            raise ValueError(f"need cutoff < first origin <= last origin; got {iso_of(self.cutoff)}, "
+                             f"{iso_of(self.first_origin)}, {iso_of(self.last_origin)}")
+
+    @classmethod
+    def from_dates(cls, cutoff: str, start: str, end: str, **kwargs) -> "BacktestSplit":
+        return cls(day_of(cutoff), day_of(start), day_of(end), **kwargs)
+
+    @property
+    def origins(self) -> np.ndarray:
+        return np.arange(self.first_origin, self.last_origin + 1)  # every day is an origin
+
+
+@dataclass(frozen=True)
+class BacktestData:
+    """The scored products' series (through the last target day) and the actuals."""
+
+    series: DailySeries
+    views: np.ndarray  # (N, T) simulated page views aligned with series.units
+    origins: np.ndarray  # (O,) day indices
+    actuals: np.ndarray  # (N, O, H) units sold on day origin + h
+
+
+class ForecastMethod(Protocol):
+    name: str
+
+    def forecast(self, series: DailySeries, views: np.ndarray, origins: np.ndarray) -> np.ndarray:
+        """(N, O, H, Q) quantiles for horizons 1..H after each origin, using days <= origin only."""
+
+
+def prepare(series: DailySeries, split: BacktestSplit) -> BacktestData:
+    """Select the scored products and lay out their actuals."""
+    last_target = split.last_origin + split.horizons
+    if series.start_day >= split.cutoff or series.days[-1] < last_target:
+        raise ValueError(f"series covers {iso_of(series.start_day)}..{iso_of(series.days[-1])}; "
+                         f"the split needs data before {iso_of(split.cutoff)} and up to {iso_of(last_target)}")
+    keep = select_products(series, split.first_origin, split.min_sale_days)
+    stop = series.column(last_target) + 1
+    scored = replace(series, items=series.items[keep], descriptions=series.descriptions[keep],
+                     units=series.units[keep, :stop], price=series.price[keep, :stop])
+    views = simulate_views(scored.items, scored.units, scored.start_day)
+    cols = scored.column(split.origins)[:, None] + np.arange(1, split.horizons + 1)  # (O, H)
+    return BacktestData(series=scored, views=views, origins=split.origins, actuals=scored.units[:, cols])
+
+
+def history_until(series: DailySeries, views: np.ndarray, day: int) -> tuple[DailySeries, np.ndarray]:
+    """The series and views through ``day``: all a method may read for origins up to ``day``."""
+    stop = series.column(day) + 1
+    return replace(series, units=series.units[:, :stop], price=series.price[:, :stop]), views[:, :stop]
+
+
+def run_method(method: ForecastMethod, data: BacktestData, split: BacktestSplit) -> np.ndarray:
+    """(N, O, H, Q) forecasts of ``method``, checked against the protocol's promises."""
+    series, views = history_until(data.series, data.views, int(data.origins[-1]))
+    forecasts = np.asarray(method.forecast(series, views, data.origins), np.float64)
+    expected = data.actuals.shape + (len(split.quantiles),)
+    if forecasts.shape != expected:
+        raise ValueError(f"{method.name}: forecasts {forecasts.shape}, expected {expected}")
+    if not np.isfinite(forecasts).all() or (forecasts < 0).any():
+        raise ValueError(f"{method.name}: forecasts must be finite and never negative")
+    if (np.diff(forecasts, axis=-1) < 0).any():
+        raise ValueError(f"{method.name}: quantiles must be non-decreasing")
+    return forecasts
+
+
+def leaked_origins(method: ForecastMethod, series: DailySeries, views: np.ndarray,
+                   origins: np.ndarray, seed: int = 0) -> list[int]:
+    """Origins whose forecast changes when every day after them is replaced by noise.
+    Empty for a method that uses only what was known at each origin."""
+    reference = method.forecast(series, views, origins)
+    rng = np.random.default_rng(seed)
+    leaked = []
+    for k, origin in enumerate(origins):
+        after = slice(series.column(int(origin)) + 1, None)
+        units, price, noisy_views = series.units.copy(), series.price.copy(), views.copy()
+        units[:, after] = rng.poisson(20.0, units[:, after].shape)
+        price[:, after] = rng.uniform(0.5, 5.0, price[:, after].shape)
+        noisy_views[:, after] = rng.poisson(60.0, noisy_views[:, after].shape)
+        perturbed = method.forecast(replace(series, units=units, price=price), noisy_views, origins)
+        if not np.array_equal(perturbed[:, k], reference[:, k]):  # deterministic: any change is a leak
+            leaked.append(int(origin))
+    return leaked
+
+
+def first_columns(series: DailySeries) -> np.ndarray:
+    """(N,) each item's first column with a priced event: the day the worker first sees it
+    (cancellations carry a price too, so an item may appear before its first sale)."""
+    seen = series.price > 0
+    if not seen.any(axis=1).all():
+        raise ValueError("every item needs at least one priced event")
+    return seen.argmax(axis=1)
+
+
+class StreamingReplay:
+    """A ``ForecastMethod`` that drives a ``QuantileForecaster`` through the streaming protocol.
+
+    Day by day from the series start, as the worker does (``state/refresh.py``):
+
+    1. an item's state is created (``new_state``) on the day of its first priced event;
+    2. each closed day advances the state of every item that exists (``advance``);
+    3. the published forecasts of the day that just closed (made 1..H days earlier) are
+       scored and fed back (``observe_errors``): errors for target day D exist only once D
+       has closed;
+    4. forecasts are made from the new states (``forecast``), the day being the origin.
+
+    What serving would publish is what is scored and fed back: forecasts rounded to
+    ``PUBLISHED_DECIMALS``, and only items that sold within ``ACTIVE_DAYS`` of the origin are
+    published (so only their errors come back). The backtest still scores the model's
+    forecast for every product at every origin, active or not, as EVALUATION.md requires.
+
+    Serving forecasts every day, so feedback exists before the first scored origin; the
+    replay starts forecasting ``feedback_warmup`` days before it (default two horizons, so
+    that by the first origin the model has seen a full horizon of errors at every horizon).
+    """
+
+    PUBLISHED_DECIMALS = 3  # as state.refresh.RefreshPolicy.decimals
+    ACTIVE_DAYS = 28  # as state.refresh.RefreshPolicy.active_days
+
+    def __init__(self, model: QuantileForecaster, feedback_warmup: int = 2 * DEFAULT_HORIZONS):
+        self.model = model
+        self.name = model.name
+        self.feedback_warmup = feedback_warmup
+
+    def forecast(self, series: DailySeries, views: np.ndarray, origins: np.ndarray) -> np.ndarray:
+        horizons, n_quantiles = self.model.horizons, len(self.model.quantiles)
+        first_col = first_columns(series)
+        last_sale_col = np.maximum.accumulate(
+            np.where(series.units > 0, np.arange(series.units.shape[1]), -self.ACTIVE_DAYS - 1), axis=1)
+        start_forecasting = int(origins[0]) - self.feedback_warmup
+        # published[d % H]: what was published at origin d, for the last H origins (NaN: nothing)
+        published = np.full((horizons, len(series.items), horizons, n_quantiles), np.nan, np.float32)
+        out = np.full((len(series.items), len(origins), horizons, n_quantiles), np.nan)  # NaN: not born
+        origin_index = {int(d): k for k, d in enumerate(origins)}
+        states: dict[int, bytes] = {}
+        for col in tqdm(range(series.column(int(origins[-1])) + 1), desc=f"replay {self.name}",
+                        unit="day", leave=False):
+            day = series.start_day + col
+            self._create_states(states, series, np.flatnonzero(first_col == col), day)
+            rows = np.fromiter(states.keys(), np.int64, len(states))
+            self._advance(states, rows, series, views, col)
+            if day > start_forecasting:
+                self._feed_back(states, rows, published, series.units[:, col], day)
+            if day < start_forecasting:
+                continue
+            forecasts = np.round(self.model.forecast([states[r] for r in rows]), self.PUBLISHED_DECIMALS)
+            active = last_sale_col[rows, col] > col - self.ACTIVE_DAYS
+            published[day % horizons] = np.nan
+            published[day % horizons, rows[active]] = forecasts[active]
+            if day in origin_index:
+                out[rows, origin_index[day]] = forecasts
+        return out
+
+    def _create_states(self, states: dict[int, bytes], series: DailySeries, rows: np.ndarray, day: int) -> None:
+        for r in rows:
+            item = ItemInfo(str(series.items[r]), str(series.descriptions[r]), float(series.price[r, day - series.start_day]))
+            states[int(r)] = self.model.new_state(item, day)
+
+    def _advance(self, states: dict[int, bytes], rows: np.ndarray, series: DailySeries,
+                 views: np.ndarray, col: int) -> None:
+        day = series.start_day + col
+        periods = [Period(day, float(series.units[r, col]), float(views[r, col]), float(series.price[r, col]))
+                   for r in rows]
+        for r, state in zip(rows, self.model.advance([states[r] for r in rows], periods)):
+            states[r] = state
+
+    def _feed_back(self, states: dict[int, bytes], rows: np.ndarray, published: np.ndarray,
+                   actuals: np.ndarray, day: int) -> None:
+        """Score every earlier forecast whose target is ``day`` (just closed) and feed it back."""
+        horizons = self.model.horizons
+        h = np.arange(1, horizons + 1)
+        made = published[(day - h) % horizons, :, h - 1]  # (H, N, Q): made at day - h for day
+        was_made = ~np.isnan(made[:, :, 0])  # (H, N)
+        origins = (day - h).tolist()
+        for r in rows[was_made[:, rows].any(axis=0)]:
+            actual = float(actuals[r])
+            errors = [ErrorRecord(origin, day, actual, forecast)
+                      for origin, forecast, ok in zip(origins, made[:, r], was_made[:, r]) if ok]
+            states[r] = self.model.observe_errors(states[r], errors)

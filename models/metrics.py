@@ -1,0 +1,106 @@
+"""The scores of ../shared/EVALUATION.md over backtest arrays.
+
+Every function takes the same two arrays, so that every method is scored on exactly the
+same cells:
+
+- ``actuals``: (N, O, H) units sold, product n, origin o, horizon h+1 (target day o+h+1);
+- ``forecasts``: (N, O, H, Q) the quantiles forecast for those cells, Q along ``quantiles``.
+
+Origins must be consecutive days (EVALUATION.md: every day in the range is an origin);
+``volatility`` relies on it to line up the forecasts of one target day.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+HORIZON_BUCKETS: dict[str, tuple[int, int]] = {"1-7": (1, 7), "8-14": (8, 14), "15-28": (15, 28)}
+
+
+def pinball_loss(y: np.ndarray | float, f: np.ndarray | float, q: float) -> np.ndarray:
+    """Elementwise ``max(q·(y−f), (q−1)·(y−f))``."""
+    diff = np.asarray(y, np.float64) - np.asarray(f, np.float64)
+    return np.maximum(q * diff, (q - 1.0) * diff)
+
+
+def wql_per_quantile(actuals: np.ndarray, forecasts: np.ndarray,
+                     quantiles: Sequence[float]) -> np.ndarray:
+    """(Q,) ``2·Σ pinball_q / Σ |y|`` over every cell, one value per quantile level."""
+    _check_shapes(actuals, forecasts, quantiles)
+    scale = np.abs(actuals).sum(dtype=np.float64)
+    if scale == 0:
+        raise ValueError("wQL is undefined when every actual is zero")
+    return np.array([2.0 * pinball_loss(actuals, forecasts[..., k], q).sum() / scale
+                     for k, q in enumerate(quantiles)])
+
+
+def wql(actuals: np.ndarray, forecasts: np.ndarray, quantiles: Sequence[float]) -> float:
+    """The headline: mean over quantile levels of the per-quantile wQL."""
+    return float(wql_per_quantile(actuals, forecasts, quantiles).mean())
+
+
+def wql_by_bucket(actuals: np.ndarray, forecasts: np.ndarray,
+                  quantiles: Sequence[float]) -> dict[str, float]:
+    """wQL restricted to each horizon bucket of EVALUATION.md (each with its own Σ|y|)."""
+    return {name: wql(actuals[:, :, lo - 1:hi], forecasts[:, :, lo - 1:hi], quantiles)
+            for name, (lo, hi) in HORIZON_BUCKETS.items()}
+
+
+def coverage_80(actuals: np.ndarray, forecasts: np.ndarray, quantiles: Sequence[float]) -> float:
+    """Share of cells with ``f_0.1 ≤ y ≤ f_0.9`` (target 0.80)."""
+    _check_shapes(actuals, forecasts, quantiles)
+    lower = forecasts[..., _level_index(quantiles, 0.1)]
+    upper = forecasts[..., _level_index(quantiles, 0.9)]
+    return float(((lower <= actuals) & (actuals <= upper)).mean())
+
+
+def volatility(actuals: np.ndarray, forecasts: np.ndarray, quantiles: Sequence[float]) -> float:
+    """How much the median forecast of one target day moves as its origin advances.
+
+    EVALUATION.md: "for each product and target day, the median forecast made at successive
+    origins; the mean absolute change between consecutive origins, divided by the mean
+    actual". Read here as one pooled ratio over every pair of consecutive origins (o, o+1)
+    that both forecast the same product and target day:
+
+        mean over pairs |P50_{o+1}(n, D) − P50_o(n, D)|  /  mean over pairs y(n, D)
+
+    Pooling (rather than a ratio per product and day) keeps zero-demand days defined and
+    weighs products by volume, like wQL. Pairs come from origin o at horizon h ≥ 2 and
+    origin o+1 at horizon h−1, so with O origins and H horizons there are (O−1)·(H−1) per
+    product; target days near the edges of the range have fewer pairs, as they should.
+    """
+    _check_shapes(actuals, forecasts, quantiles)
+    median = forecasts[..., _level_index(quantiles, 0.5)]  # (N, O, H)
+    earlier = median[:, :-1, 1:]  # origin o, horizons 2..H
+    later = median[:, 1:, :-1]  # origin o+1, horizons 1..H-1: the same target days
+    target_actuals = actuals[:, 1:, :-1]
+    mean_actual = target_actuals.mean(dtype=np.float64)
+    if mean_actual == 0:
+        raise ValueError("volatility is undefined when every actual is zero")
+    return float(np.abs(later - earlier).mean(dtype=np.float64) / mean_actual)
+
+
+def score(actuals: np.ndarray, forecasts: np.ndarray, quantiles: Sequence[float]) -> dict:
+    """Every number EVALUATION.md reports for one method, JSON-ready."""
+    per_quantile = wql_per_quantile(actuals, forecasts, quantiles)
+    return {
+        "wql": float(per_quantile.mean()),
+        "wql_by_bucket": wql_by_bucket(actuals, forecasts, quantiles),
+        "wql_per_quantile": {f"{q:.1f}": float(v) for q, v in zip(quantiles, per_quantile)},
+        "coverage_80": coverage_80(actuals, forecasts, quantiles),
+        "volatility": volatility(actuals, forecasts, quantiles),
+    }
+
+
+def _level_index(quantiles: Sequence[float], level: float) -> int:
+    matches = [k for k, q in enumerate(quantiles) if abs(q - level) < 1e-9]
+    if not matches:
+        raise ValueError(f"quantile level {level} is required; got {tuple(quantiles)}")
+    return matches[0]
+
+
+def _check_shapes(actuals: np.ndarray, forecasts: np.ndarray, quantiles: Sequence[float]) -> None:
+    if forecasts.shape != actuals.shape + (len(quantiles),):
+        raise ValueError(f"forecasts {forecasts.shape} must be actuals {actuals.shape} "
+                         f"+ ({len(quantiles)},) quantiles")

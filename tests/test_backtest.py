@@ -1,0 +1,245 @@
+import argparse
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from models.backtest import (BacktestSplit, StreamingReplay, day_of, history_until, leaked_origins,
+                             prepare, run_method)
+from models.dataset import DailySeries
+from models.evaluate import configure_parser, run as evaluate_run
+from models.pageviews import simulate_views
+from models.seasonal_naive import SeasonalNaive
+from state.refresh import RefreshPolicy
+
+START = day_of("2011-01-03")
+
+
+def synthetic_series(n_items: int = 4, days: int = 140, seed: int = 0) -> tuple[DailySeries, np.ndarray]:
+    """Poisson demand with a weekly pattern (no sales on Saturdays), a fixed price per item."""
+    rng = np.random.default_rng(seed)
+    weekday = np.array([1.0, 1.2, 1.1, 1.0, 1.4, 0.0, 0.6])[(START + np.arange(days) + 3) % 7]
+    units = rng.poisson(rng.uniform(1, 8, (n_items, 1)) * weekday).astype(np.float32)
+    price = np.repeat(rng.uniform(1, 5, (n_items, 1)), days, axis=1).astype(np.float32)
+    items = np.array([str(10001 + i) for i in range(n_items)])
+    series = DailySeries(items=items, descriptions=np.array(["WIDGET"] * n_items), start_day=START,
+                         units=units, price=price)
+    return series, simulate_views(items, units, START)
+
+
+def split_of(series: DailySeries, origins: int = 10, horizons: int = 3) -> BacktestSplit:
+    last_origin = int(series.days[-1]) - horizons
+    return BacktestSplit(cutoff=last_origin - origins, first_origin=last_origin - origins + 1,
+                         last_origin=last_origin, horizons=horizons, quantiles=(0.1, 0.5, 0.9), min_sale_days=5)
+
+
+class LastValue:
+    """Every quantile is the origin day's demand: honest, uses the origin and nothing later."""
+
+    name = "last-value"
+
+    def forecast(self, series, views, origins):
+        last = series.units[:, series.column(origins)]  # (N, O)
+        return np.broadcast_to(last[:, :, None, None], last.shape + (3, 3)).astype(float)
+
+
+class NextValue(LastValue):
+    """Peeks at the day after the origin: a leak."""
+
+    name = "next-value"
+
+    def forecast(self, series, views, origins):
+        return super().forecast(series, views, np.minimum(origins + 1, series.days[-1]))
+
+
+# --- the split and its data ---------------------------------------------------------------------
+def test_scored_products_are_product_codes_with_enough_sale_days_before_the_first_origin():
+    series, _ = synthetic_series(n_items=3)
+    series = replace(series, items=np.array(["10001", "POST", "10003"]))
+    series.units[2, :] = 0.0
+    series.units[2, -10:] = 5.0  # sells, but only after the first origin
+    data = prepare(series, split_of(series))
+    assert list(data.series.items) == ["10001"]
+
+
+def test_actuals_are_the_demand_of_origin_plus_horizon():
+    series, _ = synthetic_series()
+    split = split_of(series)
+    data = prepare(series, split)
+    n, k, h = 1, 4, 2
+    assert data.actuals[n, k, h - 1] == series.units[n, series.column(int(split.origins[k])) + h]
+
+
+def test_a_split_whose_last_target_is_past_the_data_is_rejected():
+    series, _ = synthetic_series()
+    split = split_of(series)
+    late = replace(split, last_origin=split.last_origin + 1)
+    with pytest.raises(ValueError, match="up to"):
+        prepare(series, late)
+
+
+def test_every_day_between_the_first_and_last_origin_is_an_origin():
+    split = BacktestSplit.from_dates("2011-05-31", "2011-06-01", "2011-08-03")
+    assert len(split.origins) == 64 and (np.diff(split.origins) == 1).all()
+
+
+# --- what a method may see ------------------------------------------------------------------
+def test_a_method_is_given_no_day_after_the_last_origin():
+    series, _ = synthetic_series()
+    split = split_of(series)
+    data = prepare(series, split)
+    seen = []
+
+    class Recorder(LastValue):
+        def forecast(self, series, views, origins):
+            seen.append((series.days[-1], views.shape[1]))
+            return super().forecast(series, views, origins)
+
+    run_method(Recorder(), data, split)
+    assert seen == [(split.last_origin, series.column(split.last_origin) + 1)]
+
+
+def test_history_until_keeps_the_day_itself():
+    series, views = synthetic_series()
+    cut, cut_views = history_until(series, views, START + 9)
+    assert cut.units.shape[1] == 10 and cut_views.shape[1] == 10
+
+
+def test_a_method_that_reads_after_its_origin_is_caught():
+    series, views = synthetic_series()
+    origins = START + np.array([100, 110, 120])
+    assert leaked_origins(NextValue(), series, views, origins) == [int(o) for o in origins]
+
+
+def test_a_method_that_uses_only_the_origin_and_before_passes():
+    series, views = synthetic_series()
+    assert leaked_origins(LastValue(), series, views, START + np.array([100, 110, 120])) == []
+
+
+def test_crossing_quantiles_are_rejected():
+    series, _ = synthetic_series()
+    split = split_of(series)
+
+    class Crossing(LastValue):
+        def forecast(self, series, views, origins):
+            return super().forecast(series, views, origins) * np.array([1.0, 3.0, 2.0])
+
+    with pytest.raises(ValueError, match="non-decreasing"):
+        run_method(Crossing(), prepare(series, split), split)
+
+
+# --- the streaming replay ---------------------------------------------------------------------
+class SpyModel:
+    """A QuantileForecaster that forecasts its last closed day and records what it is fed."""
+
+    name, version, horizons, quantiles = "spy", "1", 3, (0.1, 0.5, 0.9)
+
+    def __init__(self):
+        self.created: dict[str, int] = {}
+        self.errors: list[tuple[str, int, object]] = []  # (item, last closed day when fed, record)
+
+    def new_state(self, item, first_day):
+        self.created[item.item_id] = first_day
+        return json.dumps({"item": item.item_id, "last": first_day - 1}).encode()
+
+    def advance(self, states, periods):
+        out = []
+        for state, period in zip(states, periods):
+            s = json.loads(state)
+            assert period.day == s["last"] + 1, "days must close one at a time, in order"
+            out.append(json.dumps({**s, "last": period.day}).encode())
+        return out
+
+    def observe_errors(self, state, errors):
+        s = json.loads(state)
+        self.errors += [(s["item"], s["last"], e) for e in errors]
+        return state
+
+    def forecast(self, states):
+        last = np.array([json.loads(s)["last"] for s in states], float)
+        return np.broadcast_to(last[:, None, None], (len(states), 3, 3)).copy()
+
+
+def replay(series, views, origins, warmup=5):
+    spy = SpyModel()
+    out = StreamingReplay(spy, feedback_warmup=warmup).forecast(series, views, origins)
+    return spy, out
+
+
+def test_replay_forecasts_each_origin_from_states_closed_through_that_origin():
+    series, views = synthetic_series()
+    origins = START + np.arange(100, 110)
+    _, out = replay(series, views, origins)
+    assert (out == origins[None, :, None, None]).all()
+
+
+def test_replay_creates_an_item_on_the_day_of_its_first_priced_event():
+    series, views = synthetic_series()
+    series.price[1, :12] = 0.0
+    series.units[1, :12] = 0.0
+    spy, _ = replay(series, views, START + np.arange(100, 103))
+    assert spy.created[series.items[1]] == START + 12 and spy.created[series.items[0]] == START
+
+
+def test_errors_of_a_target_day_are_fed_back_only_once_that_day_has_closed():
+    series, views = synthetic_series()
+    spy, _ = replay(series, views, START + np.arange(100, 110))
+    assert spy.errors
+    for item, closed_through, record in spy.errors:
+        assert record.target == closed_through
+        row = list(series.items).index(item)
+        assert record.actual == series.units[row, series.column(record.target)]
+
+
+def test_each_published_forecast_is_fed_back_once_per_target_with_the_published_values():
+    series, views = synthetic_series(n_items=1)
+    origins = START + np.arange(100, 110)
+    spy, _ = replay(series, views, origins, warmup=5)
+    fed = [(r.origin, r.target) for _, _, r in spy.errors]
+    expected = [(o, t) for t in range(int(origins[0]) - 4, int(origins[-1]) + 1)
+                for o in range(t - 3, t) if o >= origins[0] - 5]
+    assert sorted(fed) == sorted(expected)
+    assert all((r.forecast == r.origin).all() for _, _, r in spy.errors)  # the spy forecasts its origin
+
+
+def test_forecasts_of_items_without_a_recent_sale_are_not_published_so_not_fed_back():
+    series, views = synthetic_series(n_items=2)
+    series.units[1, 60:] = 0.0  # no sale for far longer than the activity window
+    spy, out = replay(series, views, START + np.arange(100, 105))
+    assert {item for item, _, _ in spy.errors} == {series.items[0]}
+    assert np.isfinite(out[1]).all()  # still forecast, and so scored
+
+
+def test_replay_publishes_as_the_worker_does():
+    policy = RefreshPolicy()
+    assert StreamingReplay.ACTIVE_DAYS == policy.active_days
+    assert StreamingReplay.PUBLISHED_DECIMALS == policy.decimals
+
+
+def test_seasonal_naive_through_the_replay_uses_only_the_past():
+    series, views = synthetic_series(n_items=2, days=90)
+    assert leaked_origins(StreamingReplay(SeasonalNaive(), feedback_warmup=3), series, views,
+                          START + np.array([60, 61])) == []
+
+
+# --- the evaluate command ---------------------------------------------------------------------
+def evaluate_args(tmp_path, methods: str) -> argparse.Namespace:
+    return configure_parser(argparse.ArgumentParser()).parse_args(
+        ["--start", "2011-07-01", "--end", "2011-07-03", "--methods", methods,
+         "--checkpoints", str(tmp_path / "none"), "--out", str(tmp_path / "split")])
+
+
+def test_evaluate_writes_scores_tables_and_fan_charts_with_the_command_that_made_them(tmp_path):
+    assert evaluate_run(evaluate_args(tmp_path, "zero")) == 0
+    report = json.loads((tmp_path / "split.json").read_text())
+    assert report["methods"]["zero"]["wql"] == pytest.approx(1.0)
+    assert report["split"]["origins"] == 3
+    assert report["command"] in (tmp_path / "split.md").read_text()
+    assert len(list(tmp_path.glob("split-fan-*.png"))) == 3
+
+
+def test_evaluate_stops_on_a_method_it_cannot_build_and_names_it(tmp_path, capsys):
+    assert evaluate_run(evaluate_args(tmp_path, "zero,mqcnn")) == 2
+    assert "mqcnn" in capsys.readouterr().err
+    assert not (tmp_path / "split.json").exists()
