@@ -3,19 +3,29 @@ VENV    := .venv
 PYTHON  := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: demo test e2e unit clean
+# Debian packages the tests use: a real Prometheus (and promtool), kcat, docker-compose.
+SYSTEM_TOOLS := prometheus promtool kcat docker-compose java mvn
+APT_PACKAGES := prometheus kcat docker-compose default-jre-headless maven
+
+.PHONY: demo test e2e unit system clean
 
 demo: $(STAMP)
 	$(VENV)/bin/mqstream demo
 
-test: $(STAMP)
+test: $(STAMP) system
 	$(PYTHON) -m pytest
 
 unit: $(STAMP)
 	$(PYTHON) -m pytest -m "not e2e"
 
-e2e: $(STAMP)
+e2e: $(STAMP) system
 	$(PYTHON) -m pytest -m e2e
+
+system:
+	@for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	fi
 
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)

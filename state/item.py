@@ -16,7 +16,8 @@ import orjson
 
 from models.protocol import DAY_SECONDS
 
-UNITS, RETURNS, VIEWS = range(3)  # bucket columns: demand, returned units, page views
+UNITS, RETURNS, VIEWS, PRICE = range(4)  # bucket columns; history keeps the first three
+N_HISTORY = 3
 _ITEM_HEAD = struct.Struct("<II")  # meta, history byte lengths
 _MODEL_HEAD = struct.Struct("<iiI")  # closed_through, last_error_target, model byte length
 
@@ -27,17 +28,16 @@ class ItemState:
     description: str
     born: int  # first open day of the item
     closed_through: int  # last day folded into history
-    history: np.ndarray  # (history_days, 3) float32; last row is day closed_through
-    price: float = 0.0  # last positive unit price seen
+    history: np.ndarray  # (history_days, 3) float32: units, returns, views; last row is closed_through
+    price: float = 0.0  # last positive unit price of the closed days (0.0 before any)
     last_event_ts: dict[str, int] = field(default_factory=dict)  # input topic -> newest event time
-    last_sale_day: int = -1
-    open_days: dict[int, list[float]] = field(default_factory=dict)  # day -> [units, returns, views]
+    open_days: dict[int, list[float]] = field(default_factory=dict)  # day -> [units, returns, views, price]
     seen: dict[int, list[str]] = field(default_factory=dict)  # day -> applied event ids
 
     def to_bytes(self) -> bytes:
         meta = orjson.dumps({
             "i": self.item_id, "d": self.description, "b": self.born, "c": self.closed_through,
-            "p": self.price, "t": self.last_event_ts, "s": self.last_sale_day,
+            "p": self.price, "t": self.last_event_ts,
             "o": [[day, *bucket] for day, bucket in sorted(self.open_days.items())],
             "n": [[day, ids] for day, ids in sorted(self.seen.items())],
         })
@@ -52,8 +52,8 @@ class ItemState:
         history = raw[start + n_meta : start + n_meta + n_history]
         return cls(
             item_id=meta["i"], description=meta["d"], born=meta["b"], closed_through=meta["c"],
-            history=np.frombuffer(history, np.float32).reshape(-1, 3).copy(),
-            price=meta["p"], last_event_ts=meta["t"], last_sale_day=meta["s"],
+            history=np.frombuffer(history, np.float32).reshape(-1, N_HISTORY).copy(),
+            price=meta["p"], last_event_ts=meta["t"],
             open_days={row[0]: row[1:] for row in meta["o"]},
             seen={day: ids for day, ids in meta["n"]},
         )
@@ -62,15 +62,16 @@ class ItemState:
     def has_seen(self, event_id: str, day: int) -> bool:
         return event_id in self.seen.get(day, ())
 
-    def apply(self, source: str, event_id: str, ts: int, amounts: list[tuple[int, float]]) -> None:
-        """Add each (column, amount) to an open day's bucket; the caller checked that the day is
-        open and the event new."""
+    def apply(self, source: str, event_id: str, ts: int, amounts: list[tuple[int, float]],
+              price: float = 0.0) -> None:
+        """Add each (column, amount) to an open day's bucket and note a positive unit price as
+        the day's latest; the caller checked that the day is open and the event new."""
         day = ts // DAY_SECONDS
-        bucket = self.open_days.setdefault(day, [0.0, 0.0, 0.0])
+        bucket = self.open_days.setdefault(day, [0.0, 0.0, 0.0, 0.0])
         for column, amount in amounts:
             bucket[column] += amount
-            if column == UNITS and amount > 0:
-                self.last_sale_day = max(self.last_sale_day, day)
+        if price > 0:
+            bucket[PRICE] = price
         self.seen.setdefault(day, []).append(event_id)
         self.last_event_ts[source] = max(self.last_event_ts.get(source, 0), ts)
 
@@ -78,11 +79,18 @@ class ItemState:
     def close_next_day(self) -> tuple[int, np.ndarray]:
         """Fold the day after ``closed_through`` into history; returns (day, bucket)."""
         day = self.closed_through + 1
-        bucket = np.asarray(self.open_days.pop(day, (0.0, 0.0, 0.0)), np.float32)
+        bucket = np.asarray(self.open_days.pop(day, (0.0, 0.0, 0.0, 0.0)), np.float32)
         self.seen.pop(day, None)
-        self.history = np.concatenate([self.history[1:], bucket[None, :]])
+        self.history = np.concatenate([self.history[1:], bucket[None, :N_HISTORY]])
         self.closed_through = day
+        if bucket[PRICE] > 0:
+            self.price = float(bucket[PRICE])
         return day, bucket
+
+    def sold_within(self, first: int, last: int) -> bool:
+        """Any demand on days first..last, closed or open. Depends only on those days, so
+        a close gives the same answer whatever later events have already arrived."""
+        return bool(self.daily(UNITS, first, last).any())
 
     def daily(self, column: int, first: int, last: int) -> np.ndarray:
         """Totals of one bucket column for days first..last, closed or open (0 where unknown)."""

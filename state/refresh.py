@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from models.protocol import ErrorRecord, ItemInfo, Period, QuantileForecaster
-from state.item import UNITS, VIEWS, ItemModel, ItemState
+from state.item import N_HISTORY, UNITS, VIEWS, ItemModel, ItemState
 from state.ledger import ForecastLedger
 
 
@@ -43,21 +43,20 @@ class Refresh:
     issued: list[IssuedForecast] = field(default_factory=list)
 
 
-def new_item(item_id: str, description: str, price: float, closed_through: int,
-             policy: RefreshPolicy) -> ItemState:
+def new_item(item_id: str, description: str, closed_through: int, policy: RefreshPolicy) -> ItemState:
     """An item seen for the first time: born on the partition's first open day."""
     return ItemState(item_id=item_id, description=description, born=closed_through + 1,
-                     closed_through=closed_through, price=price,
-                     history=np.zeros((policy.history_days, 3), np.float32))
+                     closed_through=closed_through,
+                     history=np.zeros((policy.history_days, N_HISTORY), np.float32))
 
 
-def new_model(item: ItemState, model: QuantileForecaster) -> ItemModel:
+def new_model(item: ItemInfo, born: int, model: QuantileForecaster) -> ItemModel:
+    """The model side of a new item, made from what its first event tells of it."""
     ledger = ForecastLedger.empty(model.horizons, len(model.quantiles))
-    state = model.new_state(ItemInfo(item.item_id, item.description, item.price), item.born)
-    return ItemModel(item.born - 1, state, ledger.to_bytes())
+    return ItemModel(born - 1, model.new_state(item, born), ledger.to_bytes())
 
 
-def needs_close(item: ItemState, side: ItemModel | None, through: int, policy: RefreshPolicy,
+def needs_close(item: ItemState, side: ItemModel, through: int, policy: RefreshPolicy,
                 horizons: int) -> bool:
     """Whether closing up to ``through`` has work for the item now: it is active, forecasts of
     it are still waiting for their targets, or it has buckets of days now closed (an item with
@@ -65,11 +64,11 @@ def needs_close(item: ItemState, side: ItemModel | None, through: int, policy: R
     if item.closed_through >= through:
         return False
     return (is_active(item, through, policy) or min(item.open_days, default=through + 1) <= through
-            or (side is not None and _waiting(side, horizons)))
+            or _waiting(side, horizons))
 
 
 def is_active(item: ItemState, origin: int, policy: RefreshPolicy) -> bool:
-    return item.last_sale_day > origin - policy.active_days
+    return item.sold_within(origin - policy.active_days + 1, origin)
 
 
 def close_items(items: list[ItemState], sides: list[ItemModel], through: int,

@@ -16,7 +16,7 @@ import orjson
 
 import streams.store  # noqa: F401  registers the keyed-rocksdb store
 from models.dataset import is_demand
-from models.protocol import DAY_SECONDS, ErrorRecord, QuantileForecaster
+from models.protocol import DAY_SECONDS, ErrorRecord, ItemInfo, QuantileForecaster
 from mqstream.config import Settings
 from state.clock import PartitionClock
 from state.item import RETURNS, UNITS, VIEWS, ItemModel, ItemState
@@ -101,21 +101,26 @@ class Processor:
 
     def _apply(self, message, event: Sale | PageView, clock: PartitionClock) -> None:
         raw = self.items.get(message.key)
-        if raw is None:  # born on the partition's first open day, or its own if it is the first
-            first_open = clock.closed_through + 1 if clock.inputs else event.ts // DAY_SECONDS
-            item = new_item(event.item_id, getattr(event, "description", ""), getattr(event, "price", 0.0),
-                            first_open - 1, self.policy)
+        if raw is None:
+            item = self._new_item(message.key, event, clock)
         else:
             item = ItemState.from_bytes(raw)
         if item.has_seen(event.event_id, event.ts // DAY_SECONDS):
             self.metrics.duplicates.inc()
         else:
-            item.apply(message.topic, event.event_id, event.ts, _amounts(event))
-            if isinstance(event, Sale) and event.price > 0:
-                item.price = event.price
+            item.apply(message.topic, event.event_id, event.ts, _amounts(event), getattr(event, "price", 0.0))
         # written back also for a duplicate: heals a changelog that missed the first write
         self.items[message.key] = item.to_bytes()
         self.tracked[message.partition].add(message.key)
+
+    def _new_item(self, key: bytes, event: Sale | PageView, clock: PartitionClock) -> ItemState:
+        """Born on the partition's first open day (its own, if it is the partition's first),
+        with its model side made from what this first event says of it."""
+        first_open = clock.closed_through + 1 if clock.inputs else event.ts // DAY_SECONDS
+        description = getattr(event, "description", "")
+        info = ItemInfo(event.item_id, description, getattr(event, "price", 0.0))
+        self.sides[key] = new_model(info, first_open, self.model).to_bytes()
+        return new_item(event.item_id, description, first_open - 1, self.policy)
 
     # --- closing days ---------------------------------------------------------------------
     def _clock(self, partition: int) -> PartitionClock:
@@ -148,10 +153,13 @@ class Processor:
         for key in list(keys):
             item = ItemState.from_bytes(self.items.get(key))
             raw_side = self.sides.get(key)
-            side = ItemModel.from_bytes(raw_side) if raw_side is not None else None
+            if raw_side is None:  # its first write was lost to a crash: make it again
+                side = new_model(ItemInfo(item.item_id, item.description, item.price), item.born, self.model)
+            else:
+                side = ItemModel.from_bytes(raw_side)
             if needs_close(item, side, through, self.policy, self.model.horizons):
                 items.append(item)
-                sides.append(side or new_model(item, self.model))
+                sides.append(side)
             elif item.closed_through < through:
                 keys.discard(key)  # dormant: catches up when it next has an event
         if not items:
@@ -199,12 +207,15 @@ class Processor:
     async def sample(self, app: faust.App) -> None:
         """Gauges read every few seconds: lag from the broker's end offsets, watermark ages,
         state size."""
-        assigned = sorted(app.consumer.assignment())
+        inputs = {self.outputs[name].get_topic_name() for name in ("sales", "page-views", "forecast-errors")}
+        assigned = sorted(tp for tp in app.consumer.assignment() if tp.topic in inputs)
         if assigned:
             ends = await app.consumer.highwaters(*assigned)
             for tp, end in ends.items():
-                read = app.consumer._read_offset.get(tp)  # faust keeps the last offset read
-                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(end - (read + 1 if read is not None else 0))
+                # faust keeps the last offset read and the last committed (next to read)
+                read, committed = app.consumer._read_offset.get(tp), app.consumer._committed_offset.get(tp)
+                position = max(read + 1 if read is not None else 0, committed or 0)
+                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(end - position)
         now = time.time()
         for partition, clock in self.clocks.items():
             if clock.inputs:

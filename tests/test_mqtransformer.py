@@ -7,7 +7,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from models.dataset import daily_series, load_transactions
 from models.features import series_batch
-from models.mqcnn import ema_scale
+from models.mqcnn import MQCNN, MQCNNConfig, ema_scale
 from models.mqtransformer import MQTransformer, MQTransformerConfig, MQTransformerForecaster
 from models.pageviews import simulate_views
 from models.protocol import ErrorRecord, ItemInfo, Period
@@ -43,6 +43,7 @@ def forecaster(seed=0):
         model.lag_bias.normal_(0, 1)
         model.null_k.normal_(0, 1)
         model.fb_null_k.normal_(0, 1)
+        model.decoder.calibration.copy_(torch.tensor([1.5, 0.8, 1.0, 1.2, 1.0, 0.9, 1.3, 1.1, 1.4]))
     return MQTransformerForecaster(model)
 
 
@@ -135,3 +136,23 @@ def test_advance_and_forecast_cost_and_state_size_do_not_grow_with_history():
         sizes.append(len(state))
     assert flops[0] == flops[1] > 0
     assert sizes[0] == sizes[1]
+
+
+def test_warm_start_from_mqcnn_forecasts_exactly_what_the_mqcnn_does(real):
+    s, views, first, item_price = real
+    torch.manual_seed(1)
+    base = MQCNN(MQCNNConfig(**{k: getattr(TINY, k) for k in MQCNNConfig.__dataclass_fields__}))
+    with torch.no_grad():
+        base.decoder.calibration.fill_(2.0)  # the MQ-CNN's own calibration is not carried over
+    model = forecaster().model
+    model.warm_start(base)
+    assert torch.equal(model.decoder.calibration, torch.ones(len(TINY.quantiles)))
+    batch = series_batch(s.units, views, s.price, START, first, s.descriptions, item_price)
+    with torch.no_grad():
+        base.decoder.calibration.fill_(1.0)
+        np.testing.assert_allclose(model(batch).numpy(), base(batch).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_state_size_is_under_8_kb_with_the_defaults():
+    f = MQTransformerForecaster(MQTransformer(MQTransformerConfig()))
+    assert len(f.new_state(ItemInfo("1", "A", 1.0), 15000)) == f.layout.nbytes == 6516

@@ -1,12 +1,12 @@
 """Per-item state, clocks, ledger and the day close, without Kafka."""
 import numpy as np
 
-from models.protocol import DAY_SECONDS
+from models.protocol import DAY_SECONDS, ItemInfo
 from models.seasonal_naive import SeasonalNaive
 from state.clock import PartitionClock
 from state.item import UNITS, VIEWS, ItemModel, ItemState
 from state.ledger import ForecastLedger, pinball
-from state.refresh import RefreshPolicy, close_items, needs_close, new_item, new_model
+from state.refresh import RefreshPolicy, close_items, is_active, needs_close, new_item, new_model
 
 DAY = 15_000
 POLICY = RefreshPolicy()
@@ -17,7 +17,7 @@ def sale_ts(day: int, hour: int = 10) -> int:
 
 
 def test_item_state_round_trips_through_bytes():
-    item = new_item("85123A", "WHITE HANGING HEART", 2.55, DAY - 1, POLICY)
+    item = new_item("85123A", "WHITE HANGING HEART", DAY - 1, POLICY)
     item.apply("sales", "e1", sale_ts(DAY), [(UNITS, 6.0)])
     item.apply("views", "v1", sale_ts(DAY, 12), [(VIEWS, 40.0)])
     again = ItemState.from_bytes(item.to_bytes())
@@ -65,8 +65,8 @@ def test_pinball_loss_weighs_under_and_over_forecasts_by_the_quantile():
 
 def test_closing_days_scores_earlier_forecasts_and_issues_new_ones():
     model = SeasonalNaive()
-    item = new_item("A", "", 1.0, DAY - 1, POLICY)
-    side = new_model(item, model)
+    item = new_item("A", "", DAY - 1, POLICY)
+    side = new_model(ItemInfo("A"), DAY, model)
     for day in range(DAY, DAY + 10):
         item.apply("sales", f"e{day}", sale_ts(day), [(UNITS, 3.0)])
         refresh = close_items([item], [side], day, model, POLICY)
@@ -78,8 +78,8 @@ def test_closing_days_scores_earlier_forecasts_and_issues_new_ones():
 
 def test_a_model_side_ahead_of_its_item_is_not_advanced_twice():
     model = SeasonalNaive()
-    item = new_item("A", "", 1.0, DAY - 1, POLICY)
-    side = new_model(item, model)
+    item = new_item("A", "", DAY - 1, POLICY)
+    side = new_model(ItemInfo("A"), DAY, model)
     item.apply("sales", "e1", sale_ts(DAY), [(UNITS, 3.0)])
     snapshot = ItemState.from_bytes(item.to_bytes())  # the item as a crash left it
     close_items([item], [side], DAY, model, POLICY)
@@ -91,10 +91,29 @@ def test_a_model_side_ahead_of_its_item_is_not_advanced_twice():
 
 def test_dormant_items_wait_and_items_with_pending_forecasts_do_not():
     model = SeasonalNaive()
-    item = new_item("A", "", 1.0, DAY - 1, POLICY)
-    side = new_model(item, model)
+    item = new_item("A", "", DAY - 1, POLICY)
+    side = new_model(ItemInfo("A"), DAY, model)
     item.apply("sales", "e1", sale_ts(DAY), [(UNITS, 1.0)])
     close_items([item], [side], DAY, model, POLICY)
     assert needs_close(item, side, DAY + 40, POLICY, model.horizons)  # forecasts still open
     close_items([item], [side], DAY + 40, model, POLICY)
     assert not needs_close(item, side, DAY + 41, POLICY, model.horizons)
+
+
+def test_the_day_price_is_the_last_positive_price_and_carries_forward():
+    item = new_item("A", "", DAY - 1, POLICY)
+    item.apply("sales", "e1", sale_ts(DAY, 9), [(UNITS, 1.0)], price=2.0)
+    item.apply("sales", "e2", sale_ts(DAY, 10), [(UNITS, 1.0)], price=1.5)
+    item.apply("sales", "e3", sale_ts(DAY + 2, 10), [(UNITS, 1.0)], price=9.0)  # a later day, already here
+    item.close_next_day()
+    assert item.price == 1.5
+    item.close_next_day()
+    assert item.price == 1.5
+
+
+def test_activity_at_an_origin_ignores_sales_of_later_days_already_applied():
+    item = new_item("A", "", DAY - 1, POLICY)
+    item.apply("views", "v1", sale_ts(DAY, 12), [(VIEWS, 5.0)])
+    item.apply("sales", "e1", sale_ts(DAY + 1), [(UNITS, 1.0)])
+    assert not is_active(item, DAY, POLICY)
+    assert is_active(item, DAY + 1, POLICY)
