@@ -27,8 +27,8 @@ class Settings:
     allowed_lateness: int = 3600  # seconds after a day ends that its events are still applied
     active_days: int = 28  # items that sold within this many days get forecasts
     history_days: int = 56  # closed daily buckets kept per item
-    model: str = "seasonal-naive"
-    checkpoint: str = ""  # model weights (safetensors + JSON config) for the neural models
+    model: str = "mqtransformer"
+    checkpoint: str = ""  # neural model weights (safetensors + JSON config); empty: checkpoints/<model>
     refresh_batch: int = 1024  # items per model call
     metrics_host: str = "127.0.0.1"  # /metrics, /healthz, /readyz; 0.0.0.0 only where a network needs it
     metrics_port: int = 9100  # 0: any free port, written to <data_dir>/metrics.port (several workers per host)
@@ -40,6 +40,12 @@ class Settings:
     @property
     def uses_local_broker(self) -> bool:
         return not self.bootstrap
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        if self.model == "seasonal-naive":
+            return None
+        return Path(self.checkpoint or f"checkpoints/{self.model}")
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

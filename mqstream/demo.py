@@ -26,6 +26,7 @@ from streams.topics import create_topics
 
 SETTLE_SECONDS = 6  # the group must stay caught up this long: its errors come back as input
 BUCKETS = ((1, 7), (8, 14), (15, 28))
+TRAIN_CUTOFF = "2011-05-31"
 
 
 def run_demo(settings: Settings, start: str, end: str) -> int:
@@ -36,6 +37,7 @@ def run_demo(settings: Settings, start: str, end: str) -> int:
     broker = LocalBroker(Path(settings.data_dir) / "kafka", settings.kafka_port) if settings.uses_local_broker else None
     started_broker = broker is not None and broker.pid() is None
     worker = None
+    ensure_checkpoint(demo)
     try:
         if broker is not None:
             print(f"starting Kafka {broker.bootstrap} ...", flush=True)
@@ -58,6 +60,19 @@ def run_demo(settings: Settings, start: str, end: str) -> int:
         if started_broker:
             broker.stop()
             print("Kafka stopped")
+
+
+def ensure_checkpoint(settings: Settings) -> None:
+    """The demo serves a trained model: train it first if its checkpoint is missing (on data up
+    to 2011-05-31, before anything the demo replays)."""
+    path = settings.checkpoint_path
+    if path is None or (path / "config.json").exists():
+        return
+    from models.training import train
+
+    print(f"no checkpoint at {path}: training {settings.model} on data up to {TRAIN_CUTOFF} "
+          "(once; under 10 minutes on 2 cores)")
+    train(model=settings.model, cutoff=TRAIN_CUTOFF, out=path)
 
 
 def _follow(settings: Settings, worker: subprocess.Popen, total: int) -> None:

@@ -16,6 +16,7 @@ import orjson
 
 import streams.store  # noqa: F401  registers the keyed-rocksdb store
 from models.dataset import is_demand
+from models.registry import load_model as from_registry
 from models.protocol import DAY_SECONDS, ErrorRecord, ItemInfo, QuantileForecaster
 from mqstream.config import Settings
 from state.clock import PartitionClock
@@ -36,13 +37,7 @@ MAX_AHEAD_OF_NOW = 86_400
 
 
 def load_model(settings: Settings) -> QuantileForecaster:
-    if settings.model == "seasonal-naive":
-        from models.seasonal_naive import SeasonalNaive
-
-        return SeasonalNaive()
-    from models.registry import load_model as from_registry
-
-    return from_registry(settings.model, Path(settings.checkpoint) if settings.checkpoint else None)
+    return from_registry(settings.model, settings.checkpoint_path)
 
 
 class Processor:

@@ -1,0 +1,88 @@
+"""Refresh cost on the incremental path, and against a full recompute from the whole history.
+
+For a batch of real products the model's states are warmed to 100 and to 1,000 days of
+history; one refresh (``advance`` by the closed day, then ``forecast``) is timed at each, one
+thread, so items per second is per core. The full recompute rebuilds every state from
+``new_state`` over the whole history, as a system without incremental state would have to.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models.dataset import daily_series, load_transactions, select_products
+from models.pageviews import simulate_views
+from models.protocol import ItemInfo, Period, QuantileForecaster
+from models.registry import load_model
+
+CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+def bench_model(name: str) -> QuantileForecaster:
+    """The trained checkpoint when there is one; else the default architecture untrained
+    (weights do not change the cost)."""
+    if (CHECKPOINTS / name / "config.json").exists():
+        return load_model(name, CHECKPOINTS / name)
+    from models.mqcnn import MQCNN, MQCNNConfig, MQCNNForecaster
+    from models.mqtransformer import MQTransformer, MQTransformerConfig, MQTransformerForecaster
+
+    if name == "mqtransformer":
+        return MQTransformerForecaster(MQTransformer(MQTransformerConfig()))
+    return MQCNNForecaster(MQCNN(MQCNNConfig()))
+
+
+def periods_of(units: np.ndarray, views: np.ndarray, price: np.ndarray, first_day: int, t: int) -> list[Period]:
+    """Day t of every item; series are tiled when t runs past the data (1,000 days > 639)."""
+    col = t % units.shape[1]
+    return [Period(first_day + t, float(u), float(v), float(p))
+            for u, v, p in zip(units[:, col], views[:, col], price[:, col])]
+
+
+def warm(model, infos, series, first_day: int, days: int) -> list[bytes]:
+    states = [model.new_state(info, first_day) for info in infos]
+    for t in tqdm(range(days), desc=f"warm {days} days", leave=False):
+        states = model.advance(states, periods_of(*series, first_day, t))
+    return states
+
+
+def time_refresh(model, states, series, first_day: int, day: int, repeats: int = 3) -> float:
+    """Seconds of one refresh of the batch (best of ``repeats``)."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        advanced = model.advance(states, periods_of(*series, first_day, day))
+        model.forecast(advanced)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def run(model_name: str = "mqtransformer", items: int = 1000) -> dict:
+    torch.set_num_threads(1)
+    model = bench_model(model_name)
+    tx = load_transactions()
+    series = daily_series(tx)
+    keep = np.flatnonzero(select_products(series, series.start_day + 400))[:items]
+    units, price = series.units[keep], series.price[keep]
+    views = simulate_views(series.items[keep], units, series.start_day).astype(np.float32)
+    infos = [ItemInfo(str(i), str(d)) for i, d in zip(series.items[keep], series.descriptions[keep])]
+    data = (units, views, price)
+    result = {"model": model.name, "items": len(keep), "threads": 1}
+    for days in (100, 1000):
+        states = warm(model, infos, data, series.start_day, days)
+        seconds = time_refresh(model, states, data, series.start_day, days)
+        result[f"refresh_seconds_per_item_at_{days}"] = seconds / len(keep)
+        result[f"state_bytes_per_item_at_{days}"] = float(np.mean([len(s) for s in states]))
+    result["items_per_second_per_core"] = 1.0 / result["refresh_seconds_per_item_at_100"]
+    result["cost_ratio_1000_vs_100"] = (result["refresh_seconds_per_item_at_1000"]
+                                        / result["refresh_seconds_per_item_at_100"])
+    start = time.perf_counter()
+    model.forecast(warm(model, infos, data, series.start_day, 100))
+    full = (time.perf_counter() - start) / len(keep)
+    result["full_recompute_seconds_per_item_at_100"] = full
+    result["incremental_speedup_at_100"] = full / result["refresh_seconds_per_item_at_100"]
+    result["full_recompute_seconds_per_item_at_1000_estimated"] = full * 10  # linear in history
+    return result
