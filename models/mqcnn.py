@@ -18,8 +18,9 @@ Public API
 - ``MQCNNConfig``: hyper-parameters (defaults are the shipped model).
 - ``MQCNN(cfg)``: the torch module; ``forward(batch, origins) -> (B, S, H, Q)`` units.
 - ``MQCNNForecaster(model)``: ``models.protocol.QuantileForecaster`` over ``MQCNN``.
-  State bytes per item: 52 + 4 * (2 + C + C * sum(dilations)); 8,252 with the defaults.
-- Building blocks reused by ``models.mqtransformer``: ``CausalConvEncoder``,
+  State bytes per item: 52 + 4 * (2 + C) + 2 * C * sum(dilations) (ring buffers in float16,
+  ``buffer_dtype``); 4,220 with the defaults.
+- Building blocks reused by ``models.mqtransformer``: ``stored``, ``CausalConvEncoder``,
   ``ItemEncoder``, ``MQDecoder``, ``ema_scale``, ``origin_features``, ``StateLayout``,
   ``pinball_loss``, ``model_version``.
 """
@@ -40,6 +41,7 @@ from models.features import (MAX_TOKENS, N_CALENDAR, N_PAST, N_PRICE_BANDS, TOKE
 from models.protocol import DEFAULT_HORIZONS, DEFAULT_QUANTILES, ErrorRecord, ItemInfo, Period
 
 AGE_CAP = 365  # days of history after which an item counts as "established"
+FP16_MAX = 65504.0  # float16 state fields clip here
 
 
 # --- building blocks --------------------------------------------------------------------
@@ -47,13 +49,26 @@ def mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, n_out))
 
 
+def stored(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``x`` as a state of ``dtype`` stores and reads it back (clipped to float16's range), with
+    a straight-through gradient; the full path applies it wherever the incremental path
+    reads a value back from the state, so both paths round the same way."""
+    if dtype == torch.float32:
+        return x
+    r = x.clamp(-FP16_MAX, FP16_MAX).to(dtype).float()
+    return r.detach() + (x - x.detach()) if x.requires_grad else r  # value r exactly, gradient 1
+
+
 class CausalConvEncoder(nn.Module):
     """Pointwise input projection, then residual dilated causal convs of kernel 2:
-    h_l+1[t] = h_l[t] + relu(W0 h_l[t - d] + W1 h_l[t] + b)."""
+    h_l+1[t] = h_l[t] + relu(W0 stored(h_l[t - d]) + W1 h_l[t] + b). The look-back tap reads
+    the ring buffer the state keeps (``buffer_dtype``); the full path rounds it the same way.
+    Both paths compute a conv as two matmuls (a dilated Conv1d is slow on CPU)."""
 
-    def __init__(self, n_in: int, channels: int, dilations: tuple[int, ...]):
+    def __init__(self, n_in: int, channels: int, dilations: tuple[int, ...], buffer_dtype: str = "float32"):
         super().__init__()
         self.dilations = dilations
+        self.buffer_dtype = getattr(torch, buffer_dtype)
         self.inp = nn.Linear(n_in, channels)
         self.convs = nn.ModuleList(nn.Conv1d(channels, channels, 2, dilation=d) for d in dilations)
         # ring buffer rows of layer l start at offsets[l] and hold its last d_l inputs
@@ -63,22 +78,25 @@ class CausalConvEncoder(nn.Module):
     def forward(self, x: torch.Tensor, exists: torch.Tensor) -> torch.Tensor:
         """Full path: (B, T, n_in), (B, T) -> (B, T, C). Zeroing every layer where the item
         does not exist yet is exactly the zero padding a fresh ring buffer gives."""
-        m = exists.unsqueeze(1).to(x.dtype)  # (B, 1, T)
-        h = self.inp(x).transpose(1, 2) * m  # (B, C, T)
+        m = exists.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+        h = self.inp(x) * m  # (B, T, C)
         for conv, d in zip(self.convs, self.dilations):
-            h = (h + F.relu(conv(F.pad(h, (d, 0))))) * m
-        return h.transpose(1, 2)  # (B, T, C)
+            past = F.pad(stored(h, self.buffer_dtype), (0, 0, d, 0))[:, : h.shape[1]]  # (B, T, C) h[t - d]
+            w = conv.weight  # (C, C, 2): tap 0 looks back d days, tap 1 is today
+            h = (h + F.relu(past @ w[:, :, 0].T + h @ w[:, :, 1].T + conv.bias)) * m
+        return h
 
     def step(self, x: torch.Tensor, buffers: torch.Tensor, day: torch.Tensor) -> torch.Tensor:
-        """Incremental path for one day: x (B, n_in), buffers (B, R, C) updated in place,
-        day (B,) int64 -> (B, C). Slot (day mod d) holds the input of day - d."""
+        """Incremental path for one day: x (B, n_in), buffers (B, R, C) float32 holding values
+        of ``buffer_dtype``, updated in place, day (B,) int64 -> (B, C). Slot (day mod d)
+        holds the input of day - d."""
         rows = torch.arange(len(x))
         h = self.inp(x)  # (B, C)
         for conv, d, off in zip(self.convs, self.dilations, self.offsets):
             slot = int(off) + day % d  # (B,)
             past = buffers[rows, slot]  # (B, C) input of this layer d days ago
-            buffers[rows, slot] = h
-            w = conv.weight  # (C, C, 2): tap 0 looks back d days, tap 1 is today
+            buffers[rows, slot] = stored(h, self.buffer_dtype)
+            w = conv.weight
             h = h + F.relu(past @ w[:, :, 0].T + h @ w[:, :, 1].T + conv.bias)
         return h
 
@@ -135,6 +153,9 @@ class MQDecoder(nn.Module):
         self.local_mlp = mlp(dc + da + N_CALENDAR + n_extra, cfg.local_hidden, len(cfg.quantiles))
         with torch.no_grad():  # start with small quantiles, the lowest at 0: most days sell nothing
             self.local_mlp[-1].bias.fill_(-2.0)[0] = -0.5
+        # per-quantile factors fitted on the validation block after training (models.training);
+        # ones (the identity) while training. Part of the weights, so both paths apply them.
+        self.register_buffer("calibration", torch.ones(len(cfg.quantiles)))
 
     def contexts(self, origin: torch.Tensor, future_cal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(..., n_origin), (..., H, N_CAL) -> (..., H, dc) per-horizon, (..., da) agnostic."""
@@ -146,7 +167,14 @@ class MQDecoder(nn.Module):
                   extra: torch.Tensor | None = None) -> torch.Tensor:
         """-> (..., H, Q) scaled quantiles; ``extra`` (..., H, n_extra) e.g. attention outputs."""
         parts = [ctx, agnostic.unsqueeze(-2).expand(*ctx.shape[:-1], -1), future_cal]
-        return monotone_quantiles(self.local_mlp(torch.cat(parts + ([extra] if extra is not None else []), -1)))
+        q = monotone_quantiles(self.local_mlp(torch.cat(parts + ([extra] if extra is not None else []), -1)))
+        return calibrate(q, self.calibration)
+
+
+def calibrate(q: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """(..., Q) sorted, non-negative quantiles times per-level factors (Q,), kept sorted by a
+    running max: still non-negative, and the identity for factors of one."""
+    return torch.cummax(q * factors, -1).values
 
 
 def future_calendar(origin_days: np.ndarray, horizons: int) -> torch.Tensor:
@@ -216,16 +244,19 @@ class MQCNNConfig:
     global_hidden: int = 128
     local_hidden: int = 32
     scale_alpha: float = 1 / 28  # EMA weight of demand scale: about a month of memory
+    buffer_dtype: str = "float16"  # conv ring buffers in the state: half the bytes, no loss seen
 
     def __post_init__(self):  # JSON round trips give lists
         self.quantiles, self.dilations = tuple(self.quantiles), tuple(self.dilations)
+        if self.buffer_dtype not in ("float16", "float32"):
+            raise ValueError(f"buffer_dtype must be 'float16' or 'float32', not {self.buffer_dtype!r}")
 
 
 class MQCNN(nn.Module):
     def __init__(self, cfg: MQCNNConfig):
         super().__init__()
         self.cfg = cfg
-        self.encoder = CausalConvEncoder(N_PAST, cfg.channels, cfg.dilations)
+        self.encoder = CausalConvEncoder(N_PAST, cfg.channels, cfg.dilations, cfg.buffer_dtype)
         self.item = ItemEncoder(cfg.item_dim)
         self.decoder = MQDecoder(cfg, cfg.channels + cfg.item_dim + 3)
 
@@ -257,7 +288,7 @@ def base_fields(cfg: MQCNNConfig) -> list[tuple[str, type, tuple[int, ...]]]:
             ("ema", np.float64, (1,)),  # float64: the full path sums the EMA exactly
             ("price", np.float32, (1,)),  # planned price: last positive price seen
             ("h", np.float32, (cfg.channels,)),  # encoding after the last closed day
-            ("conv", np.float32, (sum(cfg.dilations), cfg.channels))]  # ring buffers
+            ("conv", np.dtype(cfg.buffer_dtype).type, (sum(cfg.dilations), cfg.channels))]  # ring buffers
 
 
 def new_base_state(cfg: MQCNNConfig, item: ItemInfo, first_day: int) -> dict[str, np.ndarray]:
@@ -287,7 +318,7 @@ def base_step(encoder: CausalConvEncoder, alpha: float, st: dict[str, np.ndarray
     units = np.array([p.units for p in periods], np.float32)
     price = np.array([p.price for p in periods], np.float32)
     x = torch.from_numpy(past_inputs(units, np.array([p.views for p in periods]), price, day))  # (R, N_PAST)
-    buf = torch.from_numpy(st["conv"][rows])  # (R, Rb, C)
+    buf = torch.from_numpy(st["conv"][rows].astype(np.float32))  # (R, Rb, C)
     h = encoder.step(x, buf, torch.from_numpy(day))
     ema = st["ema"][rows, 0]
     st["ema"][rows, 0] = ema + alpha * (units.astype(np.float64) - ema)

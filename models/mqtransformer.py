@@ -5,18 +5,21 @@ MQ-CNN's dilated causal encoder and global/local decoder (``models.mqcnn``), plu
 
 (a) a learned positional encoding ``pe(day)`` from the day's calendar/event features;
 (b) horizon-specific decoder-encoder attention: the query of horizon h carries its context
-    and ``pe(t+h)``; keys carry the past encoder state (projected to ``memory_dim``) and
-    ``pe(s)`` of its day, plus a learned bias per lag (t+h) - s, so horizon h can align with
-    the same weekday last week or the same season last year. It attends over the last
-    ``recent_days`` days and the days around t+1..t+H one year (364 days) earlier; the memory
-    therefore keeps the last 364 + ``year_window`` encoder states;
+    and ``pe(t+h)``; keys carry the past encoder state (projected to ``memory_dim``, stored as
+    float16) and ``pe(s)`` of its day, plus a learned bias per lag (t+h) - s, so horizon h can
+    align with the same weekday in earlier weeks. It attends over the last ``recent_days``
+    days; with ``use_year`` also over the days around t+1..t+H one year (364 days) earlier,
+    and the memory then keeps the last 364 + ``year_window`` encoder states (off by default:
+    it made the state 5x larger and the dev-split forecasts no better);
 (c) feedback-aware attention over the item's recent forecast errors: a grid of the last
     ``feedback_days`` target days x ``feedback_horizons``, each cell the published quantiles
     and the actual, read relative to the item's current scale.
 
-Training (``models.training``) runs two passes: a first pass without feedback makes the
-forecasts (detached) that the second pass sees as errors, only those whose target day is
-closed at the origin, exactly as the serving worker would see them.
+Training (``models.training``) starts from a trained MQ-CNN (``warm_start``: the attention
+outputs enter the decoder through zeroed weights, so training starts at the MQ-CNN's
+forecasts) and runs two passes per step: a first pass without feedback makes the forecasts
+(detached) that the second pass sees as errors, only those whose target day is closed at the
+origin, exactly as the serving worker would see them.
 
 Serving (``MQTransformerForecaster``): MQ-CNN's state plus a ring buffer of the last
 ``memory_days`` projected encoder states (slot = day mod memory_days) and the error grid
@@ -25,14 +28,14 @@ bounded memory.
 
 Public API
 ----------
-- ``MQTransformerConfig`` (extends ``MQCNNConfig``), ``MQTransformer(cfg)``:
+- ``MQTransformerConfig`` (extends ``MQCNNConfig``), ``MQTransformer(cfg)``, ``warm_start(mqcnn)``:
   ``forward(batch, origins, published=None) -> (B, S, H, Q)`` units;
   ``published`` (B, T, H, Q) are the forecasts published at each origin column (NaN where
   none), from which the error memory is built; ``two_pass(batch, origins)`` makes them.
 - ``MQTransformerForecaster(model)``: ``models.protocol.QuantileForecaster``.
-  State bytes per item: MQ-CNN's + 4 * memory_days * memory_dim + 4 * feedback_days
-  + 2 * feedback_days * len(feedback_horizons) * (Q + 1); 33,172 with the defaults (the
-  attention memory, 371 days x 16 floats, is 72% of it).
+  State bytes per item: MQ-CNN's + 2 * memory_days * memory_dim + 4 * feedback_days
+  + 2 * feedback_days * len(feedback_horizons) * (Q + 1); 6,516 with the defaults (conv ring
+  buffers 4,032, attention memory 35 days x 16 float16 = 1,120, error memory 1,176).
   Errors are stored as float16 (clipped at 65504 units); the full path rounds them the same
   way, so both paths stay equal to float32 rounding.
 """
@@ -47,22 +50,24 @@ import torch
 import torch.nn as nn
 
 from models.features import N_CALENDAR, N_PAST, SeriesBatch, calendar
-from models.mqcnn import (CausalConvEncoder, ItemEncoder, MQCNNConfig, MQDecoder, StateLayout,
+from models.mqcnn import (MQCNN, CausalConvEncoder, ItemEncoder, MQCNNConfig, MQDecoder, StateLayout, stored,
                           base_fields, base_origin, base_step, ema_scale, fill_gaps, future_calendar,
                           model_version, new_base_state, origin_features)
 from models.protocol import ErrorRecord, ItemInfo, Period
 
 FP16_MAX = 65504.0  # errors are stored as float16; larger values clip
-ERROR_CLIP = 10.0
-YEAR = 364  # 52 weeks: same weekday last year  # scaled errors beyond +-10 scales carry no more information
+ERROR_CLIP = 10.0  # scaled errors beyond +-10 scales carry no more information
+YEAR = 364  # 52 weeks: same weekday last year
 
 
 @dataclass
 class MQTransformerConfig(MQCNNConfig):
     pe_dim: int = 16  # learned positional encoding of a day from its calendar features
     recent_days: int = 35  # attention sees the last 5 weeks ...
-    year_window: int = 7  # ... and t+1-364-7 .. t+H-364+7: the same weeks last year
+    use_year: bool = False  # ... and, if set, the same weeks last year: 371 stored days, not 35
+    year_window: int = 7  # last year's weeks are t+1-364-7 .. t+H-364+7
     memory_dim: int = 16  # encoder states are projected before storing: state bytes
+    memory_dtype: str = "float16"  # stored projected states; the full path rounds the same way
     heads: int = 2
     head_dim: int = 16
     feedback_days: int = 14  # error memory: target days t-13..t ...
@@ -74,14 +79,18 @@ class MQTransformerConfig(MQCNNConfig):
         self.feedback_horizons = tuple(self.feedback_horizons)
         if self.feedback_days > self.recent_days:
             raise ValueError("feedback_days must be <= recent_days (errors reuse the recent days' encoding)")
+        if self.memory_dtype not in ("float16", "float32"):
+            raise ValueError(f"memory_dtype must be 'float16' or 'float32', not {self.memory_dtype!r}")
 
     @property
     def memory_days(self) -> int:
-        """Ring buffer length: the oldest day attention can reach is t - 364 - year_window + 1."""
-        return YEAR + self.year_window
+        """Ring buffer length: the oldest day attention reaches is t - memory_days + 1."""
+        return YEAR + self.year_window if self.use_year else self.recent_days
 
     def attention_lags(self) -> np.ndarray:
         """Memory slots attended, as lags from the origin (slot l is day t - l), ascending."""
+        if not self.use_year:
+            return np.arange(self.recent_days)
         year = np.arange(YEAR - self.horizons - self.year_window, self.memory_days)
         return np.union1d(np.arange(self.recent_days), year)
 
@@ -112,6 +121,11 @@ def error_features(actual: torch.Tensor, fcst: torch.Tensor, ema: torch.Tensor, 
     return torch.nan_to_num(torch.cat([z, below, pos], -1))
 
 
+def asdict_base(cfg: MQCNNConfig) -> dict:
+    """The hyper-parameters MQ-CNN and MQTransformer share."""
+    return {f: getattr(cfg, f) for f in MQCNNConfig.__dataclass_fields__}
+
+
 def n_error_features(cfg: MQTransformerConfig) -> int:
     return 2 * len(cfg.quantiles) + 2
 
@@ -126,7 +140,7 @@ class MQTransformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         c, p, nh, hd, fd = cfg.channels, cfg.pe_dim, cfg.heads, cfg.head_dim, cfg.feedback_dim
-        self.encoder = CausalConvEncoder(N_PAST, c, cfg.dilations)
+        self.encoder = CausalConvEncoder(N_PAST, c, cfg.dilations, cfg.buffer_dtype)
         self.item = ItemEncoder(cfg.item_dim)
         self.decoder = MQDecoder(cfg, c + cfg.item_dim + 3, n_extra=nh * hd + fd)
         self.pe = nn.Sequential(nn.Linear(N_CALENDAR, p), nn.Tanh(), nn.Linear(p, p))
@@ -144,6 +158,23 @@ class MQTransformer(nn.Module):
         self.fb_null_k, self.fb_null_v = nn.Parameter(torch.zeros(1, fd)), nn.Parameter(torch.zeros(1, fd))
         self.slots = torch.from_numpy(cfg.attention_lags())  # (L,) lag of each attended slot from t
         self.lags = torch.arange(1, cfg.horizons + 1)[:, None] + self.slots  # (H, L): lag from t+h
+
+    @torch.no_grad()
+    def warm_start(self, mqcnn: MQCNN) -> None:
+        """Take a trained MQ-CNN's encoder, item encoder and decoder, with the decoder's weights
+        on the attention outputs zeroed: the forecasts start equal to the MQ-CNN's, and
+        training then learns what attention adds."""
+        if asdict_base(mqcnn.cfg) != asdict_base(self.cfg):
+            raise ValueError("warm start needs an MQ-CNN with the same shared hyper-parameters")
+        own = self.state_dict()
+        for k, v in mqcnn.state_dict().items():
+            if k == "decoder.calibration":
+                own[k].fill_(1.0)  # the MQ-CNN's factors fit its forecasts; this model fits its own
+                continue
+            if k == "decoder.local_mlp.0.weight":  # (hidden, n_local): MQ-CNN's inputs come first
+                own[k].zero_()[:, : v.shape[1]] = v
+            else:
+                own[k].copy_(v)
 
     def positional(self, days: np.ndarray) -> torch.Tensor:
         """(...) day indices -> (..., pe_dim), computed once per distinct day."""
@@ -200,7 +231,8 @@ class MQTransformer(nn.Module):
         origin = origin_features(at(h), item, at(ema), at(age), at(batch.price))  # (B, S, n_origin)
 
         # keys and values once per column, then each origin gathers its attended slots
-        k_all, v_all = self.keys_values(self.memory(h), self.positional(batch.days.numpy()))  # (B, T, nh, hd)
+        mem = stored(self.memory(h), getattr(torch, cfg.memory_dtype))  # (B, T, dm) as the state holds it
+        k_all, v_all = self.keys_values(mem, self.positional(batch.days.numpy()))  # (B, T, nh, hd)
         cols = origins[..., None] - self.slots  # (B, S, L) column of each attended slot
         inside = cols >= 0
         cols = cols.clamp(min=0)
@@ -250,7 +282,7 @@ class MQTransformerForecaster:
         self.version = model_version(self.name, cfg, model)
         k, q = len(cfg.feedback_horizons), len(cfg.quantiles)
         self.layout = StateLayout(tag=0x4D51_0002, fields=base_fields(cfg) + [
-            ("memory", np.float32, (cfg.memory_days, cfg.memory_dim)),  # slot = day mod L
+            ("memory", np.dtype(cfg.memory_dtype).type, (cfg.memory_days, cfg.memory_dim)),  # slot = day mod L
             ("fb_day", np.int32, (cfg.feedback_days,)),  # target day of each error row
             ("fb_actual", np.float16, (cfg.feedback_days, k)),
             ("fb_fcst", np.float16, (cfg.feedback_days, k, q)),  # NaN where not observed
@@ -268,7 +300,7 @@ class MQTransformerForecaster:
     def _step(self, st: dict[str, np.ndarray], rows: np.ndarray, periods: Sequence[Period]) -> None:
         h = base_step(self.model.encoder, self.cfg.scale_alpha, st, rows, periods)  # (R, C)
         slot = st["last_day"][rows, 0] % self.cfg.memory_days
-        st["memory"][rows, slot] = self.model.memory(h).numpy()
+        st["memory"][rows, slot] = stored(self.model.memory(h), getattr(torch, self.cfg.memory_dtype)).numpy()
 
     @torch.no_grad()
     def advance(self, states: Sequence[bytes], periods: Sequence[Period]) -> list[bytes]:
@@ -302,7 +334,8 @@ class MQTransformerForecaster:
         origin = base_origin(self.model, st)
         last = st["last_day"][:, 0].astype(np.int64)  # (B,)
         lag = self.model.slots.numpy()
-        mem = torch.from_numpy(st["memory"][np.arange(len(last))[:, None], (last[:, None] - lag) % cfg.memory_days])
+        mem = torch.from_numpy(st["memory"][np.arange(len(last))[:, None], (last[:, None] - lag) % cfg.memory_days]
+                               .astype(np.float32))  # (B, L, dm)
         k, v = self.model.keys_values(mem, self.model.positional(last[:, None] - lag))  # (B, L, nh, hd)
         mem_valid = torch.from_numpy(lag[None, :] < st["n_days"][:, :1])  # (B, L): day t - lag exists
         target = last[:, None] - np.arange(cfg.feedback_days)  # (B, D)

@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="broker, topics, worker and a replay, with a live summary")
     demo.add_argument("--start", default="2011-06-01", help="first day replayed")
-    demo.add_argument("--end", default="2011-07-12", help="last day replayed")
+    demo.add_argument("--end", default="2011-06-28", help="last day replayed")
     _model_args(demo)
     demo.set_defaults(run=_demo)
 

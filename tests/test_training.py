@@ -11,13 +11,16 @@ from safetensors.torch import load_file
 from models.dataset import load_transactions
 from models.protocol import ItemInfo, Period
 from models.registry import load_model
-from models.training import TrainSettings, configure_parser, run, targets, train, training_series, to_day
+from dataclasses import replace
+
+from models.training import (TrainSettings, configure_parser, coverage, fit_calibration, run, targets, train,
+                             training_series, to_day, wql)
 
 TINY = {"channels": 8, "dilations": [1, 2, 4], "item_dim": 4, "context_dim": 4, "agnostic_dim": 4,
         "global_hidden": 16, "local_hidden": 8}
 TINY_MQT = {**TINY, "pe_dim": 4, "recent_days": 8, "year_window": 1, "memory_dim": 4, "head_dim": 4,
             "feedback_days": 4, "feedback_dim": 4}
-QUICK = TrainSettings(batch_items=8, origins_per_item=8, max_epochs=1, max_items=16, val_items=None)
+QUICK = TrainSettings(batch_items=8, origins_per_item=8, epochs=1, max_items=16, val_items=None)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -50,8 +53,11 @@ def test_same_seed_gives_the_same_weights_and_version(tx, mqcnn_run, tmp_path):
 
 
 def test_mqtransformer_checkpoint_serves_a_cold_start_item(tx, tmp_path):
-    r = train("mqtransformer", out=tmp_path / "m", settings=QUICK, model_config=TINY_MQT, tx=tx, progress=False)
+    r = train("mqtransformer", out=tmp_path / "m", settings=replace(QUICK, calibrate=True), model_config=TINY_MQT,
+              tx=tx, progress=False)
     model = load_model("mqtransformer", r.path)
+    factors = json.loads((r.path / "config.json").read_text())["train"]["calibration"]["factors"]
+    np.testing.assert_allclose(model.model.decoder.calibration.numpy(), factors, rtol=1e-6)  # stored in the weights
     state = model.new_state(ItemInfo("99999", "RED SPOTTY MUG", 2.5), to_day("2011-06-01"))
     q = model.forecast([state])[0]  # (H, Q)
     assert q[:, -1].sum() > 0 and (np.diff(q, axis=-1) >= 0).all()
@@ -80,3 +86,50 @@ def test_cli_writes_a_checkpoint(tmp_path):
     assert (tmp_path / "cli" / "model.safetensors").exists()
     model = load_model("mqcnn", tmp_path / "cli")
     assert model.forecast([model.new_state(ItemInfo("1"), 15000)]).shape == (1, 28, 9)
+
+
+def test_mqtransformer_trains_from_the_mqcnn_the_mqcnn_defaults_give(tx, tmp_path):
+    defaults = replace(QUICK, epochs=None, origins_per_item=None)  # the MQ-CNN stage runs the MQ-CNN recipe
+    base = train("mqcnn", out=tmp_path / "base", settings=defaults, model_config=TINY, tx=tx, progress=False)
+    inside = train("mqtransformer", out=tmp_path / "a", settings=QUICK, model_config=TINY_MQT, tx=tx, progress=False)
+    given = train("mqtransformer", out=tmp_path / "b", settings=replace(QUICK, warm_start=base.path),
+                  model_config=TINY_MQT, tx=tx, progress=False)
+    wa, wb = load_file(str(inside.path / "model.safetensors")), load_file(str(given.path / "model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    record = json.loads((inside.path / "config.json").read_text())
+    assert record["train"]["warm_start"]["val_wql"] == pytest.approx(base.val_loss)
+
+
+def test_calibration_factors_undo_a_known_scale_error():
+    rng = np.random.default_rng(0)
+    quantiles = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    mean = rng.gamma(1.0, 5.0, 20_000)
+    y = rng.exponential(mean)
+    true = -np.log(1 - np.array(quantiles))[None, :] * mean[:, None]  # exponential quantiles
+    factors = fit_calibration(true / 2, y, quantiles)
+    np.testing.assert_allclose(factors, 2.0, rtol=0.08)
+    assert wql(true / 2 * factors, y, quantiles) < wql(true / 2, y, quantiles)
+
+
+def test_a_coverage_cap_shrinks_the_upper_quantiles_only():
+    rng = np.random.default_rng(1)
+    quantiles = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    y = rng.poisson(0.3, 20_000).astype(float)  # mostly zero: P10 = 0 and P90 covers > 90%
+    pred = np.tile(np.array([0, 0, 0, 0, 0, 0.4, 0.7, 1.0, 1.3]), (len(y), 1))
+    free = fit_calibration(pred, y, quantiles)
+    capped = fit_calibration(pred, y, quantiles, max_coverage=0.85)
+    assert coverage(np.maximum.accumulate(pred * capped, -1), y, quantiles) <= 0.85
+    assert np.array_equal(capped[:5], free[:5])
+    assert (capped[5:] <= free[5:]).all() and (capped[5:] < free[5:]).any()
+
+
+def test_revision_is_zero_when_consecutive_origins_agree_on_every_target_day():
+    from models.training import revision
+    level = torch.arange(40.0)  # forecast of target day d is level[d], whatever the origin
+    origins = torch.arange(5)[:, None] + torch.arange(1, 29)  # (S, H) target days
+    steady = level[origins][None, ..., None].expand(1, 5, 28, 9)
+    y, mask = torch.ones(1, 5, 28), torch.ones(1, 5, 28)
+    assert revision(steady, y, mask) == 0
+    moving = (steady + torch.arange(5.0)[None, :, None, None]).requires_grad_()
+    penalty = revision(moving, y, mask)
+    assert penalty > 0 and penalty.requires_grad  # a training loss term: it must carry a gradient
