@@ -14,7 +14,7 @@ import faust
 import numpy as np
 import orjson
 
-import streams.store  # noqa: F401  registers the keyed-rocksdb store
+import streams.store  # noqa: F401  registers the partitioned-rocksdb store
 from models.dataset import is_demand
 from models.registry import load_model as from_registry
 from models.protocol import DAY_SECONDS, ErrorRecord, ItemInfo, QuantileForecaster
@@ -279,8 +279,8 @@ def build_app(settings: Settings, model: QuantileForecaster) -> tuple[faust.App,
     )
     topics = {name: app.topic(full, schema=RAW, partitions=settings.partitions)
               for name, full in topic_names(settings).items()}
-    tables = [app.Table(name, partitions=settings.partitions, key_type=bytes, value_type=bytes,
-                        use_partitioner=True) for name in ("items", "item-models")]
+    tables = [app.Table(name, partitions=settings.partitions, key_type=bytes, value_type=bytes)
+              for name in ("items", "item-models")]
     processor = Processor(settings, model, *tables, topics)
 
     @app.agent(topics["sales"], name="sales")
