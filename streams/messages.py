@@ -6,7 +6,7 @@ import datetime as dt
 import numpy as np
 import orjson
 
-from models.protocol import DAY_SECONDS, QuantileForecaster
+from models.protocol import QuantileForecaster
 from state.ledger import pinball
 from state.refresh import IssuedForecast, ScoredDay
 
@@ -61,7 +61,3 @@ def error_message(scored: ScoredDay, model: QuantileForecaster, created_at: str,
 
 def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
-
-
-def ts_day(ts: int) -> int:
-    return ts // DAY_SECONDS

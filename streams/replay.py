@@ -67,9 +67,10 @@ def replay_events(first_day: int, last_day: int, tx: pd.DataFrame | None = None,
 
 
 def send(events: list[ReplayEvent], settings: Settings, speedup: float = 0.0,
-         close_last_day: bool = True, progress: bool = True) -> None:
+         close_last_day: bool = True, progress: bool = True) -> int:
     """Produce ``events``; ``speedup`` event-time seconds per wall second (0: no waiting).
-    With ``close_last_day`` a watermark marker to every partition closes the final day."""
+    With ``close_last_day`` a watermark marker to every partition closes the final day.
+    Returns the number of messages produced, markers included."""
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
                              linger_ms=20, batch_size=512 * 1024, compression_type=None)
     start_wall, start_ts = time.monotonic(), events[0].ts if events else 0
@@ -79,11 +80,14 @@ def send(events: list[ReplayEvent], settings: Settings, speedup: float = 0.0,
             if lag > 0:
                 time.sleep(lag)
         producer.send(settings.topic(event.topic), key=event.key, value=event.value)
+    sent = len(events)
     if close_last_day and events:
         mark = (events[-1].ts // DAY_SECONDS + 1) * DAY_SECONDS + settings.allowed_lateness
         for topic in {settings.topic(e.topic) for e in events}:
             for partition in range(settings.partitions):
                 producer.send(topic, value=orjson.dumps({"ts": mark}), partition=partition,
                               headers=[(CONTROL_HEADER, b"watermark")])
+                sent += 1
     producer.flush()
     producer.close()
+    return sent
