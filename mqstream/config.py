@@ -8,7 +8,6 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 MODELS = ("seasonal-naive", "mqcnn", "mqtransformer")
-STORES = ("rocksdb", "memory")
 
 
 class ConfigError(ValueError):
@@ -23,7 +22,6 @@ class Settings:
     partitions: int = 4  # of every topic; the unit of parallelism and of state sharding
     app_id: str = "mqstream"  # consumer group and changelog topic prefix
     data_dir: str = "var"  # worker state (RocksDB), local broker logs
-    store: str = "rocksdb"  # "memory" loses state on restart: tests that say why only
     allowed_lateness: int = 3600  # seconds after a day ends that its events are still applied
     active_days: int = 28  # items that sold within this many days get forecasts
     history_days: int = 56  # closed daily buckets kept per item
@@ -53,7 +51,6 @@ class Settings:
     def validate(self) -> "Settings":
         _check(1 <= self.kafka_port <= 65535, "kafka_port", "a TCP port, 1..65535")
         _check(1 <= self.partitions <= 1024, "partitions", "an integer 1..1024")
-        _check(self.store in STORES, "store", " or ".join(STORES))
         _check(self.model in MODELS, "model", ", ".join(MODELS))
         _check(0 <= self.allowed_lateness <= 7 * 86_400, "allowed_lateness", "seconds, 0..604800")
         _check(1 <= self.active_days <= 3650, "active_days", "days, 1..3650")

@@ -268,7 +268,7 @@ def build_app(settings: Settings, model: QuantileForecaster) -> tuple[faust.App,
     app = faust.App(
         settings.app_id,
         broker="kafka://" + settings.kafka_bootstrap.replace(",", ";"),
-        store=f"{SCHEME}://" if settings.store == "rocksdb" else "memory://",
+        store=f"{SCHEME}://",  # RocksDB (rocksdict), recovered from the changelogs
         datadir=str(Path(settings.data_dir) / "worker"),
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
