@@ -155,8 +155,8 @@ class Processor:
             if needs_close(item, side, through, self.policy, self.model.horizons):
                 items.append(item)
                 sides.append(side)
-            elif item.closed_through < through:
-                keys.discard(key)  # dormant: catches up when it next has an event
+            elif not item.open_days:
+                keys.discard(key)  # dormant: tracked again at its next event
         if not items:
             return
         started = time.perf_counter()
