@@ -67,6 +67,12 @@ def needs_close(item: ItemState, side: ItemModel, through: int, policy: RefreshP
             or _waiting(side, horizons))
 
 
+def is_dormant(item: ItemState, side: ItemModel, through: int, policy: RefreshPolicy, horizons: int) -> bool:
+    """Nothing to do for the item at this close or the next ones until its next event: no
+    open days, no recent sale, no forecast waiting for its target."""
+    return not item.open_days and not is_active(item, through, policy) and not _waiting(side, horizons)
+
+
 def is_active(item: ItemState, origin: int, policy: RefreshPolicy) -> bool:
     return item.sold_within(origin - policy.active_days + 1, origin)
 

@@ -22,7 +22,7 @@ from mqstream.config import Settings
 from state.clock import PartitionClock
 from state.item import RETURNS, UNITS, VIEWS, ItemModel, ItemState
 from state.ledger import pinball
-from state.refresh import Refresh, RefreshPolicy, close_items, needs_close, new_item, new_model
+from state.refresh import Refresh, RefreshPolicy, close_items, is_dormant, needs_close, new_item, new_model
 from streams import messages
 from streams.metrics import QualityWindow, WorkerMetrics
 from streams.events import PageView, Rejection, Sale, parse_page_view, parse_sale
@@ -155,8 +155,8 @@ class Processor:
             if needs_close(item, side, through, self.policy, self.model.horizons):
                 items.append(item)
                 sides.append(side)
-            elif not item.open_days:
-                keys.discard(key)  # dormant: tracked again at its next event
+            elif is_dormant(item, side, through, self.policy, self.model.horizons):
+                keys.discard(key)  # tracked again at its next event
         if not items:
             return
         started = time.perf_counter()

@@ -6,7 +6,7 @@ from models.seasonal_naive import SeasonalNaive
 from state.clock import PartitionClock
 from state.item import UNITS, VIEWS, ItemModel, ItemState
 from state.ledger import ForecastLedger, pinball
-from state.refresh import RefreshPolicy, close_items, is_active, needs_close, new_item, new_model
+from state.refresh import RefreshPolicy, close_items, is_active, is_dormant, needs_close, new_item, new_model
 
 DAY = 15_000
 POLICY = RefreshPolicy()
@@ -117,3 +117,18 @@ def test_activity_at_an_origin_ignores_sales_of_later_days_already_applied():
     item.apply("sales", "e1", sale_ts(DAY + 1), [(UNITS, 1.0)])
     assert not is_active(item, DAY, POLICY)
     assert is_active(item, DAY + 1, POLICY)
+
+
+def test_an_item_up_to_date_but_active_or_with_open_days_is_not_dormant():
+    model = SeasonalNaive()
+    item = new_item("A", "", DAY - 1, POLICY)
+    side = new_model(ItemInfo("A"), DAY, model)
+    item.apply("sales", "e1", sale_ts(DAY), [(UNITS, 1.0)])
+    close_items([item], [side], DAY, model, POLICY)
+    assert not needs_close(item, side, DAY, POLICY, model.horizons)  # up to date...
+    assert not is_dormant(item, side, DAY, POLICY, model.horizons)  # ...but sold: stays tracked
+    quiet = new_item("B", "", DAY - 1, POLICY)
+    quiet.apply("views", "v1", sale_ts(DAY + 2), [(VIEWS, 1.0)])  # a later open day only
+    assert not is_dormant(quiet, new_model(ItemInfo("B"), DAY, model), DAY, POLICY, model.horizons)
+    quiet.close_next_day(), quiet.close_next_day(), quiet.close_next_day()
+    assert is_dormant(quiet, new_model(ItemInfo("B"), DAY, model), DAY + 2, POLICY, model.horizons)
