@@ -4,12 +4,11 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from models.dataset import daily_series, load_transactions
 from models.features import series_batch
 from models.mqcnn import ema_scale
 from models.mqcnn import MQCNN, MQCNNConfig, MQCNNForecaster
-from models.pageviews import simulate_views
 from models.protocol import ItemInfo, Period
+from tests.model_helpers import real_series, torch_one_thread  # noqa: F401 (fixture)
 
 TINY = MQCNNConfig(channels=8, dilations=(1, 2, 4, 8), item_dim=4, context_dim=4, agnostic_dim=4,
                    global_hidden=16, local_hidden=8)
@@ -17,21 +16,12 @@ ITEMS = np.array(["85123A", "22423", "84879", "22418"])  # 22423 and 22418 start
 START, DAYS = 14669, 420  # 2010-03-01, long enough for every ring buffer to wrap
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Batches of a few items: one thread is faster than two and immune to a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
 def real():
-    s = daily_series(load_transactions(), items=ITEMS, start_day=START, end_day=START + DAYS - 1)
-    first = np.argmax(s.price > 0, axis=1)
-    item_price = s.price[np.arange(len(ITEMS)), first]
-    return s, simulate_views(s.items, s.units, s.start_day), first, item_price
+    return real_series(ITEMS, START, DAYS)
 
 
 def forecaster(seed=0):

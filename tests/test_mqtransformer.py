@@ -5,12 +5,11 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from models.dataset import daily_series, load_transactions
 from models.features import series_batch
 from models.mqcnn import MQCNN, MQCNNConfig, ema_scale
 from models.mqtransformer import MQTransformer, MQTransformerConfig, MQTransformerForecaster
-from models.pageviews import simulate_views
 from models.protocol import ErrorRecord, ItemInfo, Period
+from tests.model_helpers import real_series, torch_one_thread  # noqa: F401 (fixture)
 
 TINY = MQTransformerConfig(channels=8, dilations=(1, 2, 4), item_dim=4, context_dim=4, agnostic_dim=4,
                            global_hidden=16, local_hidden=8, pe_dim=4, recent_days=10, year_window=2,
@@ -19,21 +18,12 @@ ITEMS = np.array(["85123A", "22423", "22418"])  # 22423 and 22418 start inside t
 START, DAYS = 14669, 400  # 2010-03-01; the 366-day attention memory wraps
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Batches of a few items: one thread is faster than two and immune to a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
 def real():
-    s = daily_series(load_transactions(), items=ITEMS, start_day=START, end_day=START + DAYS - 1)
-    first = np.argmax(s.price > 0, axis=1)
-    item_price = s.price[np.arange(len(ITEMS)), first]
-    return s, simulate_views(s.items, s.units, s.start_day), first, item_price
+    return real_series(ITEMS, START, DAYS)
 
 
 def forecaster(seed=0):

@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from models.training import (TrainSettings, configure_parser, coverage, fit_calibration, run, targets, train,
                              training_series, to_day, wql)
+from tests.model_helpers import torch_one_thread  # noqa: F401 (fixture)
 
 TINY = {"channels": 8, "dilations": [1, 2, 4], "item_dim": 4, "context_dim": 4, "agnostic_dim": 4,
         "global_hidden": 16, "local_hidden": 8}
@@ -23,12 +24,7 @@ TINY_MQT = {**TINY, "pe_dim": 4, "recent_days": 8, "year_window": 1, "memory_dim
 QUICK = TrainSettings(batch_items=8, origins_per_item=8, epochs=1, max_items=16, val_items=None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
