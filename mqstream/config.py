@@ -28,6 +28,8 @@ class Settings:
     model: str = "mqtransformer"
     checkpoint: str = ""  # neural model weights (safetensors + JSON config); empty: checkpoints/<model>
     refresh_batch: int = 1024  # items per model call
+    change_share: float = 0.25  # a forecast change is material when the next-7-day P50 total moves by more
+    stock_level: float = 0.0  # ...or when the next-7-day P90 total crosses this many units (0: off)
     metrics_host: str = "127.0.0.1"  # /metrics, /healthz, /readyz; 0.0.0.0 only where a network needs it
     metrics_port: int = 9100  # 0: any free port, written to <data_dir>/metrics.port (several workers per host)
 
@@ -56,6 +58,8 @@ class Settings:
         _check(1 <= self.active_days <= 3650, "active_days", "days, 1..3650")
         _check(7 <= self.history_days <= 3650, "history_days", "days, 7..3650")
         _check(1 <= self.refresh_batch <= 65536, "refresh_batch", "items, 1..65536")
+        _check(0 < self.change_share <= 10, "change_share", "a share > 0 and <= 10 (0.25 = 25%)")
+        _check(self.stock_level >= 0, "stock_level", "units >= 0 (0 turns the stock rule off)")
         _check(0 <= self.metrics_port <= 65535, "metrics_port", "a TCP port 1..65535, or 0 for any free port")
         _check(self.app_id.replace("-", "").replace("_", "").replace(".", "").isalnum(), "app_id",
                "letters, digits, '.', '-', '_'")
@@ -88,6 +92,8 @@ def load_settings(path: str | None = None, **overrides) -> Settings:
     values.update({k: v for k, v in overrides.items() if v is not None})
     for name, value in values.items():
         expected = type(getattr(Settings, name))
+        if expected is float and type(value) is int:
+            value = values[name] = float(value)  # TOML's 1 for 1.0
         if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
             raise ConfigError(f"setting {name!r}: expected {expected.__name__}, got {value!r}")
     return replace(Settings(), **values).validate()

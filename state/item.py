@@ -121,9 +121,11 @@ class ItemModel:
         return b"".join((head, self.model, self.ledger))
 
     @staticmethod
-    def last_error_target_of(raw: bytes) -> int:
-        """Read without decoding the rest: the hot check of the errors read back."""
-        return _MODEL_HEAD.unpack_from(raw)[1]
+    def days_of(raw: bytes) -> tuple[int, int]:
+        """(closed_through, last_error_target) without decoding the rest: the hot check of
+        the errors read back."""
+        closed, last_error, _ = _MODEL_HEAD.unpack_from(raw)
+        return closed, last_error
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "ItemModel":

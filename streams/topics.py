@@ -24,6 +24,10 @@ TOPICS = (
     TopicSpec("sales", "sale events in (JSON)", {"retention.ms": str(-1)}),
     TopicSpec("page-views", "page-view events in (JSON, simulated in the demo)", {"retention.ms": str(-1)}),
     TopicSpec("forecasts", "one quantile forecast per item and origin", {"retention.ms": str(4 * WEEK_MS)}),
+    TopicSpec("forecasts-latest", "the current forecast of every item (log-compacted, keyed by item)",
+              {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": str(3_600_000)}),
+    TopicSpec("forecast-changes", "material revisions only: before and after (see streams/changes.py)",
+              {"retention.ms": str(4 * WEEK_MS)}),
     TopicSpec("forecast-errors", "scored forecasts per item and target day", {"retention.ms": str(4 * WEEK_MS)}),
     TopicSpec("dead-letters", "rejected input: original bytes, reason in headers", {"retention.ms": str(-1)}),
 )

@@ -85,8 +85,11 @@ class Processor:
             raw = self.sides.get(message.key)
             body = orjson.loads(message.value)
             target = messages.iso_day(body["target"])
-            if raw is None or target <= ItemModel.last_error_target_of(raw):
-                return  # this worker scored it itself and took it in at the close
+            closed, last_error = ItemModel.days_of(raw) if raw is not None else (-1, -1)
+            if not last_error < target <= closed:
+                # taken in at the close that scored it, or that close was cut short by a
+                # crash and will score it again: taking it now would count it twice
+                return
             side = ItemModel.from_bytes(raw)
             records = [ErrorRecord(messages.iso_day(o), target, body["actual"], np.asarray(f, np.float32))
                        for o, f in zip(body["origins"], body["forecasts"])]

@@ -86,7 +86,22 @@ def test_a_model_side_ahead_of_its_item_is_not_advanced_twice():
     model_bytes = side.model
     refresh = close_items([snapshot], [side], DAY, model, POLICY)  # the redone close
     assert side.model == model_bytes and snapshot.closed_through == DAY
-    assert [f.origin for f in refresh.issued] == [DAY]
+    assert refresh.issued == []  # published before the side was written
+
+
+def test_closing_days_together_equals_closing_them_one_by_one():
+    model = SeasonalNaive()
+    runs = []
+    for steps in ([DAY + 3, DAY + 5, DAY + 6, DAY + 9], list(range(DAY, DAY + 10)), [DAY + 9]):
+        item, side = new_item("A", "", DAY - 1, POLICY), new_model(ItemInfo("A"), DAY, model)
+        for day in (DAY, DAY + 1, DAY + 4, DAY + 5, DAY + 8):  # no sales on some days
+            item.apply("sales", f"e{day}", sale_ts(day), [(UNITS, float(day - DAY + 1))])
+        issued = []
+        for through in steps:
+            issued += [(f.origin, f.values.tolist()) for f in close_items([item], [side], through, model, POLICY).issued]
+        runs.append((issued, side.to_bytes(), item.to_bytes()))
+    assert runs[0] == runs[1] == runs[2]
+    assert [origin for origin, _ in runs[0][0]] == list(range(DAY, DAY + 10))
 
 
 def test_dormant_items_wait_and_items_with_pending_forecasts_do_not():
@@ -97,7 +112,10 @@ def test_dormant_items_wait_and_items_with_pending_forecasts_do_not():
     close_items([item], [side], DAY, model, POLICY)
     assert needs_close(item, side, DAY + 40, POLICY, model.horizons)  # forecasts still open
     close_items([item], [side], DAY + 40, model, POLICY)
-    assert not needs_close(item, side, DAY + 41, POLICY, model.horizons)
+    # forecast daily while active (through DAY + 27), so waiting until DAY + 27 + 28
+    assert needs_close(item, side, DAY + 41, POLICY, model.horizons)
+    close_items([item], [side], DAY + 55, model, POLICY)
+    assert not needs_close(item, side, DAY + 56, POLICY, model.horizons)
 
 
 def test_the_day_price_is_the_last_positive_price_and_carries_forward():
