@@ -76,7 +76,8 @@ def test_an_added_optional_field_is_accepted(forecast, error):
     (lambda f: broken(f, values=f["values"][:-1]), r"values: must be \(len\(horizons\)"),
     (lambda f: broken(f, values=[row[:-1] for row in f["values"]]), r"values: must be \(len\(horizons\)"),
     (lambda f: broken(f, values=[row[::-1] for row in f["values"]]), "quantiles cross"),
-    (lambda f: broken(f, values=[[str(x) for x in row] for row in f["values"]]), r"values/\d+/\d+: .[0-9.]+. is not of type"),
+    (lambda f: broken(f, values=[[str(x) for x in row] for row in f["values"]]),
+     r"values/\d+/\d+: .[0-9.]+. is not of type"),
     (lambda f: broken(f, quantiles=f["quantiles"][::-1]), "increase strictly"),
     (lambda f: broken(f, quantiles=[0.05] + f["quantiles"][1:]), "quantiles"),  # no 0.1
     (lambda f: broken(f, horizons=list(range(0, 28))), "horizons"),

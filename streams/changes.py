@@ -1,0 +1,114 @@
+"""Material forecast changes: which revisions of an item's forecast go to `forecast-changes`.
+
+A consumer who acts on forecasts (reorders, alerts a planner) wants the revisions that
+matter, not one message per item and day. A new forecast is a material change of the
+item's previous one when
+
+- ``p50_7d_moved``: its next-7-day P50 total moves by more than ``share`` of the previous
+  total: ``|after - before| > share * max(before, floor)``. The floor (1 unit) keeps slow
+  movers from changing on every unit: 0 -> 0.3 units is not a 30-fold move;
+- ``p90_7d_crossed_stock`` (only when ``stock_level > 0``): its next-7-day P90 total is on
+  the other side of the stock level than before. "Above" means strictly above: stock equal
+  to the P90 total covers it.
+
+An item's first forecast (no previous) has nothing to move from, so it is a change only if
+its P90 total is above the stock level: it starts out short of stock.
+
+A "next-7-day total" is the sum of the day-1..7 values of one quantile: the quantile of
+the week's total if the days move together; see mqstream/client.py (Forecast.total).
+Totals are rounded to the published decimals, so a consumer recomputing them from the
+published forecasts gets the same totals and the same decision.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import orjson
+
+from models.protocol import QuantileForecaster
+from state.refresh import IssuedForecast
+from streams.messages import SCHEMA_VERSION, day_iso
+
+WEEK = 7
+P50_MOVED = "p50_7d_moved"
+P90_CROSSED_STOCK = "p90_7d_crossed_stock"
+
+
+@dataclass(frozen=True)
+class ChangeRule:
+    share: float = 0.25  # Settings.change_share: the relative move of the P50 total that matters
+    stock_level: float = 0.0  # Settings.stock_level, units; 0 turns the stock rule off
+    floor: float = 1.0  # units: a move is relative to max(before, floor), never to zero
+    decimals: int = 3  # as published forecasts (RefreshPolicy.decimals), so totals are exact sums
+
+
+@dataclass(frozen=True)
+class WeekTotals:
+    origin: int  # days since 1970-01-01
+    p50: float  # sum of the day-1..7 P50 values
+    p90: float
+
+
+@dataclass(frozen=True)
+class MaterialChange:
+    item_id: str
+    reasons: tuple[str, ...]
+    before: WeekTotals | None  # None: the item's first forecast
+    after: WeekTotals
+    p50_move: float | None  # (after.p50 - before.p50) / max(before.p50, floor); None when first
+
+
+def week_totals(forecast: IssuedForecast, quantiles: Sequence[float], decimals: int) -> WeekTotals:
+    week = np.asarray(forecast.values, np.float64)[:WEEK]  # (7, Q)
+    if len(week) < WEEK:
+        raise ValueError(f"a forecast needs {WEEK} horizons for week totals, got {len(week)}")
+    p50, p90 = (round(float(week[:, _column(quantiles, q)].sum()), decimals) for q in (0.5, 0.9))
+    return WeekTotals(forecast.origin, p50, p90)
+
+
+def material_change(previous: IssuedForecast | None, current: IssuedForecast,
+                    quantiles: Sequence[float], rule: ChangeRule) -> MaterialChange | None:
+    """The change from ``previous`` (the item's last published forecast, None if it has none)
+    to ``current``, if the rule calls it material; None otherwise."""
+    after = week_totals(current, quantiles, rule.decimals)
+    before = None if previous is None else week_totals(previous, quantiles, rule.decimals)
+    reasons, move = [], None
+    if before is not None:
+        move = (after.p50 - before.p50) / max(before.p50, rule.floor)
+        if abs(after.p50 - before.p50) > rule.share * max(before.p50, rule.floor):
+            reasons.append(P50_MOVED)
+    if rule.stock_level > 0:
+        was_above = before is not None and before.p90 > rule.stock_level
+        if was_above != (after.p90 > rule.stock_level):
+            reasons.append(P90_CROSSED_STOCK)
+    return MaterialChange(current.item_id, tuple(reasons), before, after, move) if reasons else None
+
+
+def change_message(change: MaterialChange, rule: ChangeRule, model: QuantileForecaster, created_at: str) -> bytes:
+    """The `forecast-changes` message (schema: mqstream/schemas/forecast-change.v1.json); send it
+    keyed by item id with streams.messages.headers(model)."""
+    return orjson.dumps({
+        "schema_version": SCHEMA_VERSION,
+        "item_id": change.item_id,
+        "reasons": list(change.reasons),
+        "before": None if change.before is None else _totals(change.before),
+        "after": _totals(change.after),
+        "p50_7d_move": None if change.p50_move is None else round(change.p50_move, 6),
+        "change_share": rule.share,
+        "stock_level": rule.stock_level,
+        "model": {"name": model.name, "version": model.version},
+        "created_at": created_at,
+    })
+
+
+def _totals(totals: WeekTotals) -> dict:
+    return {"origin": day_iso(totals.origin), "p50_7d": totals.p50, "p90_7d": totals.p90}
+
+
+def _column(quantiles: Sequence[float], q: float) -> int:
+    found = np.flatnonzero(np.isclose(quantiles, q))
+    if len(found) != 1:
+        raise ValueError(f"the change rule needs quantile {q} among the model's quantiles {list(quantiles)}")
+    return int(found[0])
