@@ -1,0 +1,170 @@
+"""The Python client (mqstream/client.py): quantiles between the stored ones, stock levels,
+and reading every topic it reads from a real broker."""
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import orjson
+import pytest
+
+from mqstream.client import Forecast, ForecastChange, ForecastClient, interpolate
+from mqstream.schemas import InvalidMessage
+from streams.changes import ChangeRule, change_message, material_change
+from streams.messages import day_iso
+from streams.topics import create_topics
+from tests.forecast_helpers import CREATED_AT, MODEL, error_bytes, forecast_bytes, issued, produce
+from tests.kafka_helpers import fresh_settings
+
+ORIGIN = 15_000  # 2011-01-26
+STORED = MODEL.quantiles
+
+
+@pytest.fixture(scope="module")
+def forecast() -> Forecast:
+    return Forecast.from_message(forecast_bytes(issued("85099B", ORIGIN, level=4.0)))
+
+
+def test_a_message_becomes_a_typed_forecast(forecast):
+    assert forecast.item_id == "85099B"
+    assert forecast.origin == dt.date(2011, 1, 26) and forecast.target(1) == dt.date(2011, 1, 27)
+    assert forecast.values.shape == (28, 9) and not forecast.values.flags.writeable
+    assert (forecast.model, forecast.model_version) == (MODEL.name, MODEL.version)
+    assert forecast.created_at == dt.datetime(2011, 6, 15, 6, tzinfo=dt.timezone.utc)
+
+
+def test_interpolation_is_exact_at_every_stored_quantile(forecast):
+    for j, q in enumerate(STORED):
+        assert np.array_equal(forecast.quantile(q), forecast.values[:, j])
+        assert forecast.quantile(q, horizon=5) == forecast.values[4, j]
+
+
+def test_interpolation_is_monotone_in_the_level():
+    rng = np.random.default_rng(0)
+    values = np.sort(rng.gamma(0.5, 3.0, size=(500, len(STORED))), axis=1)  # (rows, Q), ties and jumps
+    values[:, 3:5] = values[:, [3]]  # flat stretches too
+    grid = np.linspace(STORED[0], STORED[-1], 2001)
+    curve = np.stack([interpolate(values, STORED, q) for q in grid], axis=1)  # (rows, grid)
+    assert (np.diff(curve, axis=1) >= 0).all()
+
+
+def test_p85_lies_halfway_between_p80_and_p90(forecast):
+    np.testing.assert_allclose(forecast.quantile(0.85), (forecast.quantile(0.8) + forecast.quantile(0.9)) / 2)
+
+
+@pytest.mark.parametrize("q", [0.0, 0.05, 0.95, 1.0])
+def test_levels_beyond_the_stored_ones_are_refused(forecast, q):
+    with pytest.raises(ValueError, match="outside the stored levels 0.1..0.9"):
+        forecast.quantile(q)
+
+
+def test_crossing_quantiles_in_a_message_are_rearranged_so_interpolation_stays_monotone():
+    body = orjson.loads(forecast_bytes(issued("A", ORIGIN)))
+    body["values"] = [row[::-1] for row in body["values"]]
+    f = Forecast.from_message(body)
+    assert (np.diff(f.values, axis=1) >= 0).all()
+
+
+def test_a_newer_schema_version_is_refused_not_misread():
+    body = {**orjson.loads(forecast_bytes(issued("A", ORIGIN))), "schema_version": 2}
+    with pytest.raises(ValueError, match="schema_version 2"):
+        Forecast.from_message(body)
+
+
+def test_total_sums_the_daily_quantiles(forecast):
+    assert forecast.total(0.5) == pytest.approx(forecast.values[:7, STORED.index(0.5)].sum())
+    assert forecast.total(0.85, days=3) == pytest.approx(forecast.quantile(0.85)[:3].sum())
+    with pytest.raises(ValueError, match="days must be 1..28"):
+        forecast.total(0.5, days=29)
+
+
+def test_order_up_to_covers_the_lead_time_at_the_service_level(forecast):
+    advice = forecast.order_up_to(0.85, lead_days=5, on_hand=3.0)
+    assert advice.level == pytest.approx(forecast.total(0.85, days=5))
+    assert advice.order == pytest.approx(advice.level - 3.0)
+    assert forecast.order_up_to(0.85, 5, on_hand=1e6).order == 0.0
+
+
+def test_order_up_to_grows_with_service_level_and_lead_time(forecast):
+    by_service = [forecast.order_up_to(s, 7).level for s in np.linspace(0.1, 0.9, 81)]
+    by_lead = [forecast.order_up_to(0.9, d).level for d in range(1, 29)]
+    assert (np.diff(by_service) >= 0).all() and (np.diff(by_lead) >= 0).all()
+    with pytest.raises(ValueError, match="outside the stored levels"):
+        forecast.order_up_to(0.95, 7)
+
+
+# --- against the real broker -------------------------------------------------------------------
+@pytest.fixture
+def topics(kafka_settings, tmp_path):
+    settings = fresh_settings(kafka_settings, tmp_path)
+    create_topics(settings)
+    return settings
+
+
+@pytest.mark.consumers
+def test_latest_holds_exactly_the_last_forecast_of_every_item(topics):
+    items = ["85099B", "22423", "POST", "GONE"]
+    versions = [(item, issued(item, ORIGIN + d, seed=d)) for d in range(4) for item in items]
+    produce(topics, "forecasts-latest", [(item, forecast_bytes(f)) for item, f in versions] + [("GONE", None)])
+    client = ForecastClient(topics.kafka_bootstrap, topics.topic_prefix, validate=True)
+    current = client.latest(timeout=60)
+    assert sorted(current) == sorted(items[:3])  # the tombstone removed GONE
+    for item, f in current.items():
+        assert f.item_id == item and f.origin == dt.date.fromisoformat(day_iso(ORIGIN + 3))
+        np.testing.assert_array_equal(f.values, issued(item, ORIGIN + 3, seed=3).values)
+    assert list(client.latest(item="POST")) == ["POST"]
+    assert client.latest(item="NEVER") == {}
+
+
+@pytest.mark.consumers
+def test_updates_start_at_the_end_as_of_the_call_unless_asked_from_the_beginning(topics):
+    produce(topics, "forecasts", [("A", forecast_bytes(issued("A", ORIGIN)))])
+    client = ForecastClient(topics.kafka_bootstrap, topics.topic_prefix)
+    upcoming = client.updates(idle_timeout=3)
+    produce(topics, "forecasts", [(item, forecast_bytes(issued(item, ORIGIN + 1))) for item in ("A", "B")])
+    assert sorted((f.item_id, f.origin.isoformat()) for f in upcoming) == [("A", day_iso(ORIGIN + 1)),
+                                                                         ("B", day_iso(ORIGIN + 1))]
+    everything = client.updates(from_beginning=True, item="A", idle_timeout=3)
+    assert sorted(f.origin.isoformat() for f in everything) == [day_iso(ORIGIN), day_iso(ORIGIN + 1)]
+
+
+@pytest.mark.consumers
+def test_a_group_reads_changes_once(topics):
+    before, after = issued("A", ORIGIN, level=1.0), issued("A", ORIGIN + 1, level=9.0)
+    rule = ChangeRule(share=0.25)
+    change = material_change(before, after, STORED, rule)
+    produce(topics, "forecast-changes", [("A", change_message(change, rule, MODEL, CREATED_AT))])
+    client = ForecastClient(topics.kafka_bootstrap, topics.topic_prefix, validate=True)
+    [got] = client.changes(group_id=f"{topics.app_id}-planner", from_beginning=True, idle_timeout=8)
+    assert isinstance(got, ForecastChange) and got.reasons == ("p50_7d_moved",)
+    assert got.before.p50_7d == change.before.p50 and got.after.origin == dt.date.fromisoformat(day_iso(ORIGIN + 1))
+    assert list(client.changes(group_id=f"{topics.app_id}-planner", from_beginning=True, idle_timeout=8)) == []
+
+
+@pytest.mark.consumers
+def test_errors_of_an_item_come_by_target_day_once_each(topics):
+    earlier = [issued("A", ORIGIN - 2), issued("A", ORIGIN - 1)]
+    produce(topics, "forecast-errors", [
+        ("A", error_bytes("A", ORIGIN, 3.0, earlier)),
+        ("B", error_bytes("B", ORIGIN, 1.0, earlier)),
+        ("A", error_bytes("A", ORIGIN - 1, 2.0, earlier[:1])),
+        ("A", error_bytes("A", ORIGIN, 3.0, earlier)),  # repeated after a worker crash
+    ])
+    got = ForecastClient(topics.kafka_bootstrap, topics.topic_prefix).errors("A", timeout=60)
+    assert [(e.target, e.actual) for e in got] == [(dt.date.fromisoformat(day_iso(ORIGIN - 1)), 2.0),
+                                                   (dt.date.fromisoformat(day_iso(ORIGIN)), 3.0)]
+    assert got[1].horizons == (2, 1) and got[1].forecasts.shape == (2, 9)
+
+
+@pytest.mark.consumers
+def test_validation_refuses_a_broken_message(topics):
+    body = {**orjson.loads(forecast_bytes(issued("A", ORIGIN))), "values": [[1.0]]}
+    produce(topics, "forecasts-latest", [("A", orjson.dumps(body))])
+    with pytest.raises(InvalidMessage, match="values"):
+        ForecastClient(topics.kafka_bootstrap, topics.topic_prefix, validate=True).latest(timeout=60)
+
+
+@pytest.mark.consumers
+def test_a_missing_topic_is_named(kafka_settings):
+    with pytest.raises(LookupError, match="no-such-prefix.forecasts-latest"):
+        ForecastClient(kafka_settings.kafka_bootstrap, "no-such-prefix.").latest(timeout=10)
