@@ -59,6 +59,21 @@ def _parser() -> argparse.ArgumentParser:
     _model_args(demo)
     demo.set_defaults(run=_demo)
 
+    tail = sub.add_parser("tail", help="print forecasts as they arrive, a line each (or JSON lines)")
+    tail.add_argument("--item", help="only this item's forecasts")
+    tail.add_argument("--format", choices=("table", "json"), default="table",
+                      help="table: item, origin, model, next-7-day P10/P50/P90 totals, day-1 P50; json: the messages")
+    tail.add_argument("--from-beginning", action="store_true", help="start at the oldest forecast kept, not the next")
+    tail.add_argument("--group", help="consumer group: resume where it stopped and commit progress")
+    tail.add_argument("--max", type=int, help="exit after this many forecasts")
+    tail.set_defaults(run=_tail)
+
+    show = sub.add_parser("show", help="one item's current forecast as a table; --plot draws a fan chart")
+    show.add_argument("item", help="item id")
+    show.add_argument("--plot", type=Path, metavar="FILE.png", help="write past actuals and the quantile fan here")
+    show.add_argument("--history-days", type=int, default=28, help="days of actuals before the origin in the plot")
+    show.set_defaults(run=_show)
+
     for name, module in (("train", "models.training"), ("evaluate", "models.evaluate")):
         _module_command(sub, name, module)
     return p
@@ -133,6 +148,18 @@ def _replay(args, settings: Settings) -> int:
     print(f"replaying {len(events):,} events ({args.start}..{args.end}; page views are SIMULATED)")
     send(events, settings, speedup=args.speedup)
     return 0
+
+
+def _tail(args, settings: Settings) -> int:
+    from mqstream.forecast_views import run_tail
+
+    return run_tail(settings, args.item, args.format, args.from_beginning, args.group, args.max)
+
+
+def _show(args, settings: Settings) -> int:
+    from mqstream.forecast_views import run_show
+
+    return run_show(settings, args.item, args.plot, args.history_days)
 
 
 def _demo(args, settings: Settings) -> int:

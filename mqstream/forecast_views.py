@@ -1,0 +1,104 @@
+"""Forecasts for a person to read: `mqstream tail` (a line per forecast as it arrives) and
+`mqstream show` (one item's current forecast as a table, and a fan chart)."""
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from kafka.errors import KafkaError
+
+from mqstream.client import Forecast, ForecastClient, ForecastError
+from mqstream.config import Settings
+
+SHOWN_HORIZONS = (1, 2, 3, 7, 14, 21, 28)
+TAIL_HEADER = f"{'item':<12} {'origin':<10} {'model':<20} {'p10_7d':>9} {'p50_7d':>9} {'p90_7d':>9} {'p50_d1':>8}"
+
+
+def tail_line(f: Forecast) -> str:
+    model = f"{f.model}/{f.model_version}"
+    return (f"{f.item_id:<12} {f.origin.isoformat():<10} {model:<20} {f.total(0.1):>9.2f} {f.total(0.5):>9.2f} "
+            f"{f.total(0.9):>9.2f} {f.quantile(0.5, horizon=1):>8.2f}")
+
+
+def show_table(f: Forecast) -> str:
+    lines = [f"item {f.item_id}  origin {f.origin}  model {f.model} {f.model_version}  "
+             f"published {f.created_at:%Y-%m-%d %H:%M:%S %Z}",
+             f"{'horizon':>7}  {'day':<10} {'p10':>9} {'p50':>9} {'p90':>9}"]
+    for h in (h for h in SHOWN_HORIZONS if h in f.horizons):
+        p10, p50, p90 = (f.quantile(q, horizon=h) for q in (0.1, 0.5, 0.9))
+        lines.append(f"{h:>7}  {f.target(h).isoformat():<10} {p10:>9.2f} {p50:>9.2f} {p90:>9.2f}")
+    lines.append(f"{'1-7':>7}  {'total':<10} {f.total(0.1):>9.2f} {f.total(0.5):>9.2f} {f.total(0.9):>9.2f}")
+    return "\n".join(lines)
+
+
+def plot_fan(f: Forecast, history: list[ForecastError], path: Path) -> None:
+    """Actuals of the past days and the forecast's quantiles as nested bands (P10-P90,
+    P20-P80, ...) around the P50 line."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on a server
+    import matplotlib.pyplot as plt
+
+    days = [f.target(h) for h in f.horizons]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    levels = sorted(f.quantiles)
+    pairs = [(lo, hi) for lo in levels for hi in levels if lo < 0.5 and abs(lo + hi - 1) < 1e-9]
+    for i, (lo, hi) in enumerate(pairs):  # widest band first, palest
+        ax.fill_between(days, f.quantile(lo), f.quantile(hi), color="tab:blue", alpha=0.15 + 0.1 * i, linewidth=0,
+                        label=f"P{lo * 100:.0f}-P{hi * 100:.0f} (darker: narrower)" if i == 0 else None)
+    ax.plot(days, f.quantile(0.5), color="tab:blue", label="P50")
+    if history:
+        ax.plot([e.target for e in history], [e.actual for e in history], "o-", color="black", markersize=3,
+                label="actual")
+    ax.axvline(f.origin, color="grey", linestyle=":", linewidth=1)
+    ax.set(title=f"{f.item_id}: forecast from {f.origin} ({f.model} {f.model_version})", ylabel="units per day")
+    ax.legend(loc="upper left")
+    fig.autofmt_xdate()
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def run_tail(settings: Settings, item: str | None, fmt: str, from_beginning: bool, group: str | None,
+             limit: int | None, out: TextIO = sys.stdout) -> int:
+    client = ForecastClient(settings.kafka_bootstrap, settings.topic_prefix)
+    try:
+        if fmt == "json":
+            bodies = client.raw("forecasts", group, from_beginning, item)
+            lines = (body.decode() for body in bodies)
+        else:
+            print(TAIL_HEADER, file=out, flush=True)
+            lines = (tail_line(f) for f in client.updates(group, from_beginning, item))
+        for line in itertools.islice(lines, limit):
+            print(line, file=out, flush=True)
+    except KeyboardInterrupt:
+        return 130
+    except (KafkaError, LookupError) as exc:
+        return _fail(settings, exc)
+    return 0
+
+
+def run_show(settings: Settings, item: str, plot: Path | None, history_days: int, out: TextIO = sys.stdout) -> int:
+    client = ForecastClient(settings.kafka_bootstrap, settings.topic_prefix)
+    try:
+        forecast = client.latest(item=item).get(item)
+        if forecast is None:
+            print(f"mqstream: no forecast for item {item!r} in {settings.topic('forecasts-latest')} "
+                  "(an item gets one once it has sold within active_days and a day has closed)", file=sys.stderr)
+            return 2
+        print(show_table(forecast), file=out)
+        if plot is not None:
+            since = forecast.origin - dt.timedelta(days=history_days)
+            plot_fan(forecast, [e for e in client.errors(item) if since < e.target <= forecast.origin], plot)
+            print(f"fan chart: {plot}", file=out)
+    except (KafkaError, LookupError, TimeoutError) as exc:
+        return _fail(settings, exc)
+    return 0
+
+
+def _fail(settings: Settings, exc: Exception) -> int:
+    where = f"kafka at {settings.kafka_bootstrap}: " if isinstance(exc, KafkaError) else ""
+    print(f"mqstream: {where}{exc}", file=sys.stderr)
+    return 2
