@@ -41,12 +41,12 @@ def interpolate(values: np.ndarray, quantiles: Sequence[float], q: float) -> np.
     if not levels[0] <= q <= levels[-1]:
         raise ValueError(f"quantile {q} is outside the stored levels {levels[0]:g}..{levels[-1]:g}")
     if len(levels) == 1:
-        return values[..., 0]
+        return values[..., 0].copy()
     i = min(int(np.searchsorted(levels, q, side="right")) - 1, len(levels) - 2)
     w = (q - levels[i]) / (levels[i + 1] - levels[i])
     low, high = values[..., i], values[..., i + 1]
     if w == 0 or w == 1:  # a stored level: its value as stored, not low + (high - low)
-        return low if w == 0 else high
+        return (low if w == 0 else high).copy()  # a copy: never a view into the forecast's values
     return np.clip(low + w * (high - low), low, high)  # clip: rounding never leaves the segment
 
 

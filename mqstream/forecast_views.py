@@ -63,7 +63,7 @@ def plot_fan(f: Forecast, history: list[ForecastError], path: Path) -> None:
 
 def run_tail(settings: Settings, item: str | None, fmt: str, from_beginning: bool, group: str | None,
              limit: int | None, out: TextIO = sys.stdout) -> int:
-    client = ForecastClient(settings.kafka_bootstrap, settings.topic_prefix)
+    client = _client(settings)
     try:
         if fmt == "json":
             bodies = client.raw("forecasts", group, from_beginning, item)
@@ -81,7 +81,7 @@ def run_tail(settings: Settings, item: str | None, fmt: str, from_beginning: boo
 
 
 def run_show(settings: Settings, item: str, plot: Path | None, history_days: int, out: TextIO = sys.stdout) -> int:
-    client = ForecastClient(settings.kafka_bootstrap, settings.topic_prefix)
+    client = _client(settings)
     try:
         forecast = client.latest(item=item).get(item)
         if forecast is None:
@@ -96,6 +96,10 @@ def run_show(settings: Settings, item: str, plot: Path | None, history_days: int
     except (KafkaError, LookupError, TimeoutError) as exc:
         return _fail(settings, exc)
     return 0
+
+
+def _client(settings: Settings) -> ForecastClient:
+    return ForecastClient(settings.kafka_bootstrap, settings.topic_prefix)
 
 
 def _fail(settings: Settings, exc: Exception) -> int:
