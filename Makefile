@@ -16,7 +16,7 @@ test: $(STAMP) system
 	$(PYTHON) -m pytest
 
 unit: $(STAMP)
-	$(PYTHON) -m pytest -m "not e2e"
+	$(PYTHON) -m pytest -m "not slow"
 
 e2e: $(STAMP) system
 	$(PYTHON) -m pytest -m e2e

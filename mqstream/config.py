@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 MODELS = ("seasonal-naive", "mqcnn", "mqtransformer")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 
 
 class ConfigError(ValueError):
@@ -32,6 +34,14 @@ class Settings:
     stock_level: float = 0.0  # ...or when the next-7-day P90 total crosses this many units (0: off)
     metrics_host: str = "127.0.0.1"  # /metrics, /healthz, /readyz; 0.0.0.0 only where a network needs it
     metrics_port: int = 9100  # 0: any free port, written to <data_dir>/metrics.port (several workers per host)
+    security_protocol: str = "PLAINTEXT"  # to Kafka: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    sasl_username: str = ""
+    sasl_password: str = field(default="", repr=False)  # best from MQSTREAM_SASL_PASSWORD; never logged
+    sasl_password_file: str = ""  # or a file holding it (a mounted secret)
+    ssl_cafile: str = ""  # CA bundle that signed the brokers' certificates; empty: the system's
+    ssl_certfile: str = ""  # client certificate and key, for brokers that ask for one (mutual TLS)
+    ssl_keyfile: str = ""
 
     @property
     def kafka_bootstrap(self) -> str:
@@ -46,6 +56,14 @@ class Settings:
         if self.model == "seasonal-naive":
             return None
         return Path(self.checkpoint or f"checkpoints/{self.model}")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
@@ -63,7 +81,19 @@ class Settings:
         _check(0 <= self.metrics_port <= 65535, "metrics_port", "a TCP port 1..65535, or 0 for any free port")
         _check(self.app_id.replace("-", "").replace("_", "").replace(".", "").isalnum(), "app_id",
                "letters, digits, '.', '-', '_'")
+        self._validate_security()
         return self
+
+    def _validate_security(self) -> None:
+        _check(self.security_protocol in SECURITY_PROTOCOLS, "security_protocol", ", ".join(SECURITY_PROTOCOLS))
+        _check(self.sasl_mechanism in SASL_MECHANISMS, "sasl_mechanism", ", ".join(SASL_MECHANISMS))
+        if self.uses_sasl:
+            _check(bool(self.sasl_username), "sasl_username", f"a user name (needed for {self.security_protocol})")
+            _check(bool(self.sasl_password) != bool(self.sasl_password_file), "sasl_password",
+                   "exactly one of sasl_password (MQSTREAM_SASL_PASSWORD) and sasl_password_file")
+        for name in ("sasl_password_file", "ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            _check(not path or Path(path).is_file(), name, "the path of a readable file, or empty")
 
 
 def _check(ok: bool, name: str, accepted: str) -> None:

@@ -27,10 +27,21 @@ class BrokerError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class SecureListener:
+    """A second listener that speaks SASL_SSL with SCRAM-SHA-512 (the plaintext one stays for
+    the broker's own traffic): for testing the clients' security settings."""
+
+    port: int
+    keystore: Path  # PEM: the server's unencrypted PKCS#8 key, then its certificate chain
+    scram_users: tuple[tuple[str, str], ...]  # (name, password), registered when formatting
+
+
+@dataclass(frozen=True)
 class LocalBroker:
     home: Path  # holds data/, broker.log, broker.pid, server.properties
     port: int
     controller_port: int | None = None
+    secure: SecureListener | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -54,7 +65,10 @@ class LocalBroker:
         self.home.mkdir(parents=True, exist_ok=True)
         properties = self._write_properties()
         if not (self.home / "data" / "meta.properties").exists():
-            _java(libs, "kafka.tools.StorageTool", "format", "-t", str(uuid.uuid4()), "-c", str(properties))
+            users = [f"SCRAM-SHA-512=[name={name},password={password}]"
+                     for name, password in (self.secure.scram_users if self.secure else ())]
+            _java(libs, "kafka.tools.StorageTool", "format", "-t", str(uuid.uuid4()), "-c", str(properties),
+                  *(arg for user in users for arg in ("--add-scram", user)))
         with open(self.log_file, "ab") as log:
             proc = subprocess.Popen(
                 _java_command(libs, "kafka.Kafka", str(properties)),
@@ -96,16 +110,20 @@ class LocalBroker:
         raise BrokerError(f"broker did not answer on {self.bootstrap} within {timeout:.0f}s; see {self.log_file}")
 
     def _write_properties(self) -> Path:
-        controller = self.controller_port or free_port()
         path = self.home / "server.properties"
+        controller = self.controller_port or _controller_port_of(path) or free_port()
+        listeners = [f"PLAINTEXT://127.0.0.1:{self.port}"]
+        if self.secure:
+            listeners.append(f"SASL_SSL://127.0.0.1:{self.secure.port}")
         path.write_text("\n".join([
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.voters=1@127.0.0.1:{controller}",
-            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+            f"listeners={','.join(listeners)},CONTROLLER://127.0.0.1:{controller}",
+            f"advertised.listeners={','.join(listeners)}",
             "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL",
             f"log.dirs={self.home / 'data'}",
             "num.partitions=4",
             "offsets.topic.replication.factor=1",
@@ -114,9 +132,29 @@ class LocalBroker:
             "transaction.state.log.min.isr=1",
             "group.initial.rebalance.delay.ms=0",
             "auto.create.topics.enable=false",
+            *(self._secure_properties() if self.secure else []),
             "",
         ]))
         return path
+
+    def _secure_properties(self) -> list[str]:
+        return [
+            "sasl.enabled.mechanisms=SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "listener.name.sasl_ssl.ssl.keystore.type=PEM",
+            f"listener.name.sasl_ssl.ssl.keystore.location={self.secure.keystore}",
+        ]
+
+
+def _controller_port_of(properties: Path) -> int | None:
+    """The controller port of an earlier start: a restarted broker must keep its quorum's address."""
+    try:
+        lines = properties.read_text().splitlines()
+    except OSError:
+        return None
+    voters = next((line for line in lines if line.startswith("controller.quorum.voters=")), "")
+    return int(voters.rsplit(":", 1)[1]) if voters else None
 
 
 def fetch_jars(version: str = KAFKA_VERSION) -> Path:

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import orjson
 
-from models.protocol import DAY_SECONDS
+from models.protocol import DAY_SECONDS, ItemInfo
 
-UNITS, RETURNS, VIEWS, PRICE = range(4)  # bucket columns; history keeps the first three
+# bucket columns; history keeps the first three. The day's price is that of its latest priced
+# line (PRICE_TS; ties: the higher price), so it does not depend on the order of arrival.
+UNITS, RETURNS, VIEWS, PRICE, PRICE_TS = range(5)
 N_HISTORY = 3
 _ITEM_HEAD = struct.Struct("<II")  # meta, history byte lengths
 _MODEL_HEAD = struct.Struct("<iiI")  # closed_through, last_error_target, model byte length
@@ -25,19 +27,20 @@ _MODEL_HEAD = struct.Struct("<iiI")  # closed_through, last_error_target, model 
 @dataclass
 class ItemState:
     item_id: str
-    description: str
-    born: int  # first open day of the item
-    closed_through: int  # last day folded into history
+    born: int  # day of its earliest event
+    closed_through: int  # last day folded into history (born - 1 before its first close)
     history: np.ndarray  # (history_days, 3) float32: units, returns, views; last row is closed_through
-    price: float = 0.0  # last positive unit price of the closed days (0.0 before any)
+    price: float = 0.0  # the price of the last closed day that had one (0.0 before any)
+    description: str = ""  # of its earliest sale that had one (description_ts)
+    description_ts: int = 0
     last_event_ts: dict[str, int] = field(default_factory=dict)  # input topic -> newest event time
-    open_days: dict[int, list[float]] = field(default_factory=dict)  # day -> [units, returns, views, price]
+    open_days: dict[int, list[float]] = field(default_factory=dict)  # day -> bucket (columns above)
     seen: dict[int, list[str]] = field(default_factory=dict)  # day -> applied event ids
 
     def to_bytes(self) -> bytes:
         meta = orjson.dumps({
-            "i": self.item_id, "d": self.description, "b": self.born, "c": self.closed_through,
-            "p": self.price, "t": self.last_event_ts,
+            "i": self.item_id, "d": self.description, "dt": self.description_ts, "b": self.born,
+            "c": self.closed_through, "p": self.price, "t": self.last_event_ts,
             "o": [[day, *bucket] for day, bucket in sorted(self.open_days.items())],
             "n": [[day, ids] for day, ids in sorted(self.seen.items())],
         })
@@ -51,9 +54,9 @@ class ItemState:
         meta = orjson.loads(raw[start : start + n_meta])
         history = raw[start + n_meta : start + n_meta + n_history]
         return cls(
-            item_id=meta["i"], description=meta["d"], born=meta["b"], closed_through=meta["c"],
+            item_id=meta["i"], born=meta["b"], closed_through=meta["c"],
             history=np.frombuffer(history, np.float32).reshape(-1, N_HISTORY).copy(),
-            price=meta["p"], last_event_ts=meta["t"],
+            price=meta["p"], description=meta["d"], description_ts=meta["dt"], last_event_ts=meta["t"],
             open_days={row[0]: row[1:] for row in meta["o"]},
             seen={day: ids for day, ids in meta["n"]},
         )
@@ -63,25 +66,38 @@ class ItemState:
         return event_id in self.seen.get(day, ())
 
     def apply(self, source: str, event_id: str, ts: int, amounts: list[tuple[int, float]],
-              price: float = 0.0) -> None:
-        """Add each (column, amount) to an open day's bucket and note a positive unit price as
-        the day's latest; the caller checked that the day is open and the event new."""
+              price: float = 0.0, description: str = "") -> None:
+        """Add each (column, amount) to an open day's bucket; the caller checked that the day
+        is open for the partition and the event new. Every choice here (the day's price, the
+        description, the first day) is independent of the order events arrive in."""
         day = ts // DAY_SECONDS
-        bucket = self.open_days.setdefault(day, [0.0, 0.0, 0.0, 0.0])
+        if day < self.born and self.closed_through == self.born - 1:
+            self.born, self.closed_through = day, day - 1  # an earlier event came in later
+        bucket = self.open_days.setdefault(day, [0.0] * 5)
         for column, amount in amounts:
             bucket[column] += amount
-        if price > 0:
-            bucket[PRICE] = price
+        if price > 0 and (ts, price) > (bucket[PRICE_TS], bucket[PRICE]):
+            bucket[PRICE], bucket[PRICE_TS] = price, float(ts)
+        if description and (not self.description_ts or (ts, description) < (self.description_ts, self.description)):
+            self.description, self.description_ts = description, ts
         self.seen.setdefault(day, []).append(event_id)
         self.last_event_ts[source] = max(self.last_event_ts.get(source, 0), ts)
+
+    def launch_info(self, through: int) -> ItemInfo:
+        """What the model is told of the item when it starts at ``born``, from days up to
+        ``through`` only (all of them complete): a close redone after a crash, or run after
+        more events of later days arrived, tells the same."""
+        first_day = self.open_days.get(self.born, [0.0] * 5)
+        described = self.description_ts and self.description_ts // DAY_SECONDS <= through
+        return ItemInfo(self.item_id, self.description if described else "", first_day[PRICE])
 
     # --- closing days ---------------------------------------------------------------------
     def close_next_day(self) -> tuple[int, np.ndarray]:
         """Fold the day after ``closed_through`` into history; returns (day, bucket)."""
         day = self.closed_through + 1
-        bucket = np.asarray(self.open_days.pop(day, (0.0, 0.0, 0.0, 0.0)), np.float32)
+        bucket = np.asarray(self.open_days.pop(day, [0.0] * 5), np.float64)
         self.seen.pop(day, None)
-        self.history = np.concatenate([self.history[1:], bucket[None, :N_HISTORY]])
+        self.history = np.concatenate([self.history[1:], bucket[None, :N_HISTORY].astype(np.float32)])
         self.closed_through = day
         if bucket[PRICE] > 0:
             self.price = float(bucket[PRICE])

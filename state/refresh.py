@@ -43,15 +43,15 @@ class Refresh:
     issued: list[IssuedForecast] = field(default_factory=list)
 
 
-def new_item(item_id: str, description: str, closed_through: int, policy: RefreshPolicy) -> ItemState:
-    """An item seen for the first time: born on the partition's first open day."""
-    return ItemState(item_id=item_id, description=description, born=closed_through + 1,
-                     closed_through=closed_through,
+def new_item(item_id: str, born: int, policy: RefreshPolicy) -> ItemState:
+    """An item seen for the first time, born on the day of that event (moved back if an
+    earlier event of it arrives before its first close)."""
+    return ItemState(item_id=item_id, born=born, closed_through=born - 1,
                      history=np.zeros((policy.history_days, N_HISTORY), np.float32))
 
 
 def new_model(item: ItemInfo, born: int, model: QuantileForecaster) -> ItemModel:
-    """The model side of a new item, made from what its first event tells of it."""
+    """The model side of a new item, made at its first close (``ItemState.launch_info``)."""
     ledger = ForecastLedger.empty(model.horizons, len(model.quantiles))
     return ItemModel(born - 1, model.new_state(item, born), ledger.to_bytes())
 

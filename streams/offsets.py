@@ -5,12 +5,13 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import CoordinatorNotAvailableError
 
 from mqstream.config import Settings
+from mqstream.kafka_auth import kafka_options
 
 WORKER_INPUTS = ("sales", "page-views", "forecast-errors")
 
 
 def end_offsets(settings: Settings, topic: str) -> dict[TopicPartition, int]:
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    consumer = KafkaConsumer(**kafka_options(settings))
     try:
         return consumer.end_offsets([TopicPartition(topic, p) for p in range(settings.partitions)])
     finally:
@@ -18,7 +19,7 @@ def end_offsets(settings: Settings, topic: str) -> dict[TopicPartition, int]:
 
 
 def committed_offsets(settings: Settings) -> dict[TopicPartition, int]:
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = KafkaAdminClient(**kafka_options(settings))
     try:
         offsets = admin.list_group_offsets({settings.app_id: None}).get(settings.app_id, {})
     except CoordinatorNotAvailableError:  # the group's coordinator is still starting
@@ -40,7 +41,7 @@ def read_topic(settings: Settings, topic: str) -> list:
     ends = {tp: off for tp, off in end_offsets(settings, topic).items() if off > 0}
     if not ends:
         return []
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = KafkaConsumer(**kafka_options(settings), enable_auto_commit=False)
     consumer.assign(list(ends))
     consumer.seek_to_beginning()
     out = []

@@ -16,6 +16,7 @@ from models.dataset import daily_series, load_transactions, to_day
 from models.pageviews import simulate_views
 from models.protocol import DAY_SECONDS
 from mqstream.config import Settings
+from mqstream.kafka_auth import kafka_options
 from streams.worker import CONTROL_HEADER
 
 VIEWS_HOUR = 12  # a day's simulated views are sent as one event at noon
@@ -71,7 +72,7 @@ def send(events: list[ReplayEvent], settings: Settings, speedup: float = 0.0,
     """Produce ``events``; ``speedup`` event-time seconds per wall second (0: no waiting).
     With ``close_last_day`` a watermark marker to every partition closes the final day.
     Returns the number of messages produced, markers included."""
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+    producer = KafkaProducer(**kafka_options(settings), acks="all",
                              linger_ms=20, batch_size=512 * 1024, compression_type=None)
     start_wall, start_ts = time.monotonic(), events[0].ts if events else 0
     for event in tqdm(events, desc="replay", unit="ev", disable=not progress, mininterval=1.0):

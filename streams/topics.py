@@ -9,6 +9,7 @@ from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from mqstream.config import Settings
+from mqstream.kafka_auth import kafka_options
 
 WEEK_MS = 7 * 86_400_000
 
@@ -39,7 +40,7 @@ def topic_names(settings: Settings) -> dict[str, str]:
 
 def create_topics(settings: Settings) -> list[str]:
     """Create the missing topics; returns the names created. Existing ones are left alone."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="mqstream-topics")
+    admin = KafkaAdminClient(**kafka_options(settings), client_id="mqstream-topics")
     try:
         existing = set(admin.list_topics())
         wanted = [NewTopic(settings.topic(spec.name), settings.partitions, 1, topic_configs=spec.config)

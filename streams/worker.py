@@ -17,8 +17,9 @@ import orjson
 import streams.store  # noqa: F401  registers the partitioned-rocksdb store
 from models.dataset import is_demand
 from models.registry import load_model as from_registry
-from models.protocol import DAY_SECONDS, ErrorRecord, ItemInfo, QuantileForecaster
+from models.protocol import DAY_SECONDS, ErrorRecord, QuantileForecaster
 from mqstream.config import Settings
+from mqstream.kafka_auth import faust_credentials
 from state.clock import PartitionClock
 from state.item import RETURNS, UNITS, VIEWS, ItemModel, ItemState
 from state.ledger import pinball
@@ -34,6 +35,7 @@ RAW = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value
 CONTROL_HEADER = "mqstream-control"  # value b"watermark": {"ts": ...} asserts no earlier events
 MAX_AHEAD_OF_NEWEST = 7 * 86_400  # an event this far past the partition's newest is rejected
 MAX_AHEAD_OF_NOW = 86_400
+WATERMARKS = b"watermarks"  # the one key of the watermarks table (a record per partition)
 
 
 def load_model(settings: Settings) -> QuantileForecaster:
@@ -42,11 +44,14 @@ def load_model(settings: Settings) -> QuantileForecaster:
 
 class Processor:
     def __init__(self, settings: Settings, model: QuantileForecaster, items: faust.Table,
-                 sides: faust.Table, outputs: dict[str, faust.TopicT]):
+                 sides: faust.Table, watermarks: faust.Table, outputs: dict[str, faust.TopicT]):
         self.settings = settings
         self.model = model
         self.items = items  # key -> ItemState, written on every event
         self.sides = sides  # key -> ItemModel, written once per close
+        # WATERMARKS -> the partition's input watermarks, written at each watermark marker (the
+        # only clock input no item remembers); one record per partition's own database
+        self.watermarks = watermarks
         self.outputs = outputs
         self.policy = RefreshPolicy(settings.active_days, settings.history_days, settings.refresh_batch)
         self.clocks: dict[int, PartitionClock] = {}
@@ -66,6 +71,7 @@ class Processor:
             clock = self._clock(message.partition)
             if _is_watermark(message.headers):
                 await self._advance(clock, message, orjson.loads(message.value)["ts"])
+                self.watermarks[WATERMARKS] = orjson.dumps(clock.inputs)
                 return
             parsed = parse(message.key, message.value)
             if not isinstance(parsed, Rejection):
@@ -99,40 +105,31 @@ class Processor:
 
     def _apply(self, message, event: Sale | PageView, clock: PartitionClock) -> None:
         raw = self.items.get(message.key)
-        if raw is None:
-            item = self._new_item(message.key, event, clock)
-        else:
-            item = ItemState.from_bytes(raw)
+        item = ItemState.from_bytes(raw) if raw is not None else new_item(event.item_id, event.ts // DAY_SECONDS,
+                                                                          self.policy)
         if item.has_seen(event.event_id, event.ts // DAY_SECONDS):
             self.metrics.duplicates.inc()
         else:
-            item.apply(message.topic, event.event_id, event.ts, _amounts(event), getattr(event, "price", 0.0))
+            item.apply(message.topic, event.event_id, event.ts, _amounts(event), getattr(event, "price", 0.0),
+                       getattr(event, "description", ""))
         # written back also for a duplicate: heals a changelog that missed the first write
         self.items[message.key] = item.to_bytes()
         self.tracked[message.partition].add(message.key)
-
-    def _new_item(self, key: bytes, event: Sale | PageView, clock: PartitionClock) -> ItemState:
-        """Born on the partition's first open day (its own, if it is the partition's first),
-        with its model side made from what this first event says of it."""
-        first_open = clock.closed_through + 1 if clock.inputs else event.ts // DAY_SECONDS
-        description = getattr(event, "description", "")
-        info = ItemInfo(event.item_id, description, getattr(event, "price", 0.0))
-        self.sides[key] = new_model(info, first_open, self.model).to_bytes()
-        return new_item(event.item_id, description, first_open - 1, self.policy)
 
     # --- closing days ---------------------------------------------------------------------
     def _clock(self, partition: int) -> PartitionClock:
         """The partition's clock; on first use after (re)start, recovered from its items."""
         if partition not in self.clocks:
             clock, closed, tracked = PartitionClock(self.settings.allowed_lateness), -1, set()
-            for key, raw in self.items.data.partition_items(partition):
-                item = ItemState.from_bytes(raw)
-                for source, ts in item.last_event_ts.items():
+            for _, raw in self.watermarks.data.partition_items(partition):
+                for source, ts in orjson.loads(raw).items():
                     clock.observe(source, ts)
-                closed = max(closed, item.closed_through)
+            for key, raw in self.items.data.partition_items(partition):
+                for source, ts in ItemState.from_bytes(raw).last_event_ts.items():
+                    clock.observe(source, ts)
                 tracked.add(key)
-            for _, raw in self.sides.data.partition_items(partition):
-                closed = max(closed, ItemModel.from_bytes(raw).closed_through)
+            for _, raw in self.sides.data.partition_items(partition):  # written by closes only
+                closed = max(closed, ItemModel.days_of(raw)[0])
             clock.hold_closed(closed)  # never reopen a day that was closed before a restart
             self.clocks[partition] = clock
             self.tracked[partition] = tracked
@@ -151,8 +148,10 @@ class Processor:
         for key in list(keys):
             item = ItemState.from_bytes(self.items.get(key))
             raw_side = self.sides.get(key)
-            if raw_side is None:  # its first write was lost to a crash: make it again
-                side = new_model(ItemInfo(item.item_id, item.description, item.price), item.born, self.model)
+            if raw_side is None:  # the item's first close: its model starts now
+                if item.born > through:
+                    continue
+                side = new_model(item.launch_info(through), item.born, self.model)
             else:
                 side = ItemModel.from_bytes(raw_side)
             if needs_close(item, side, through, self.policy, self.model.horizons):
@@ -271,6 +270,7 @@ def build_app(settings: Settings, model: QuantileForecaster) -> tuple[faust.App,
     app = faust.App(
         settings.app_id,
         broker="kafka://" + settings.kafka_bootstrap.replace(",", ";"),
+        broker_credentials=faust_credentials(settings),
         store=f"{SCHEME}://",  # RocksDB (rocksdict), recovered from the changelogs
         datadir=str(Path(settings.data_dir) / "worker"),
         topic_partitions=settings.partitions,
@@ -283,7 +283,7 @@ def build_app(settings: Settings, model: QuantileForecaster) -> tuple[faust.App,
     topics = {name: app.topic(full, schema=RAW, partitions=settings.partitions)
               for name, full in topic_names(settings).items()}
     tables = [app.Table(name, partitions=settings.partitions, key_type=bytes, value_type=bytes)
-              for name in ("items", "item-models")]
+              for name in ("items", "item-models", "watermarks")]
     processor = Processor(settings, model, *tables, topics)
 
     @app.agent(topics["sales"], name="sales")

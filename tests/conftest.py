@@ -1,7 +1,11 @@
+import logging
+
 import pytest
 
 from mqstream.config import Settings
 from mqstream.local_broker import LocalBroker, free_port
+
+logging.getLogger("kafka").setLevel(logging.ERROR)  # not "group_id is None" once per topic read
 
 
 @pytest.fixture(scope="session")

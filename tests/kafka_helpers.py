@@ -10,10 +10,14 @@ from pathlib import Path
 
 import orjson
 
+import numpy as np
+
 from mqstream.config import Settings
 from state.item import ItemModel, ItemState
 from streams.offsets import group_lag, read_topic
+from streams.replay import send
 from streams.runner import spawn_worker
+from streams.topics import create_topics
 
 
 def fresh_settings(base: Settings, tmp: Path, **changes) -> Settings:
@@ -73,3 +77,43 @@ def latest_by(records, *fields) -> dict:
         body = orjson.loads(record.value)
         out[tuple(body[f] for f in fields)] = body
     return out
+
+
+def run_to_the_end(settings: Settings, events) -> float:
+    """Replay ``events`` into fresh topics and run one worker until it has caught up;
+    returns the seconds the worker took."""
+    create_topics(settings)
+    send(events, settings, progress=False)
+    started = time.monotonic()
+    worker = start_worker(settings)
+    try:
+        wait_caught_up(settings, worker)
+    finally:
+        stop_worker(worker)
+    return time.monotonic() - started
+
+
+def outputs(settings: Settings) -> tuple[dict, dict]:
+    """(forecasts by (item, origin), errors by (item, target)), redeliveries collapsed."""
+    return (latest_by(read_topic(settings, settings.topic("forecasts")), "item_id", "origin"),
+            latest_by(read_topic(settings, settings.topic("forecast-errors")), "item_id", "target"))
+
+
+def assert_same_run(settings: Settings, reference: Settings) -> None:
+    """Item state, model state, forecasts and forecast errors equal those of ``reference``."""
+    state, ref_state = table_state(settings), table_state(reference)
+    assert state.keys() == ref_state.keys()
+    for item, ref in ref_state.items():
+        got = state[item]
+        assert (got.closed_through, got.open_days) == (ref.closed_through, ref.open_days), item
+        assert {d: set(ids) for d, ids in got.seen.items()} == {d: set(ids) for d, ids in ref.seen.items()}
+        np.testing.assert_array_equal(got.history, ref.history, err_msg=item)
+    sides, ref_sides = model_state(settings), model_state(reference)
+    assert sides.keys() == ref_sides.keys()
+    differ = sorted(k for k in sides if sides[k] != ref_sides[k])
+    assert not differ, f"{len(differ)} model sides differ, e.g. {[(k, sides[k].closed_through, ref_sides[k].closed_through, sides[k].last_error_target, ref_sides[k].last_error_target, sides[k].model == ref_sides[k].model, sides[k].ledger == ref_sides[k].ledger) for k in differ[:5]]}"
+    (forecasts, errors), (ref_forecasts, ref_errors) = outputs(settings), outputs(reference)
+    assert forecasts.keys() == ref_forecasts.keys()
+    assert all(forecasts[k]["values"] == ref_forecasts[k]["values"] for k in forecasts)
+    assert errors.keys() == ref_errors.keys()
+    assert all(errors[k]["pinball"] == ref_errors[k]["pinball"] for k in errors)

@@ -17,7 +17,7 @@ def sale_ts(day: int, hour: int = 10) -> int:
 
 
 def test_item_state_round_trips_through_bytes():
-    item = new_item("85123A", "WHITE HANGING HEART", DAY - 1, POLICY)
+    item = new_item("85123A", DAY, POLICY)
     item.apply("sales", "e1", sale_ts(DAY), [(UNITS, 6.0)])
     item.apply("views", "v1", sale_ts(DAY, 12), [(VIEWS, 40.0)])
     again = ItemState.from_bytes(item.to_bytes())
@@ -65,7 +65,7 @@ def test_pinball_loss_weighs_under_and_over_forecasts_by_the_quantile():
 
 def test_closing_days_scores_earlier_forecasts_and_issues_new_ones():
     model = SeasonalNaive()
-    item = new_item("A", "", DAY - 1, POLICY)
+    item = new_item("A", DAY, POLICY)
     side = new_model(ItemInfo("A"), DAY, model)
     for day in range(DAY, DAY + 10):
         item.apply("sales", f"e{day}", sale_ts(day), [(UNITS, 3.0)])
@@ -78,7 +78,7 @@ def test_closing_days_scores_earlier_forecasts_and_issues_new_ones():
 
 def test_a_model_side_ahead_of_its_item_is_not_advanced_twice():
     model = SeasonalNaive()
-    item = new_item("A", "", DAY - 1, POLICY)
+    item = new_item("A", DAY, POLICY)
     side = new_model(ItemInfo("A"), DAY, model)
     item.apply("sales", "e1", sale_ts(DAY), [(UNITS, 3.0)])
     snapshot = ItemState.from_bytes(item.to_bytes())  # the item as a crash left it
@@ -93,7 +93,7 @@ def test_closing_days_together_equals_closing_them_one_by_one():
     model = SeasonalNaive()
     runs = []
     for steps in ([DAY + 3, DAY + 5, DAY + 6, DAY + 9], list(range(DAY, DAY + 10)), [DAY + 9]):
-        item, side = new_item("A", "", DAY - 1, POLICY), new_model(ItemInfo("A"), DAY, model)
+        item, side = new_item("A", DAY, POLICY), new_model(ItemInfo("A"), DAY, model)
         for day in (DAY, DAY + 1, DAY + 4, DAY + 5, DAY + 8):  # no sales on some days
             item.apply("sales", f"e{day}", sale_ts(day), [(UNITS, float(day - DAY + 1))])
         issued = []
@@ -106,7 +106,7 @@ def test_closing_days_together_equals_closing_them_one_by_one():
 
 def test_dormant_items_wait_and_items_with_pending_forecasts_do_not():
     model = SeasonalNaive()
-    item = new_item("A", "", DAY - 1, POLICY)
+    item = new_item("A", DAY, POLICY)
     side = new_model(ItemInfo("A"), DAY, model)
     item.apply("sales", "e1", sale_ts(DAY), [(UNITS, 1.0)])
     close_items([item], [side], DAY, model, POLICY)
@@ -118,19 +118,34 @@ def test_dormant_items_wait_and_items_with_pending_forecasts_do_not():
     assert not needs_close(item, side, DAY + 56, POLICY, model.horizons)
 
 
-def test_the_day_price_is_the_last_positive_price_and_carries_forward():
-    item = new_item("A", "", DAY - 1, POLICY)
-    item.apply("sales", "e1", sale_ts(DAY, 9), [(UNITS, 1.0)], price=2.0)
-    item.apply("sales", "e2", sale_ts(DAY, 10), [(UNITS, 1.0)], price=1.5)
-    item.apply("sales", "e3", sale_ts(DAY + 2, 10), [(UNITS, 1.0)], price=9.0)  # a later day, already here
-    item.close_next_day()
-    assert item.price == 1.5
-    item.close_next_day()
-    assert item.price == 1.5
+def test_the_day_price_is_that_of_its_latest_priced_line_whatever_the_arrival_order():
+    lines = [("e1", sale_ts(DAY, 9), 2.0), ("e2", sale_ts(DAY, 10), 1.5), ("e3", sale_ts(DAY, 10), 1.25),
+             ("e4", sale_ts(DAY + 2, 10), 9.0)]  # a later day, already here
+    for order in (lines, lines[::-1]):
+        item = new_item("A", DAY, POLICY)
+        for event_id, ts, price in order:
+            item.apply("sales", event_id, ts, [(UNITS, 1.0)], price=price)
+        item.close_next_day()
+        assert item.price == 1.5  # latest line; at a tie, the higher price
+        item.close_next_day()
+        assert item.price == 1.5  # carried over a day without lines
+
+
+def test_an_item_starts_at_its_earliest_event_and_is_described_by_its_earliest_sale():
+    item = new_item("A", DAY + 1, POLICY)
+    item.apply("views", "v1", sale_ts(DAY + 1, 12), [(VIEWS, 5.0)])
+    item.apply("sales", "e2", sale_ts(DAY + 2), [(UNITS, 1.0)], price=3.0, description="LATER LINE")
+    item.apply("sales", "e1", sale_ts(DAY), [(UNITS, 1.0)], price=2.5, description="FIRST LINE")  # late, in time
+    assert (item.born, item.closed_through) == (DAY, DAY - 1)
+    assert item.launch_info(DAY) == ItemInfo("A", "FIRST LINE", 2.5)
+    quiet = new_item("B", DAY, POLICY)
+    quiet.apply("views", "v1", sale_ts(DAY, 12), [(VIEWS, 5.0)])
+    quiet.apply("sales", "e1", sale_ts(DAY + 3), [(UNITS, 1.0)], price=2.0, description="LATER")
+    assert quiet.launch_info(DAY) == ItemInfo("B", "", 0.0)  # a day not closed yet tells nothing
 
 
 def test_activity_at_an_origin_ignores_sales_of_later_days_already_applied():
-    item = new_item("A", "", DAY - 1, POLICY)
+    item = new_item("A", DAY, POLICY)
     item.apply("views", "v1", sale_ts(DAY, 12), [(VIEWS, 5.0)])
     item.apply("sales", "e1", sale_ts(DAY + 1), [(UNITS, 1.0)])
     assert not is_active(item, DAY, POLICY)
@@ -139,13 +154,13 @@ def test_activity_at_an_origin_ignores_sales_of_later_days_already_applied():
 
 def test_an_item_up_to_date_but_active_or_with_open_days_is_not_dormant():
     model = SeasonalNaive()
-    item = new_item("A", "", DAY - 1, POLICY)
+    item = new_item("A", DAY, POLICY)
     side = new_model(ItemInfo("A"), DAY, model)
     item.apply("sales", "e1", sale_ts(DAY), [(UNITS, 1.0)])
     close_items([item], [side], DAY, model, POLICY)
     assert not needs_close(item, side, DAY, POLICY, model.horizons)  # up to date...
     assert not is_dormant(item, side, DAY, POLICY, model.horizons)  # ...but sold: stays tracked
-    quiet = new_item("B", "", DAY - 1, POLICY)
+    quiet = new_item("B", DAY, POLICY)
     quiet.apply("views", "v1", sale_ts(DAY + 2), [(VIEWS, 1.0)])  # a later open day only
     assert not is_dormant(quiet, new_model(ItemInfo("B"), DAY, model), DAY, POLICY, model.horizons)
     quiet.close_next_day(), quiet.close_next_day(), quiet.close_next_day()
