@@ -12,6 +12,7 @@ from kafka.errors import KafkaError
 
 from mqstream.client import Forecast, ForecastClient, ForecastError
 from mqstream.config import Settings
+from mqstream.kafka_auth import kafka_options
 
 SHOWN_HORIZONS = (1, 2, 3, 7, 14, 21, 28)
 TAIL_HEADER = f"{'item':<12} {'origin':<10} {'model':<20} {'p10_7d':>9} {'p50_7d':>9} {'p90_7d':>9} {'p50_d1':>8}"
@@ -99,7 +100,8 @@ def run_show(settings: Settings, item: str, plot: Path | None, history_days: int
 
 
 def _client(settings: Settings) -> ForecastClient:
-    return ForecastClient(settings.kafka_bootstrap, settings.topic_prefix)
+    options = kafka_options(settings)
+    return ForecastClient(options.pop("bootstrap_servers"), settings.topic_prefix, **options)
 
 
 def _fail(settings: Settings, exc: Exception) -> int:

@@ -49,6 +49,16 @@ class ForecastLedger:
     def last_origin(self) -> int:
         return int(self.origins.max())
 
+    def latest(self, before: int | None = None) -> tuple[int, np.ndarray] | None:
+        """(origin, (H, Q) values) of the newest kept forecast, or of the newest before ``before``."""
+        kept = self.origins[self.origins != NO_ORIGIN]
+        if before is not None:
+            kept = kept[kept < before]
+        if not len(kept):
+            return None
+        origin = int(kept.max())
+        return origin, self.values[origin % self.horizons]
+
     def to_bytes(self) -> bytes:
         return self.origins.tobytes() + self.values.tobytes()
 

@@ -35,6 +35,7 @@ class IssuedForecast:
     item_id: str
     origin: int
     values: np.ndarray  # (H, Q) as published
+    previous: "IssuedForecast | None" = None  # the item's forecast before this one, if still kept
 
 
 @dataclass
@@ -120,8 +121,15 @@ def _forecast(batch: list[int], origin: int, items, sides, ledgers, model, polic
         return
     values = model.forecast([sides[i].model for i in batch]).astype(np.float64)
     for i, v in zip(batch, np.round(values, policy.decimals)):
+        kept = ledgers[i].latest(before=origin)
+        previous = None if kept is None else IssuedForecast(items[i].item_id, kept[0], published(kept[1], policy))
         ledgers[i].record(origin, v)
-        refresh.issued.append(IssuedForecast(items[i].item_id, origin, v))
+        refresh.issued.append(IssuedForecast(items[i].item_id, origin, v, previous))
+
+
+def published(kept: np.ndarray, policy: RefreshPolicy) -> np.ndarray:
+    """A forecast as it was published, from the ledger's float32 copy."""
+    return np.round(kept.astype(np.float64), policy.decimals)
 
 
 def _waiting(side: ItemModel, horizons: int) -> bool:

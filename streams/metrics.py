@@ -46,6 +46,8 @@ class WorkerMetrics:
                                        buckets=(1, 10, 100, 500, 1000, 5000, 10000, 50000), registry=r)
         self.forecasts = Counter("mqstream_forecasts_published_total", "Forecast messages published",
                                  registry=r)
+        self.changes = Counter("mqstream_forecast_changes_published_total",
+                               "Material forecast revisions published to forecast-changes", registry=r)
         self.errors = Counter("mqstream_forecast_errors_published_total",
                               "Forecast-error messages published (one per item and target day)", registry=r)
         self.lag = Gauge("mqstream_consumer_lag_messages", "Broker end offset minus this worker's position",
@@ -96,24 +98,33 @@ class QualityWindow:
             metrics.coverage.labels(bucket).set(sums[-2] / max(sums[-1], 1))
 
 
-def serve(metrics: WorkerMetrics, host: str, port: int, ready: Callable[[], bool]) -> ThreadingHTTPServer:
-    """/metrics, /healthz (the process answers) and /readyz (partitions recovered and consuming)."""
+Lookup = Callable[[str], tuple[int, bytes, dict[str, str]]]  # path -> (status, JSON body, headers)
+
+
+def serve(metrics: WorkerMetrics, host: str, port: int, ready: Callable[[], bool],
+          lookup: Lookup | None = None) -> ThreadingHTTPServer:
+    """/metrics, /healthz (the process answers), /readyz (partitions recovered and consuming)
+    and, with ``lookup``, /forecasts/... (an item's latest forecast and recent errors)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             if self.path == "/metrics":
-                self._reply(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
+                self._reply(200, generate_latest(metrics.registry), {"Content-Type": CONTENT_TYPE_LATEST})
             elif self.path == "/healthz":
                 self._reply(200, b"ok\n")
             elif self.path == "/readyz":
                 ok = ready()
                 self._reply(200 if ok else 503, b"ready\n" if ok else b"recovering\n")
+            elif lookup is not None and self.path.startswith("/forecasts/"):
+                status, body, headers = lookup(self.path)
+                self._reply(status, body, {"Content-Type": "application/json", **headers})
             else:
                 self._reply(404, b"not found\n")
 
-        def _reply(self, status: int, body: bytes, kind: str = "text/plain") -> None:
+        def _reply(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
             self.send_response(status)
-            self.send_header("Content-Type", kind)
+            for name, value in {"Content-Type": "text/plain", **(headers or {})}.items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import fields
@@ -11,6 +12,8 @@ from pathlib import Path
 from faust.worker import Worker
 
 from mqstream.config import Settings
+from mqstream.local_broker import free_port
+from streams.lookup import ForecastLookup
 from streams.topics import create_topics
 from streams.metrics import serve
 from streams.worker import build_app, is_ready, load_model
@@ -20,10 +23,13 @@ def run_worker(settings: Settings, loglevel: str = "warn") -> int:
     create_topics(settings)
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)  # faust makes only the last level
     model = load_model(settings)
-    app, processor = build_app(settings, model)
+    port = settings.metrics_port or free_port()
+    # the address other workers redirect lookups to: a wildcard bind is reached by host name
+    host = socket.gethostname() if settings.metrics_host in ("0.0.0.0", "::") else settings.metrics_host
+    app, processor = build_app(settings, model, f"http://{host}:{port}")
     logging.getLogger("mqstream").setLevel(logging.INFO)
-    server = serve(processor.metrics, settings.metrics_host, settings.metrics_port, lambda: is_ready(app))
-    port = server.server_address[1]
+    lookup = ForecastLookup(app, processor.items, processor.sides, model, processor.policy)
+    serve(processor.metrics, settings.metrics_host, port, lambda: is_ready(app), lookup.answer_from_thread)
     (Path(settings.data_dir) / "metrics.port").write_text(str(port))
     logging.getLogger("mqstream").info("metrics on http://%s:%d/metrics", settings.metrics_host, port)
     worker = Worker(app, loglevel=loglevel, quiet=True)

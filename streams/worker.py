@@ -25,6 +25,7 @@ from state.item import RETURNS, UNITS, VIEWS, ItemModel, ItemState
 from state.ledger import pinball
 from state.refresh import Refresh, RefreshPolicy, close_items, is_dormant, needs_close, new_item, new_model
 from streams import messages
+from streams.changes import ChangeRule, change_message, material_change
 from streams.metrics import QualityWindow, WorkerMetrics
 from streams.events import PageView, Rejection, Sale, parse_page_view, parse_sale
 from streams.store import SCHEME
@@ -54,6 +55,7 @@ class Processor:
         self.watermarks = watermarks
         self.outputs = outputs
         self.policy = RefreshPolicy(settings.active_days, settings.history_days, settings.refresh_batch)
+        self.change_rule = ChangeRule(settings.change_share, settings.stock_level, decimals=self.policy.decimals)
         self.clocks: dict[int, PartitionClock] = {}
         self.tracked: dict[int, set[bytes]] = {}  # items with work at the next close
         self.unfinished: set[int] = set()  # partitions whose clocks were just recovered
@@ -177,15 +179,23 @@ class Processor:
     async def _publish(self, refresh: Refresh) -> None:
         now = messages.utc_now()
         head = messages.headers(self.model)
+        changes = 0
         for issued in refresh.issued:
-            await self.outputs["forecasts"].send(key=issued.item_id.encode(), headers=head,
-                                                 value=messages.forecast_message(issued, self.model, now))
+            key, body = issued.item_id.encode(), messages.forecast_message(issued, self.model, now)
+            await self.outputs["forecasts"].send(key=key, headers=head, value=body)
+            await self.outputs["forecasts-latest"].send(key=key, headers=head, value=body)
+            change = material_change(issued.previous, issued, self.model.quantiles, self.change_rule)
+            if change is not None:
+                changes += 1
+                await self.outputs["forecast-changes"].send(
+                    key=key, headers=head, value=change_message(change, self.change_rule, self.model, now))
         for scored in refresh.scored:
             await self.outputs["forecast-errors"].send(
                 key=scored.item_id.encode(), headers=head,
                 value=messages.error_message(scored, self.model, now, self.policy.decimals))
         await self._flush()
         self.metrics.forecasts.inc(len(refresh.issued))
+        self.metrics.changes.inc(changes)
         self.metrics.errors.inc(len(refresh.scored))
         self._track_quality(refresh)
 
@@ -266,7 +276,9 @@ def _amounts(event: Sale | PageView) -> list[tuple[int, float]]:
     return [(RETURNS, -event.quantity)] if event.quantity < 0 else []
 
 
-def build_app(settings: Settings, model: QuantileForecaster) -> tuple[faust.App, Processor]:
+def build_app(settings: Settings, model: QuantileForecaster, url: str = "") -> tuple[faust.App, Processor]:
+    """The app and its processor; ``url`` is this worker's HTTP address, which faust tells the
+    other workers of the group (lookups of their items are redirected there)."""
     app = faust.App(
         settings.app_id,
         broker="kafka://" + settings.kafka_bootstrap.replace(",", ";"),
@@ -276,6 +288,7 @@ def build_app(settings: Settings, model: QuantileForecaster) -> tuple[faust.App,
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
         web_enabled=False,
+        canonical_url=url or None,
         producer_linger=0.05,  # batches changelog writes: a tenth of the broker CPU (FAUST-NOTES)
         consumer_auto_offset_reset="earliest",
         autodiscover=False,
