@@ -1,50 +1,73 @@
-"""`python -m bench [refresh ...]`: run benchmarks, merge into bench/results.json, write the table."""
+"""`python -m bench [NAME ...]`: run benchmarks, merge into bench/results.json, write bench/results.md.
+
+Every benchmark but ``refresh`` runs against a real local broker of its own (started in a
+temporary directory, removed afterwards) and real worker processes. Run them one at a time
+under ``nice -n 10`` on a shared machine; sizes are flags (see --help), defaults take a few
+minutes each on a 2-core machine.
+"""
 from __future__ import annotations
 
 import argparse
 import json
-import platform
-import time
+import signal
 from pathlib import Path
 
-from bench import refresh
+from bench import ingest, latency, memory, recovery, refresh, scaleout
+from bench.live import describe_run
 
 HERE = Path(__file__).resolve().parent
-BENCHES = {"refresh": refresh.run}
+BENCHES = {"ingest": ingest, "refresh": refresh, "latency": latency, "memory": memory, "recovery": recovery,
+           "scaleout": scaleout}
+MODELS = ("seasonal-naive", "mqcnn", "mqtransformer")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", default=list(BENCHES), choices=list(BENCHES))
-    parser.add_argument("--model", default="mqtransformer", choices=("mqtransformer", "mqcnn"))
-    parser.add_argument("--items", type=int, default=1000, help="items per refresh batch")
-    args = parser.parse_args()
+    parser.add_argument("--model", choices=MODELS,
+                        help="default: mqtransformer for refresh, latency, memory and recovery (seasonal-naive "
+                             "when checkpoints/ lacks it, said so in the results); seasonal-naive for ingest, scaleout")
+    parser.add_argument("--items", type=int, help="items: refresh 1,000 per batch; ingest, scaleout 10,000 keys; "
+                                                  "latency 10,000; memory and recovery 20,000 (the targets are at 100,000)")
+    parser.add_argument("--events", type=int, help="ingest and scaleout: events (default 60,000)")
+    parser.add_argument("--table-items", default="100000,1000000",
+                        help="memory: sizes at which table values are built in-process and measured")
+    parser.add_argument("--partitions", type=int, default=4, help="of every topic")
+    parser.add_argument("--profile", type=int, default=0, metavar="SECONDS",
+                        help="ingest: py-spy the worker this long from the start of the steady window and write "
+                             "bench/profile-ingest.{txt,md} (its numbers are kept apart, marked profiled)")
+    options = parser.parse_args()
+    # stop like Ctrl-C on SIGTERM too, so that every worker and broker is stopped on the way out
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     path = HERE / "results.json"
-    results = json.loads(path.read_text()) if path.exists() else {}
-    for name in args.names:
+    for name in options.names:
         print(f"bench {name} ...", flush=True)
-        measured = BENCHES[name](args.model, args.items)
-        measured["machine"] = f"{platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}"
-        measured["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        results[f"{name}:{args.model}"] = measured
-        print(json.dumps(measured, indent=2))
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    (HERE / "results.md").write_text(table(results))
+        run = describe_run()
+        measured = BENCHES[name].run(options)
+        results = json.loads(path.read_text()) if path.exists() else {}  # re-read: merge, never overwrite
+        for key, result in measured.items():
+            results[key] = {**result, **run}
+            print(key, json.dumps(results[key], indent=2), flush=True)
+        path.write_text(json.dumps(results, indent=2) + "\n")
+        (HERE / "results.md").write_text(markdown(results))
 
 
-def table(results: dict) -> str:
-    rows = ["| benchmark | model | items | items/s per core (incremental) | s/item at 100 days "
-            "| s/item at 1,000 days | 1,000 ÷ 100 | full recompute s/item at 100 / 1,000 days "
-            "| incremental speed-up at 100 / 1,000 | state bytes/item |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for key, r in sorted(results.items()):
-        if key.startswith("refresh:"):
-            rows.append(f"| refresh | {r['model']} | {r['items']:,} | {r['items_per_second_per_core']:,.0f} "
-                        f"| {r['refresh_seconds_per_item_at_100']:.2e} | {r['refresh_seconds_per_item_at_1000']:.2e} "
-                        f"| {r['cost_ratio_1000_vs_100']:.2f} | {r['full_recompute_seconds_per_item_at_100']:.2e} / "
-                        f"{r['full_recompute_seconds_per_item_at_1000']:.2e} | {r['incremental_speedup_at_100']:.0f}× / "
-                        f"{r['incremental_speedup_at_1000']:.0f}× | {r['state_bytes_per_item_at_100']:,.0f} |")
-    return "\n".join(rows) + "\n"
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def markdown(results: dict) -> str:
+    lines = ["# Benchmarks", "",
+             "Written by `python -m bench` (see `bench/README.md`); each row's machine, commit and load "
+             "are in `bench/results.json`. Throughput is given beside a reference measured in the same run "
+             "on the same broker, because these machines are noisy.", ""]
+    for module in BENCHES.values():
+        rows = module.section(results)
+        if rows:
+            lines += rows + [""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

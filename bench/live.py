@@ -25,6 +25,7 @@ import orjson
 
 from mqstream.config import Settings
 from mqstream.local_broker import LocalBroker, free_port
+from streams.offsets import group_lag
 from streams.runner import spawn_worker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,6 +88,8 @@ class Worker:
     proc: subprocess.Popen | None = None
     started: float = 0.0  # time.monotonic() at spawn
     samples: list[Sample] = field(default_factory=list)
+    hangs: int = 0  # starts that never became ready and were retried
+    ready_after: float | None = None  # seconds from the last spawn to /readyz answering 200
 
     @property
     def state_dir(self) -> Path:
@@ -99,7 +102,7 @@ class Worker:
     def start(self) -> "Worker":
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "metrics.port").unlink(missing_ok=True)  # a restart must not read the last port
-        self.started = time.monotonic()
+        self.started, self.ready_after = time.monotonic(), None
         self.proc = spawn_worker(self.settings, self.name, self.log)
         return self
 
@@ -175,18 +178,28 @@ class Worker:
         while time.monotonic() < deadline:
             self.check_alive()
             if self.is_ready():
-                return time.monotonic() - self.started
+                self.ready_after = time.monotonic() - self.started
+                return self.ready_after
             time.sleep(poll)
         raise TimeoutError(f"worker {self.name} not ready within {timeout:.0f}s; see {self.log}")
 
 
 @contextmanager
-def running(settings: Settings, *names: str) -> Iterator[list[Worker]]:
-    """Workers started together and always stopped, whatever happens in between."""
+def running(settings: Settings, *names: str, ready_within: float | None = 240.0) -> Iterator[list[Worker]]:
+    """Workers started together and always stopped, whatever happens in between. With
+    ``ready_within``, each must answer /readyz within that many seconds; one that does not is
+    killed and started once more (faust's start-up can hang: the count is kept in ``hangs``)."""
     workers = [Worker(settings, name) for name in (names or ("w1",))]
     try:
         for w in workers:
             w.start()
+        for w in workers if ready_within else ():
+            try:
+                w.wait_ready(ready_within)
+            except TimeoutError:
+                w.hangs += 1
+                w.stop(timeout=5)
+                w.start().wait_ready(ready_within)
         yield workers
     finally:
         for w in workers:
@@ -239,9 +252,10 @@ def steady_rate(workers: list[Worker], events: int, low: float = 0.1, high: floa
         return s.counters.get("mqstream_events_consumed_total", 0.0)
 
     finals = [consumed(w.samples[-1]) for w in workers]
-    start = next(t for t in times
-                 if all(consumed(at(w, t)) > 0 for w in workers)
-                 and sum(consumed(at(w, t)) for w in workers) >= low * events)
+    start = next((t for t in times if all(consumed(at(w, t)) > 0 for w in workers)
+                  and sum(consumed(at(w, t)) for w in workers) >= low * events), None)
+    if start is None:
+        raise RuntimeError(f"never did every worker consume: final counts {finals}")
     end = min(next(s.t for s in w.samples if consumed(s) >= high * f) for w, f in zip(workers, finals))
     if end <= start:
         raise RuntimeError("no steady window: the run is too short for the sampling interval")
@@ -251,6 +265,16 @@ def steady_rate(workers: list[Worker], events: int, low: float = 0.1, high: floa
             "worker_cpu_seconds_per_event": cpu / n if n else None,
             "events_per_worker_cpu_second": n / cpu if cpu else None,
             "final_consumed": finals}
+
+
+def wait_committed(settings: Settings, timeout: float = 60.0) -> bool:
+    """The broker's word that the group committed every event (faust commits every few seconds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if group_lag(settings, ("sales",)) == 0:
+            return True
+        time.sleep(1)
+    return False
 
 
 # --- the reference: a bare consumer -------------------------------------------------------

@@ -60,7 +60,14 @@ def time_refresh(model, states, series, first_day: int, day: int, repeats: int =
     return best
 
 
-def run(model_name: str = "mqtransformer", items: int = 1000) -> dict:
+def run(options) -> dict[str, dict]:
+    model = options.model or "mqtransformer"
+    if model not in ("mqtransformer", "mqcnn"):
+        raise SystemExit("refresh: --model mqtransformer or mqcnn (seasonal-naive has no incremental path to time)")
+    return {f"refresh:{model}": measure(model, options.items or 1000)}
+
+
+def measure(model_name: str = "mqtransformer", items: int = 1000) -> dict:
     torch.set_num_threads(1)
     model = bench_model(model_name)
     tx = load_transactions()
@@ -86,3 +93,21 @@ def run(model_name: str = "mqtransformer", items: int = 1000) -> dict:
         result[f"incremental_speedup_at_{days}"] = (result[f"full_recompute_seconds_per_item_at_{days}"]
                                                     / result[f"refresh_seconds_per_item_at_{days}"])
     return result
+
+
+def section(results: dict[str, dict]) -> list[str]:
+    found = {k: r for k, r in sorted(results.items()) if k.startswith("refresh:")}
+    if not found:
+        return []
+    rows = ["## Refresh (one thread, no broker)", "",
+            "| benchmark | model | items | items/s per core (incremental) | s/item at 100 days "
+            "| s/item at 1,000 days | 1,000 ÷ 100 | full recompute s/item at 100 / 1,000 days "
+            "| incremental speed-up at 100 / 1,000 | state bytes/item |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in found.values():
+        rows.append(f"| refresh | {r['model']} | {r['items']:,} | {r['items_per_second_per_core']:,.0f} "
+                    f"| {r['refresh_seconds_per_item_at_100']:.2e} | {r['refresh_seconds_per_item_at_1000']:.2e} "
+                    f"| {r['cost_ratio_1000_vs_100']:.2f} | {r['full_recompute_seconds_per_item_at_100']:.2e} / "
+                    f"{r['full_recompute_seconds_per_item_at_1000']:.2e} | {r['incremental_speedup_at_100']:.0f}× / "
+                    f"{r['incremental_speedup_at_1000']:.0f}× | {r['state_bytes_per_item_at_100']:,.0f} |")
+    return rows

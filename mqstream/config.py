@@ -25,6 +25,7 @@ class Settings:
     app_id: str = "mqstream"  # consumer group and changelog topic prefix
     data_dir: str = "var"  # worker state (RocksDB), local broker logs
     allowed_lateness: int = 3600  # seconds after a day ends that its events are still applied
+    watermark_inputs: str = "sales,page-views"  # inputs every day close waits for ("sales" if no page views)
     active_days: int = 28  # items that sold within this many days get forecasts
     history_days: int = 56  # closed daily buckets kept per item
     model: str = "mqtransformer"
@@ -32,6 +33,7 @@ class Settings:
     refresh_batch: int = 1024  # items per model call
     change_share: float = 0.25  # a forecast change is material when the next-7-day P50 total moves by more
     stock_level: float = 0.0  # ...or when the next-7-day P90 total crosses this many units (0: off)
+    session_timeout: float = 45.0  # seconds before the group gives a silent worker's partitions to others
     metrics_host: str = "127.0.0.1"  # /metrics, /healthz, /readyz; 0.0.0.0 only where a network needs it
     metrics_port: int = 9100  # 0: any free port, written to <data_dir>/metrics.port (several workers per host)
     security_protocol: str = "PLAINTEXT"  # to Kafka: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL
@@ -65,6 +67,10 @@ class Settings:
     def uses_sasl(self) -> bool:
         return self.security_protocol.startswith("SASL_")
 
+    @property
+    def watermark_input_names(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.watermark_inputs.split(",") if name.strip())
+
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 
@@ -73,9 +79,12 @@ class Settings:
         _check(1 <= self.partitions <= 1024, "partitions", "an integer 1..1024")
         _check(self.model in MODELS, "model", ", ".join(MODELS))
         _check(0 <= self.allowed_lateness <= 7 * 86_400, "allowed_lateness", "seconds, 0..604800")
+        _check(bool(self.watermark_input_names) and set(self.watermark_input_names) <= {"sales", "page-views"},
+               "watermark_inputs", "'sales,page-views' or 'sales' (comma-separated input names)")
         _check(1 <= self.active_days <= 3650, "active_days", "days, 1..3650")
         _check(7 <= self.history_days <= 3650, "history_days", "days, 7..3650")
         _check(1 <= self.refresh_batch <= 65536, "refresh_batch", "items, 1..65536")
+        _check(6 <= self.session_timeout <= 300, "session_timeout", "seconds, 6..300 (the broker's group limits)")
         _check(0 < self.change_share <= 10, "change_share", "a share > 0 and <= 10 (0.25 = 25%)")
         _check(self.stock_level >= 0, "stock_level", "units >= 0 (0 turns the stock rule off)")
         _check(0 <= self.metrics_port <= 65535, "metrics_port", "a TCP port 1..65535, or 0 for any free port")

@@ -1,9 +1,10 @@
 """PartitionClock: the event-time watermark of one partition and the days it has closed.
 
-Sales and page views arrive on separate topics that a worker consumes at different paces,
-so each input keeps its own watermark (its newest event time) and the partition's
-watermark is the lowest of them: a day closes only when every input that has spoken has
-passed it. Day D closes once that watermark passes the end of D plus the allowed
+Sales and page views arrive on separate topics that a worker consumes at different paces
+(a whole fetched batch of one before any of the other), so each input keeps its own
+watermark (its newest event time) and the partition's watermark is the lowest of them: a
+day closes only when every required input has passed it, and nothing closes before each
+has spoken. An input without data holds closes back until a watermark marker speaks for it. Day D closes once that watermark passes the end of D plus the allowed
 lateness; events of D arriving before that are applied, later ones are too late.
 """
 from __future__ import annotations
@@ -21,10 +22,13 @@ def closed_through(watermark: int, lateness: int) -> int:
 @dataclass
 class PartitionClock:
     lateness: int
+    required: tuple[str, ...] = ()  # inputs that must have spoken before any day closes
     inputs: dict[str, int] = field(default_factory=dict)  # input name -> newest event time
 
     @property
     def watermark(self) -> int:
+        if any(name not in self.inputs for name in self.required):
+            return 0
         return min(self.inputs.values(), default=0)
 
     @property
@@ -46,6 +50,8 @@ class PartitionClock:
 
     def hold_closed(self, day: int) -> None:
         """Never reopen ``day``: after a restart the watermark is at least its close."""
+        if day < 0:
+            return
         floor = (day + 1) * DAY_SECONDS + self.lateness
-        for source, ts in self.inputs.items():
-            self.inputs[source] = max(ts, floor)
+        for source in {*self.inputs, *self.required}:
+            self.inputs[source] = max(self.inputs.get(source, 0), floor)

@@ -80,27 +80,33 @@ def is_active(item: ItemState, origin: int, policy: RefreshPolicy) -> bool:
 
 def close_items(items: list[ItemState], sides: list[ItemModel], through: int,
                 model: QuantileForecaster, policy: RefreshPolicy) -> Refresh:
-    """Close every day up to ``through`` for ``items`` and their model sides (both mutated in
-    place): each day advances the models, scores earlier forecasts of it and forecasts the
-    items active that day. Closing days one call at a time or several in one call gives the
-    same result, so it never depends on how fast the inputs arrived. A model side already
-    past a day (a close cut short by a crash, its outputs already published) only has its
-    item's buckets folded for it."""
+    """Close the days up to ``through`` for ``items`` and their model sides (both mutated in
+    place) exactly as closing them one day at a time would: at each day the items that need
+    it (``needs_close``) catch up to it, and each day caught up advances the models, scores
+    earlier forecasts of it and forecasts the items active that day. So the result never
+    depends on how many days one close covers, which depends on how fast the inputs
+    arrived. A model side already past a day (a close cut short by a crash, its outputs
+    already published) only has its item's buckets folded for it."""
     ledgers = [ForecastLedger.from_bytes(s.ledger, model.horizons, len(model.quantiles)) for s in sides]
     refresh = Refresh()
     first = min((it.closed_through for it in items), default=through) + 1
     for day in range(first, through + 1):
-        pending = [i for i, it in enumerate(items) if it.closed_through < day]
-        buckets = {i: items[i].close_next_day()[1] for i in pending}
-        fresh = [i for i in pending if sides[i].closed_through < day]
-        _advance(fresh, day, items, sides, ledgers, buckets, model, refresh)
-        active = [i for i in fresh if is_active(items[i], day, policy)]
-        for start in range(0, len(active), policy.batch_size):
-            _forecast(active[start : start + policy.batch_size], day, items, sides, ledgers,
-                      model, policy, refresh)
+        due = [i for i, it in enumerate(items) if needs_close(it, sides[i], day, policy, model.horizons)]
+        for caught_up in range(min((items[i].closed_through for i in due), default=day) + 1, day + 1):
+            _close_day([i for i in due if items[i].closed_through < caught_up], caught_up, items, sides,
+                       ledgers, model, policy, refresh)
     for side, ledger in zip(sides, ledgers):
         side.ledger = ledger.to_bytes()
     return refresh
+
+
+def _close_day(pending: list[int], day: int, items, sides, ledgers, model, policy, refresh) -> None:
+    buckets = {i: items[i].close_next_day()[1] for i in pending}
+    fresh = [i for i in pending if sides[i].closed_through < day]
+    _advance(fresh, day, items, sides, ledgers, buckets, model, refresh)
+    active = [i for i in fresh if is_active(items[i], day, policy)]
+    for start in range(0, len(active), policy.batch_size):
+        _forecast(active[start : start + policy.batch_size], day, items, sides, ledgers, model, policy, refresh)
 
 
 def _advance(batch: list[int], day: int, items, sides, ledgers, buckets, model, refresh) -> None:

@@ -36,9 +36,12 @@ class WorkerMetrics:
                             registry=r)
         self.duplicates = Counter("mqstream_duplicate_events_total", "Events whose id was already applied",
                                   registry=r)
-        self.processing = Histogram("mqstream_event_processing_seconds", "Time to handle one input event",
-                                    buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2, 0.25, 1, 5),
+        self.processing = Histogram("mqstream_event_processing_seconds",
+                                    "Time to handle one input event, averaged over its batch (one observation a batch)",
+                                    buckets=(1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2, 0.1, 1, 5),
                                     registry=r)
+        self.batch_events = Histogram("mqstream_ingest_batch_events", "Events in one fetched input batch",
+                                      buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000), registry=r)
         self.refresh_seconds = Histogram("mqstream_refresh_batch_seconds",
                                          "Time to close days and forecast one partition's batch of items",
                                          buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)

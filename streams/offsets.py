@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-from kafka.errors import CoordinatorNotAvailableError
+from kafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailableError, NotCoordinatorError
 
 from mqstream.config import Settings
 from mqstream.kafka_auth import kafka_options
@@ -22,8 +22,8 @@ def committed_offsets(settings: Settings) -> dict[TopicPartition, int]:
     admin = KafkaAdminClient(**kafka_options(settings))
     try:
         offsets = admin.list_group_offsets({settings.app_id: None}).get(settings.app_id, {})
-    except CoordinatorNotAvailableError:  # the group's coordinator is still starting
-        return {}
+    except (CoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorError):
+        return {}  # the group's coordinator is (re)starting: nothing known to be committed yet
     finally:
         admin.close()
     return {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}

@@ -1,11 +1,9 @@
 """faust's RocksDB table store, able to list what it holds for one partition.
 
-Every table write happens while the worker handles an event of the written item's own
-partition (a day close refreshes only the items of the partition whose event closed it),
-so faust's default placement — the current event's partition, for the local database and
-the changelog alike — keeps each item on its source partition. Recovery needs one thing
-more: the items of a partition, to rebuild its clock. Register the scheme by importing
-this module.
+The worker handles input in batches without faust's current event (streams/ingest.py), so
+it names the partition of every read and write: an item's state lives in its source
+partition's database and changelog partition. Recovery needs one thing more: the items of
+a partition, to rebuild its clock. Register the scheme by importing this module.
 """
 from __future__ import annotations
 
@@ -22,6 +20,15 @@ class PartitionedStore(Store):
         """Every (key, value) held locally for one partition."""
         db = self._dbs.get(partition)
         return iter(()) if db is None else self._visible_items(db)
+
+    def get_in(self, partition: int, key: bytes) -> bytes | None:
+        """Read from the partition's own database: no search, no current event needed."""
+        return self._db_for_partition(partition).get(key)
+
+    def put_in(self, partition: int, key: bytes, value: bytes) -> None:
+        """Write into the partition's own database (the changelog is the caller's to send)."""
+        self._db_for_partition(partition).put(key, value)
+        self._key_index[key] = partition
 
 
 STORES.aliases[SCHEME] = f"{__name__}:PartitionedStore"

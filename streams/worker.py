@@ -1,6 +1,6 @@
-"""The faust worker: the app, its topics and tables, and three short agents.
+"""The faust worker: the app, its topics and tables, and the ``Processor``.
 
-Agents only move bytes between Kafka and ``Processor``; ``Processor`` keeps the
+Input arrives in batches per partition (streams/ingest.py); ``Processor`` keeps the
 per-partition clocks and locks and calls the plain functions of ``state/`` and ``models/``.
 """
 from __future__ import annotations
@@ -9,10 +9,12 @@ import asyncio
 import logging
 import time
 from pathlib import Path
+from typing import Sequence
 
 import faust
 import numpy as np
 import orjson
+from faust.types import Message
 
 import streams.store  # noqa: F401  registers the partitioned-rocksdb store
 from models.dataset import is_demand
@@ -23,8 +25,8 @@ from mqstream.kafka_auth import faust_credentials
 from state.clock import PartitionClock
 from state.item import RETURNS, UNITS, VIEWS, ItemModel, ItemState
 from state.ledger import pinball
-from state.refresh import Refresh, RefreshPolicy, close_items, is_dormant, needs_close, new_item, new_model
-from streams import messages
+from state.refresh import Refresh, RefreshPolicy, close_items, is_dormant, new_item, new_model
+from streams import ingest, messages
 from streams.changes import ChangeRule, change_message, material_change
 from streams.metrics import QualityWindow, WorkerMetrics
 from streams.events import PageView, Rejection, Sale, parse_page_view, parse_sale
@@ -54,6 +56,8 @@ class Processor:
         # only clock input no item remembers); one record per partition's own database
         self.watermarks = watermarks
         self.outputs = outputs
+        self.sales_topic = outputs["sales"].get_topic_name()
+        self.error_topic = outputs["forecast-errors"].get_topic_name()
         self.policy = RefreshPolicy(settings.active_days, settings.history_days, settings.refresh_batch)
         self.change_rule = ChangeRule(settings.change_share, settings.stock_level, decimals=self.policy.decimals)
         self.clocks: dict[int, PartitionClock] = {}
@@ -65,64 +69,111 @@ class Processor:
         self.quality = QualityWindow(model.quantiles)
 
     # --- events in ------------------------------------------------------------------------
-    async def on_event(self, event: faust.EventT, parse) -> None:
-        message = event.message
-        async with self.locks.setdefault(message.partition, asyncio.Lock()):
+    async def on_batch(self, tp, batch: Sequence[Message]) -> None:
+        """A fetched batch of one input partition (streams/ingest.py), in offset order. Each
+        event is handled as if alone; an item's state is read and written once per batch,
+        and written before any day close reads it."""
+        partition, topic = tp.partition, tp.topic
+        async with self.locks.setdefault(partition, asyncio.Lock()):
             started = time.perf_counter()
-            self.metrics.consumed.labels(message.topic).inc()
-            clock = self._clock(message.partition)
-            if _is_watermark(message.headers):
-                await self._advance(clock, message, orjson.loads(message.value)["ts"])
-                self.watermarks[WATERMARKS] = orjson.dumps(clock.inputs)
-                return
-            parsed = parse(message.key, message.value)
-            if not isinstance(parsed, Rejection):
-                parsed = _check_time(parsed, clock)
-            if isinstance(parsed, Rejection):
-                await self.dead_letter(event, parsed)
+            self.metrics.consumed.labels(topic).inc(len(batch))
+            self.metrics.batch_events.observe(len(batch))
+            if topic == self.error_topic:
+                for message in batch:
+                    self._take_errors(message)
             else:
-                self._apply(message, parsed, clock)
-                await self._advance(clock, message, parsed.ts)
-            self.metrics.processing.observe(time.perf_counter() - started)
+                await self._ingest(partition, topic, batch)
+            self.metrics.processing.observe((time.perf_counter() - started) / len(batch))
 
-    async def on_errors(self, event: faust.EventT) -> None:
-        """Errors read back from ``forecast-errors``: into the item's error memory, once."""
-        message = event.message
-        async with self.locks.setdefault(message.partition, asyncio.Lock()):
-            self.metrics.consumed.labels(message.topic).inc()
-            raw = self.sides.get(message.key)
-            body = orjson.loads(message.value)
-            target = messages.iso_day(body["target"])
-            closed, last_error = ItemModel.days_of(raw) if raw is not None else (-1, -1)
-            if not last_error < target <= closed:
-                # taken in at the close that scored it, or that close was cut short by a
-                # crash and will score it again: taking it now would count it twice
-                return
-            side = ItemModel.from_bytes(raw)
-            records = [ErrorRecord(messages.iso_day(o), target, body["actual"], np.asarray(f, np.float32))
-                       for o, f in zip(body["origins"], body["forecasts"])]
-            side.model = self.model.observe_errors(side.model, records)
-            side.last_error_target = target
-            self.sides[message.key] = side.to_bytes()
+    async def _ingest(self, partition: int, topic: str, batch: Sequence[Message]) -> None:
+        parse = parse_sale if topic == self.sales_topic else parse_page_view
+        clock, cache = self._clock(partition), {}
+        for index, message in enumerate(batch):
+            marker = _is_watermark(message.headers)
+            if marker:
+                ts = orjson.loads(message.value)["ts"]
+            else:
+                event = parse(message.key, message.value)
+                if not isinstance(event, Rejection):
+                    event = _check_time(event, clock)
+                if isinstance(event, Rejection):
+                    await self.dead_letter(message, event)
+                    continue
+                self._apply(partition, topic, message.key, event, cache)
+                ts = event.ts
+            closes = clock.observe(topic, ts)
+            if marker:
+                self._put(self.watermarks, partition, WATERMARKS, orjson.dumps(clock.inputs))
+            if closes or partition in self.unfinished:
+                self.unfinished.discard(partition)
+                self._write_items(partition, cache)
+                await self._commit_applied(batch[:index])
+                await self.close_partition(partition, clock.closed_through)
+        self._write_items(partition, cache)
 
-    def _apply(self, message, event: Sale | PageView, clock: PartitionClock) -> None:
-        raw = self.items.get(message.key)
-        item = ItemState.from_bytes(raw) if raw is not None else new_item(event.item_id, event.ts // DAY_SECONDS,
-                                                                          self.policy)
-        if item.has_seen(event.event_id, event.ts // DAY_SECONDS):
-            self.metrics.duplicates.inc()
+    def _apply(self, partition: int, topic: str, key: bytes, event: Sale | PageView,
+               cache: dict[bytes, ItemState]) -> None:
+        item = cache.get(key)
+        if item is None:
+            raw = self._get(self.items, partition, key)
+            item = cache[key] = (ItemState.from_bytes(raw) if raw is not None
+                                 else new_item(event.item_id, event.ts // DAY_SECONDS, self.policy))
+        day = event.ts // DAY_SECONDS
+        if item.has_seen(event.event_id, day):
+            self.metrics.duplicates.inc()  # still written back: heals a changelog that missed it
         else:
-            item.apply(message.topic, event.event_id, event.ts, _amounts(event), getattr(event, "price", 0.0),
+            item.apply(topic, event.event_id, event.ts, _amounts(event), getattr(event, "price", 0.0),
                        getattr(event, "description", ""))
-        # written back also for a duplicate: heals a changelog that missed the first write
-        self.items[message.key] = item.to_bytes()
-        self.tracked[message.partition].add(message.key)
+        self.tracked[partition].add(key)
+
+    async def _commit_applied(self, applied: Sequence[Message]) -> None:
+        """Commit every event applied so far, on every input, before a close: after a crash
+        only events applied since are read again, and those belong to days still open, where
+        their ids tell them apart. (Read again after the close, an event of a day it closed
+        could only be dead-lettered as too late.)"""
+        consumer = self.items.app.consumer
+        for message in applied:
+            consumer.ack(message)
+        await consumer.commit()
+
+    def _write_items(self, partition: int, cache: dict[bytes, ItemState]) -> None:
+        for key, item in cache.items():
+            self._put(self.items, partition, key, item.to_bytes())
+        cache.clear()
+
+    def _take_errors(self, message: Message) -> None:
+        """Errors read back from ``forecast-errors``: into the item's error memory, once."""
+        raw = self._get(self.sides, message.partition, message.key)
+        body = orjson.loads(message.value)
+        target = messages.iso_day(body["target"])
+        closed, last_error = ItemModel.days_of(raw) if raw is not None else (-1, -1)
+        if not last_error < target <= closed:
+            # taken in at the close that scored it, or that close was cut short by a crash
+            # and will score it again: taking it now would count it twice
+            return
+        side = ItemModel.from_bytes(raw)
+        records = [ErrorRecord(messages.iso_day(o), target, body["actual"], np.asarray(f, np.float32))
+                   for o, f in zip(body["origins"], body["forecasts"])]
+        side.model = self.model.observe_errors(side.model, records)
+        side.last_error_target = target
+        self._put(self.sides, message.partition, message.key, side.to_bytes())
+
+    @staticmethod
+    def _get(table: faust.Table, partition: int, key: bytes) -> bytes | None:
+        return table.data.get_in(partition, key)
+
+    @staticmethod
+    def _put(table: faust.Table, partition: int, key: bytes, value: bytes) -> None:
+        """Into the partition's own database and changelog partition, whatever event is current."""
+        table.data.put_in(partition, key, value)
+        table.send_changelog(partition, key, value)
 
     # --- closing days ---------------------------------------------------------------------
     def _clock(self, partition: int) -> PartitionClock:
         """The partition's clock; on first use after (re)start, recovered from its items."""
         if partition not in self.clocks:
-            clock, closed, tracked = PartitionClock(self.settings.allowed_lateness), -1, set()
+            required = tuple(self.settings.topic(name) for name in self.settings.watermark_input_names)
+            clock, closed, tracked = PartitionClock(self.settings.allowed_lateness, required), -1, set()
             for _, raw in self.watermarks.data.partition_items(partition):
                 for source, ts in orjson.loads(raw).items():
                     clock.observe(source, ts)
@@ -138,42 +189,39 @@ class Processor:
             self.unfinished.add(partition)  # a crash may have cut its last close short
         return self.clocks[partition]
 
-    async def _advance(self, clock: PartitionClock, message, ts: int) -> None:
-        partition = message.partition
-        if clock.observe(message.topic, ts) or partition in self.unfinished:
-            self.unfinished.discard(partition)
-            await self.close_partition(partition, clock.closed_through)
-
     async def close_partition(self, partition: int, through: int) -> None:
         keys = self.tracked[partition]
         items, sides = [], []
         for key in list(keys):
-            item = ItemState.from_bytes(self.items.get(key))
-            raw_side = self.sides.get(key)
+            item = ItemState.from_bytes(self._get(self.items, partition, key))
+            raw_side = self._get(self.sides, partition, key)
             if raw_side is None:  # the item's first close: its model starts now
                 if item.born > through:
                     continue
-                side = new_model(item.launch_info(through), item.born, self.model)
+                side = new_model(item.launch_info(item.born), item.born, self.model)
             else:
                 side = ItemModel.from_bytes(raw_side)
-            if needs_close(item, side, through, self.policy, self.model.horizons):
+            if item.closed_through < through:
                 items.append(item)
                 sides.append(side)
-            elif is_dormant(item, side, through, self.policy, self.model.horizons):
-                keys.discard(key)  # tracked again at its next event
         if not items:
             return
         started = time.perf_counter()
+        before = [item.closed_through for item in items]
         refresh = close_items(items, sides, through, self.model, self.policy)
-        self.metrics.refresh_items.observe(len(items))
+        closed = [i for i, item in enumerate(items) if item.closed_through != before[i]]
+        self.metrics.refresh_items.observe(len(closed))
         # Outputs first, then model sides, then items, each flushed: after a crash the close
         # is redone (outputs repeat, never go missing) and a side is never behind its item.
         await self._publish(refresh)
-        for item, side in zip(items, sides):
-            self.sides[item.item_id.encode()] = side.to_bytes()
+        for i in closed:
+            self._put(self.sides, partition, items[i].item_id.encode(), sides[i].to_bytes())
         await self._flush()
-        for item in items:
-            self.items[item.item_id.encode()] = item.to_bytes()
+        for i in closed:
+            self._put(self.items, partition, items[i].item_id.encode(), items[i].to_bytes())
+        for item, side in zip(items, sides):
+            if is_dormant(item, side, through, self.policy, self.model.horizons):
+                keys.discard(item.item_id.encode())  # tracked again at its next event
         self.metrics.refresh_seconds.observe(time.perf_counter() - started)
 
     async def _publish(self, refresh: Refresh) -> None:
@@ -241,8 +289,7 @@ class Processor:
             self.metrics.state_bytes.labels(name).set(size)
         self.metrics.items.set(count)
 
-    async def dead_letter(self, event: faust.EventT, rejection: Rejection) -> None:
-        m = event.message
+    async def dead_letter(self, m: Message, rejection: Rejection) -> None:
         self.metrics.dead_letters.labels(rejection.reason).inc()
         if rejection.reason == "too_late":
             self.metrics.late.inc()
@@ -281,7 +328,7 @@ def build_app(settings: Settings, model: QuantileForecaster, url: str = "") -> t
     other workers of the group (lookups of their items are redirected there)."""
     app = faust.App(
         settings.app_id,
-        broker="kafka://" + settings.kafka_bootstrap.replace(",", ";"),
+        broker=f"{ingest.SCHEME}://" + settings.kafka_bootstrap.replace(",", ";"),
         broker_credentials=faust_credentials(settings),
         store=f"{SCHEME}://",  # RocksDB (rocksdict), recovered from the changelogs
         datadir=str(Path(settings.data_dir) / "worker"),
@@ -289,6 +336,8 @@ def build_app(settings: Settings, model: QuantileForecaster, url: str = "") -> t
         topic_replication_factor=1,
         web_enabled=False,
         canonical_url=url or None,
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout / 4),
         producer_linger=0.05,  # batches changelog writes: a tenth of the broker CPU (FAUST-NOTES)
         consumer_auto_offset_reset="earliest",
         autodiscover=False,
@@ -299,20 +348,10 @@ def build_app(settings: Settings, model: QuantileForecaster, url: str = "") -> t
               for name in ("items", "item-models", "watermarks")]
     processor = Processor(settings, model, *tables, topics)
 
-    @app.agent(topics["sales"], name="sales")
-    async def sales(stream):
-        async for event in stream.events():
-            await processor.on_event(event, parse_sale)
-
-    @app.agent(topics["page-views"], name="page-views")
-    async def page_views(stream):
-        async for event in stream.events():
-            await processor.on_event(event, parse_page_view)
-
-    @app.agent(topics["forecast-errors"], name="forecast-errors")
-    async def forecast_errors(stream):
-        async for event in stream.events():
-            await processor.on_errors(event)
+    inputs = [topics[name] for name in ("sales", "page-views", "forecast-errors")]
+    for topic in inputs:
+        app.topics.add(topic)  # subscribed by the consumer; no agent: see streams/ingest.py
+    app.consumer.route({t.get_topic_name() for t in inputs}, processor.on_batch)
 
     @app.timer(interval=5.0)
     async def sample_gauges():

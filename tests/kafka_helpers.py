@@ -23,6 +23,7 @@ from streams.topics import create_topics
 def fresh_settings(base: Settings, tmp: Path, **changes) -> Settings:
     """Settings with topics, consumer group and state of their own."""
     run = uuid.uuid4().hex[:8]
+    changes = {"session_timeout": 10.0, **changes}  # a SIGKILLed worker's partitions move within seconds
     return replace(base, topic_prefix=f"t{run}.", app_id=f"mq-{run}", data_dir=str(tmp / run), metrics_port=0,
                    **changes)
 

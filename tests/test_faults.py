@@ -135,14 +135,18 @@ def test_every_kind_of_bad_input_is_dead_lettered_with_its_reason_and_counted(ka
         {"event_id": "f1", "item_id": now_key.decode(), "ts": now + 3 * 86_400, "quantity": 1, "price": 1.0}))
     corpus = [*CORPUS, future]
     good("g1", TS - 86_400)  # 2011-06-02
-    good("g2", TS)  # 2011-06-03: closes 2011-06-01
+    good("g2", TS)  # 2011-06-03: with the views below, closes 2011-06-01
+    producer.send(settings.topic("page-views"), key=ITEM.encode(), value=orjson.dumps(
+        {"event_id": "gv1", "item_id": ITEM, "ts": TS, "views": 4}))
     good("n1", now - 3600, now_key)
-    for bad in corpus:
-        producer.send(settings.topic(bad.topic), key=bad.key, value=bad.value)
-        good(f"after-{bad.kind}", TS + 60)  # the worker keeps going around each of them
     producer.flush()
     worker = start_worker(settings)
     try:
+        wait_caught_up(settings, worker)
+        for bad in corpus:
+            producer.send(settings.topic(bad.topic), key=bad.key, value=bad.value)
+            good(f"after-{bad.kind}", TS + 60)  # the worker keeps going around each of them
+        producer.flush()
         wait_caught_up(settings, worker)
         counted = dead_letter_counts(Path(settings.data_dir) / "w1")
     finally:

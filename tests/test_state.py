@@ -41,6 +41,14 @@ def test_a_day_closes_when_every_input_has_passed_it_plus_the_lateness():
     assert clock.is_too_late(sale_ts(DAY, 23)) and not clock.is_too_late(sale_ts(DAY + 1))
 
 
+def test_no_day_closes_before_every_required_input_has_spoken():
+    clock = PartitionClock(lateness=3600, required=("sales", "views"))
+    assert not clock.observe("sales", sale_ts(DAY + 3))  # a whole batch of sales came first
+    assert not clock.is_too_late(sale_ts(DAY, 12))  # the views of DAY are still in time
+    assert clock.observe("views", sale_ts(DAY + 1, 12))
+    assert clock.closed_through == DAY
+
+
 def test_a_recovered_clock_never_reopens_a_closed_day():
     clock = PartitionClock(lateness=3600)
     clock.observe("sales", sale_ts(DAY))
@@ -96,10 +104,14 @@ def test_closing_days_together_equals_closing_them_one_by_one():
         item, side = new_item("A", DAY, POLICY), new_model(ItemInfo("A"), DAY, model)
         for day in (DAY, DAY + 1, DAY + 4, DAY + 5, DAY + 8):  # no sales on some days
             item.apply("sales", f"e{day}", sale_ts(day), [(UNITS, float(day - DAY + 1))])
+        viewed, viewed_side = new_item("B", DAY + 1, POLICY), new_model(ItemInfo("B"), DAY + 1, model)
+        viewed.apply("views", "v1", sale_ts(DAY + 1), [(VIEWS, 3.0)])  # then nothing: it stops at DAY + 1
         issued = []
         for through in steps:
-            issued += [(f.origin, f.values.tolist()) for f in close_items([item], [side], through, model, POLICY).issued]
-        runs.append((issued, side.to_bytes(), item.to_bytes()))
+            refresh = close_items([item, viewed], [side, viewed_side], through, model, POLICY)
+            issued += [(f.origin, f.values.tolist()) for f in refresh.issued]
+        runs.append((issued, side.to_bytes(), item.to_bytes(), viewed.to_bytes(), viewed_side.to_bytes()))
+        assert viewed.closed_through == DAY + 1
     assert runs[0] == runs[1] == runs[2]
     assert [origin for origin, _ in runs[0][0]] == list(range(DAY, DAY + 10))
 

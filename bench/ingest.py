@@ -1,0 +1,138 @@
+"""Ingest: events per second through one worker with the forecast refresh off, against a bare
+aiokafka consumer that reads and decodes the same messages, in the same run on the same broker.
+
+The worker consumes, validates, updates the item's state and writes it to the changelog for
+every event. The refresh stays off without touching the worker: every event falls on one
+day and nothing later arrives, so the partition's watermark never passes that day's end plus
+the allowed lateness and no day closes (the result records that no forecast was published).
+
+Throughput is the worker's own ``mqstream_events_consumed_total`` over the steady window
+(10% to 90% of the events in), which leaves out the start (imports, group join) and the
+tail. The reference reads every partition of the same topic from the beginning and
+orjson-decodes each value, before and after the worker's run; the ratio is to their mean.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench import pyspy, synthetic
+from bench.live import bare_consumer_rate, follow, local_broker, running, steady_rate, total, wait_committed
+from streams.replay import send
+from streams.topics import create_topics
+
+HERE = Path(__file__).resolve().parent
+TARGET_EVENTS_PER_SECOND = 50_000
+TARGET_SHARE_OF_BARE = 0.5
+
+
+def run(options) -> dict[str, dict]:
+    events = options.events or 60_000
+    items = options.items or 10_000
+    model = options.model or "seasonal-naive"
+    with local_broker(model, options.partitions) as rig:
+        settings = rig.fresh()
+        create_topics(settings)
+        stream = synthetic.sales_in_one_day(synthetic.catalogue(items), events)
+        send(stream, settings, close_last_day=False, progress=False)
+        topic = settings.topic("sales")
+        before = bare_consumer_rate(settings, topic)
+        with running(settings) as [worker]:
+            profile = Profile(options.profile, events) if options.profile else None
+            started = time.monotonic()
+
+            def done(workers) -> bool:
+                if profile is not None:
+                    profile.start_when_steady(workers[0])
+                return total(workers) >= events
+
+            follow([worker], done, timeout=events / 100 + 600)
+            ingest_seconds = time.monotonic() - started
+            steady = steady_rate([worker], events)
+            committed = wait_committed(settings)
+            last = worker.samples[-1].counters
+            if profile is not None:
+                profile.finish(worker, steady)
+        after = bare_consumer_rate(settings, topic)
+    bare = (before["events_per_second"] + after["events_per_second"]) / 2
+    rate = steady["events_per_second"]
+    result = {
+        "model": model, "events": events, "items": items, "partitions": settings.partitions,
+        "event_bytes": float(np.mean([len(e.value) for e in stream])),
+        "worker_events_per_second": rate,
+        "worker_events_per_cpu_second": steady["events_per_worker_cpu_second"],
+        "window_seconds": steady["window_seconds"], "window_events": steady["window_events"],
+        "worker_seconds_start_to_all_consumed": ingest_seconds,
+        "bare_events_per_second_before": before["events_per_second"],
+        "bare_events_per_second_after": after["events_per_second"],
+        "bare_events_per_second": bare,
+        "bare_events_per_cpu_second": np.mean([before["events_per_cpu_second"], after["events_per_cpu_second"]]),
+        "worker_to_bare": rate / bare,
+        "target_events_per_second": TARGET_EVENTS_PER_SECOND, "meets_rate_target": rate >= TARGET_EVENTS_PER_SECOND,
+        "target_share_of_bare": TARGET_SHARE_OF_BARE, "meets_share_target": rate / bare >= TARGET_SHARE_OF_BARE,
+        "consumed": last.get("mqstream_events_consumed_total", 0.0),
+        "dead_letters": last.get("mqstream_dead_letters_total", 0.0),
+        "duplicates": last.get("mqstream_duplicate_events_total", 0.0),
+        "forecasts_published": last.get("mqstream_forecasts_published_total", 0.0),
+        "all_offsets_committed": committed,
+        "profiled": bool(options.profile), "worker_start_hangs": worker.hangs,
+    }
+    if result["dead_letters"] or result["forecasts_published"]:
+        raise RuntimeError(f"the run was not pure ingest: {result}")
+    return {f"ingest:{model}:{events}" + (":profiled" if options.profile else ""): result}
+
+
+class Profile:
+    """py-spy on the worker for ``seconds`` from the start of the steady window."""
+
+    def __init__(self, seconds: int, events: int):
+        self.seconds, self.events = seconds, events
+        self.proc = None
+        self.raw = HERE / "profile-ingest.txt"
+        self.began = 0.0
+
+    def start_when_steady(self, worker) -> None:
+        if self.proc is None and worker.consumed() >= 0.1 * self.events:
+            self.proc = pyspy.record(worker.proc.pid, self.seconds, self.raw)
+            self.began = time.monotonic()
+
+    def finish(self, worker, steady: dict) -> None:
+        if self.proc is None:
+            raise RuntimeError("the profile never started")
+        covered = min(time.monotonic() - self.began, self.seconds)
+        out, _ = self.proc.communicate(timeout=self.seconds + 120)  # the worker stays up until py-spy is done
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"py-spy failed: {out[-2000:]}")
+        summary = pyspy.summarise(pyspy.read_stacks(self.raw))
+        context = (f"`nice -n 10 python -m bench ingest --profile {self.seconds}`: py-spy 100 Hz on the worker "
+                   f"process for {self.seconds} s from the start of the steady window ({covered:.0f} s of it "
+                   f"while events were still arriving), {self.events:,} sale events over one open day "
+                   f"(no day closes), model {worker.settings.model}, {worker.settings.partitions} partitions. "
+                   f"Worker rate in that run: {steady['events_per_second']:,.0f} events/s, "
+                   f"{steady['events_per_worker_cpu_second']:,.0f} events per CPU-second (profiling included). "
+                   f"Collapsed stacks: `bench/profile-ingest.txt`.")
+        (HERE / "profile-ingest.md").write_text(pyspy.markdown(summary, context))
+
+
+def section(results: dict[str, dict]) -> list[str]:
+    if not any(k.startswith("ingest:") for k in results):
+        return []
+    rows = ["## Ingest (refresh off)", "",
+            "| model | events | items | partitions | worker events/s | worker events per CPU-s "
+            "| bare consumer events/s (before / after) | worker ÷ bare | ≥ 50,000/s | ≥ 50% of bare |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+    for key, r in sorted(results.items()):
+        if key.startswith("ingest:"):
+            note = " (profiled)" if r.get("profiled") else ""
+            rows.append(f"| {r['model']}{note} | {r['events']:,} | {r['items']:,} | {r['partitions']} "
+                        f"| {r['worker_events_per_second']:,.0f} | {r['worker_events_per_cpu_second']:,.0f} "
+                        f"| {r['bare_events_per_second_before']:,.0f} / {r['bare_events_per_second_after']:,.0f} "
+                        f"| {r['worker_to_bare']:.2%} | {_yes(r['meets_rate_target'])} "
+                        f"| {_yes(r['meets_share_target'])} |")
+    return rows
+
+
+def _yes(ok: bool) -> str:
+    return "yes" if ok else "**no**"

@@ -1,0 +1,130 @@
+"""End-to-end latency: from the event that closes a day to that day's forecasts being readable
+on ``forecasts``, per item, p50 and p99.
+
+Every item sells once on day D, so each is active at the next closes. A first sale per
+partition timed past the end of D plus the allowed lateness closes D (every item's first
+close: model sides made, first forecasts). Once that is done and committed, the measured
+close: one sale per partition past the end of D+1 plus the lateness closes D+1 for every
+item, now a steady-state close (advance, score the forecasts of D+1, forecast). Its clock
+starts just before those closing events are produced.
+
+"Readable" is the broker's own time: the bench creates ``forecasts`` itself (the worker leaves
+an existing topic alone) with ``message.timestamp.type=LogAppendTime``, so each forecast
+carries the moment the broker appended it, which is when a consumer can read it. Nothing
+reads the topic while the worker works; the forecasts are read back afterwards.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import orjson
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
+
+from bench import synthetic
+from bench.live import follow, local_broker, model_for_bench, running, total
+from mqstream.kafka_auth import kafka_options
+from streams.messages import day_iso
+from streams.offsets import end_offsets, group_lag, read_topic
+from streams.replay import send
+from streams.topics import TOPICS, create_topics
+
+TARGET_P99_SECONDS = 1.0
+LOG_APPEND_TIME = 1  # kafka-python's timestamp_type for broker-stamped messages
+
+
+def run(options) -> dict[str, dict]:
+    items = options.items or 10_000
+    model, note = (options.model, "as asked") if options.model else model_for_bench()
+    with local_broker(model, options.partitions) as rig:
+        settings = rig.fresh()
+        create_forecasts_topic(settings)
+        create_topics(settings)
+        catalogue = synthetic.catalogue(items)
+        day = synthetic.DAY
+        send(synthetic.one_sale_each(catalogue, day), settings, close_last_day=False, progress=False)
+        with running(settings) as [worker]:
+            follow([worker], lambda ws: total(ws) >= items, timeout=items / 100 + 600)
+            first = close(settings, worker, catalogue, day + 1, forecasts=items)
+            before = end_offsets(settings, settings.topic("forecasts"))
+            measured = close(settings, worker, catalogue, day + 2, forecasts=2 * items)
+            counters = worker.samples[-1].counters
+        readable = []
+        for record in read_topic(settings, settings.topic("forecasts")):
+            if record.offset < before.get(_tp(record), 0):
+                continue
+            if record.timestamp_type != LOG_APPEND_TIME:
+                raise RuntimeError("forecasts are not stamped with LogAppendTime")
+            body = orjson.loads(record.value)
+            if body["origin"] == day_iso(day + 1):
+                readable.append(record.timestamp / 1000)
+    if len(readable) != items:
+        raise RuntimeError(f"{len(readable)} forecasts of the measured close, expected {items}")
+    latency = np.asarray(readable) - measured["sent_at"]
+    p50, p99 = np.percentile(latency, [50, 99])
+    result = {
+        "model": model, "model_note": note, "items": items, "partitions": settings.partitions,
+        "p50_seconds": float(p50), "p99_seconds": float(p99), "min_seconds": float(latency.min()),
+        "max_seconds": float(latency.max()), "mean_seconds": float(latency.mean()),
+        "first_close_seconds_to_all_forecasts": first["seconds"],
+        "refresh_batches": counters.get("mqstream_refresh_batch_seconds_count", 0.0),
+        "refresh_batch_seconds_total": counters.get("mqstream_refresh_batch_seconds_sum", 0.0),
+        "worker_start_hangs": worker.hangs, "target_p99_seconds": TARGET_P99_SECONDS, "meets_target": bool(p99 <= TARGET_P99_SECONDS),
+    }
+    return {f"latency:{model}:{items}": result}
+
+
+def create_forecasts_topic(settings) -> None:
+    spec = next(s for s in TOPICS if s.name == "forecasts")
+    admin = KafkaAdminClient(**kafka_options(settings))
+    try:
+        admin.create_topics([NewTopic(settings.topic("forecasts"), settings.partitions, 1,
+                                      topic_configs={**spec.config, "message.timestamp.type": "LogAppendTime"})])
+    finally:
+        admin.close()
+
+
+def close(settings, worker, catalogue, day: int, forecasts: int, timeout: float = 1800) -> dict:
+    """Close every day before ``day`` with one sale per partition; wait for the forecasts and
+    until the group has committed every input (its errors read back included)."""
+    producer = KafkaProducer(**kafka_options(settings), acks="all", linger_ms=0)
+    try:
+        producer.bootstrap_connected()
+        events = synthetic.closers(catalogue, settings.partitions, day, settings.allowed_lateness)
+        for event in events:  # warm the connection and metadata before the clock starts
+            producer.partitions_for(settings.topic(event.topic))
+        sent_at = time.time()
+        for event in events:
+            producer.send(settings.topic(event.topic), key=event.key, value=event.value)
+        producer.flush()
+    finally:
+        producer.close()
+    started = time.monotonic()
+    follow([worker], lambda ws: total(ws, "mqstream_forecasts_published_total") >= forecasts, timeout)
+    seconds = time.monotonic() - started
+    deadline = time.monotonic() + 300
+    while group_lag(settings) and time.monotonic() < deadline:
+        time.sleep(1)
+    time.sleep(3)  # the item states written after the outputs reach the changelog
+    worker.sample()
+    return {"sent_at": sent_at, "seconds": seconds}
+
+
+def _tp(record):
+    from kafka import TopicPartition
+
+    return TopicPartition(record.topic, record.partition)
+
+
+def section(results: dict[str, dict]) -> list[str]:
+    found = {k: r for k, r in sorted(results.items()) if k.startswith("latency:")}
+    if not found:
+        return []
+    rows = ["## End-to-end latency: closing event → the day's forecasts readable on `forecasts`", "",
+            "| model | items | partitions | p50 s | p99 s | max s | p99 ≤ 1 s |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in found.values():
+        rows.append(f"| {r['model']} | {r['items']:,} | {r['partitions']} | {r['p50_seconds']:.2f} "
+                    f"| {r['p99_seconds']:.2f} | {r['max_seconds']:.2f} | {'yes' if r['meets_target'] else '**no**'} |")
+    return rows

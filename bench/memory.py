@@ -1,0 +1,169 @@
+"""Memory: bytes of state per item, as table values and as the worker's resident memory.
+
+Two measurements:
+
+- **A real worker** (``--items``, default 20,000): every item sells once on day D, then one
+  sale per partition closes D, so each item has both table values (``items`` and
+  ``item-models``). Table bytes come from the worker's own ``mqstream_state_bytes`` gauge
+  (key + value of everything it holds); resident memory (VmRSS) is read from /proc when the
+  worker is ready and idle with no state, while the events stream in, and after the close.
+  RSS per item is the growth over the idle worker divided by the items.
+- **Table values built in-process** (``--table-items``, default 100,000 and 1,000,000): items
+  made by ``state.refresh.new_item`` with a day of sales applied and then closed with the
+  model (``new_model`` + ``close_items``: advanced, forecast, ledger written) and a sale on
+  the next, still open, day; their ``to_bytes`` sizes plus the key, in batches, so nothing
+  at that scale is held in memory at once.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from bench import synthetic
+from bench.live import ROOT, follow, local_broker, model_for_bench, running, total
+from models.protocol import DAY_SECONDS
+from models.registry import load_model
+from state.item import UNITS
+from state.refresh import RefreshPolicy, close_items, new_item, new_model
+from streams.offsets import group_lag
+from streams.replay import send
+
+BATCH = 10_000
+
+
+def run(options) -> dict[str, dict]:
+    items = options.items or 20_000
+    model, note = (options.model, "as asked") if options.model else model_for_bench()
+    worker = measure_worker(model, items, options.partitions)
+    sizes = [int(s) for s in str(options.table_items).split(",") if s]
+    tables = {n: measure_tables(model, n) for n in sizes}
+    result = {"model": model, "model_note": note, **worker, "table_values_in_process": tables}
+    return {f"memory:{model}:{items}": result}
+
+
+def measure_worker(model: str, items: int, partitions: int) -> dict:
+    with local_broker(model, partitions) as rig:
+        settings = rig.fresh()
+        catalogue = synthetic.catalogue(items)
+        with running(settings) as [worker]:
+            worker.wait_ready()
+            time.sleep(5)
+            idle = worker.memory()["VmRSS"]
+            send(synthetic.one_sale_each(catalogue), settings, close_last_day=False, progress=False)
+            rss_while = []  # (events in, RSS) as they stream in
+
+            def consumed_all(ws) -> bool:
+                rss_while.append((ws[0].consumed(), ws[0].samples[-1].rss))
+                return total(ws) >= items
+
+            follow([worker], consumed_all, timeout=items / 100 + 600, interval=1.0)
+            before_close = worker.memory()["VmRSS"]
+            send(synthetic.closers(catalogue, settings.partitions, synthetic.DAY + 1, settings.allowed_lateness),
+                 settings, close_last_day=False, progress=False)
+            follow([worker], lambda ws: total(ws, "mqstream_forecasts_published_total") >= items,
+                   timeout=items / 50 + 600)
+            while group_lag(settings):
+                time.sleep(1)
+            # the state gauges are a scan the worker runs every minute
+            follow([worker], lambda ws: _gauges_cover(ws[0], items), timeout=180, interval=2.0)
+            time.sleep(5)
+            memory = worker.memory()
+            worker.sample()
+            counters = worker.samples[-1].counters
+            split = _gauge_split(worker)
+    held = counters["mqstream_state_items"]
+    items_bytes = counters.get("mqstream_state_bytes", 0.0)  # summed over both tables; split below
+    rss = memory["VmRSS"]
+    grow = np.polyfit([c for c, _ in rss_while if c > 0], [r for c, r in rss_while if c > 0], 1)[0] \
+        if sum(1 for c, _ in rss_while if c > 0) >= 3 else None
+    return {
+        "worker_items": int(held), "partitions": partitions, "worker_start_hangs": worker.hangs,
+        "worker_items_table_bytes_per_item": split.get("items", 0.0) / held,
+        "worker_item_models_table_bytes_per_item": split.get("item-models", 0.0) / held,
+        "worker_table_bytes_per_item": items_bytes / held,
+        "worker_rss_idle_bytes": idle, "worker_rss_before_close_bytes": before_close,
+        "worker_rss_after_close_bytes": rss, "worker_rss_peak_bytes": memory["VmHWM"],
+        "worker_rss_per_item_bytes": (rss - idle) / held,
+        "worker_rss_per_item_while_ingesting_bytes": grow,
+        "worker_rss_per_item_before_close_bytes": (before_close - idle) / held,
+        "extrapolated_rss_at_1000000_bytes": idle + 1_000_000 * (rss - idle) / held,
+    }
+
+
+def _gauges_cover(worker, items: int) -> bool:
+    split = _gauge_split(worker)
+    return worker.samples[-1].counters.get("mqstream_state_items", 0) >= items and split.get("item-models", 0) > 0
+
+
+def _gauge_split(worker) -> dict[str, float]:
+    """mqstream_state_bytes by table (parse_metrics sums labels, so read the lines again)."""
+    got = worker._get("/metrics")
+    out = {}
+    for line in got[1].decode().splitlines() if got else ():
+        if line.startswith("mqstream_state_bytes{"):
+            table = line.split('table="', 1)[1].split('"', 1)[0]
+            out[table] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def measure_tables(model_name: str, items: int, seed: int = 3) -> dict:
+    """Mean and spread of the serialized table values (key included) of ``items`` realistic items."""
+    torch.set_num_threads(1)
+    checkpoint = None if model_name == "seasonal-naive" else ROOT / "checkpoints" / model_name
+    model = load_model(model_name, checkpoint)
+    policy = RefreshPolicy()
+    rng = np.random.default_rng(seed)
+    catalogue = synthetic.catalogue(min(items, 100_000), seed)
+    day = synthetic.DAY
+    item_sizes, side_sizes = [], []
+    started = time.perf_counter()
+    for first in range(0, items, BATCH):
+        batch, events = [], 0
+        for n in range(first, min(items, first + BATCH)):
+            i = n % len(catalogue)
+            item_id = f"S{n:07d}"
+            state = new_item(item_id, day, policy)
+            for d in (day, day + 1):  # D is closed below; D+1 stays open, as in a live worker
+                for _ in range(int(rng.geometric(0.4))):  # invoice lines that day: 1, 2, 3...
+                    ts = d * DAY_SECONDS + int(rng.integers(0, 23 * 3600))
+                    state.apply("sales", f"e{d % 100}-{events}", ts, [(UNITS, float(rng.geometric(0.4)))],
+                                float(catalogue.prices[i]), catalogue.descriptions[i])
+                    events += 1
+            batch.append(state)
+        sides = [new_model(s.launch_info(day), s.born, model) for s in batch]
+        close_items(batch, sides, day, model, policy)
+        item_sizes += [len(s.item_id) + len(s.to_bytes()) for s in batch]
+        side_sizes += [len(s.item_id) + len(m.to_bytes()) for s, m in zip(batch, sides)]
+    item_sizes, side_sizes = np.asarray(item_sizes), np.asarray(side_sizes)
+    return {"items": items, "seconds": time.perf_counter() - started,
+            "items_value_bytes_mean": float(item_sizes.mean()), "items_value_bytes_max": int(item_sizes.max()),
+            "item_models_value_bytes_mean": float(side_sizes.mean()),
+            "item_models_value_bytes_min": int(side_sizes.min()), "item_models_value_bytes_max": int(side_sizes.max()),
+            "model_state_bytes": len(sides[0].model), "ledger_bytes": len(sides[0].ledger),
+            "total_bytes_per_item": float(item_sizes.mean() + side_sizes.mean()),
+            "total_bytes": int(item_sizes.sum() + side_sizes.sum())}
+
+
+def section(results: dict[str, dict]) -> list[str]:
+    found = {k: r for k, r in sorted(results.items()) if k.startswith("memory:")}
+    if not found:
+        return []
+    rows = ["## Memory: bytes of state per item", "",
+            "| measured on | model | items | `items` value B/item | `item-models` value B/item "
+            "(model state + ledger) | RSS B/item | RSS total |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in found.values():
+        rows.append(f"| real worker | {r['model']} | {r['worker_items']:,} "
+                    f"| {r['worker_items_table_bytes_per_item']:,.0f} | {r['worker_item_models_table_bytes_per_item']:,.0f} "
+                    f"| {r['worker_rss_per_item_bytes']:,.0f} | {r['worker_rss_after_close_bytes'] / 2**20:,.0f} MiB "
+                    f"(idle {r['worker_rss_idle_bytes'] / 2**20:,.0f} MiB) |")
+        for n, t in sorted(r["table_values_in_process"].items(), key=lambda kv: int(kv[0])):
+            rows.append(f"| in-process values | {r['model']} | {int(n):,} | {t['items_value_bytes_mean']:,.0f} "
+                        f"| {t['item_models_value_bytes_mean']:,.0f} ({t['model_state_bytes']:,} + {t['ledger_bytes']:,}) "
+                        f"| not measured | {t['total_bytes'] / 2**30:,.2f} GiB of values |")
+        rows.append(f"| extrapolated (labelled) | {r['model']} | 1,000,000 | | "
+                    f"| {r['worker_rss_per_item_bytes']:,.0f} (from {r['worker_items']:,}) "
+                    f"| {r['extrapolated_rss_at_1000000_bytes'] / 2**30:,.1f} GiB |")
+    return rows

@@ -1,0 +1,83 @@
+"""A py-spy profile of a running worker: where its CPU goes, by function (own time) and by package.
+
+``py-spy record --format raw`` writes collapsed stacks (``frame;frame;...;leaf count``, root
+first); a sample's own time belongs to its leaf frame. Idle samples (a thread waiting in
+``epoll``) are left out by py-spy itself, so the shares are of the time the worker was busy.
+The raw file loads into speedscope.app or ``flamegraph.pl`` for a flame graph.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+FRAME = re.compile(r"^(?P<name>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
+
+
+def py_spy() -> str:
+    found = Path(sys.executable).parent / "py-spy"
+    if found.exists():
+        return str(found)
+    if shutil.which("py-spy"):
+        return shutil.which("py-spy")
+    raise RuntimeError("py-spy is not installed: .venv/bin/pip install py-spy")
+
+
+def record(pid: int, seconds: int, out: Path, rate: int = 100) -> subprocess.Popen:
+    """Start sampling ``pid`` for ``seconds`` in the background (``--function``: one entry per
+    function, not per line)."""
+    return subprocess.Popen([py_spy(), "record", "--pid", str(pid), "--duration", str(seconds),
+                             "--rate", str(rate), "--format", "raw", "--function", "-o", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def read_stacks(path: Path) -> list[tuple[list[str], int]]:
+    stacks = []
+    for line in path.read_text().splitlines():
+        head, _, count = line.rpartition(" ")
+        if head and count.isdigit():
+            stacks.append((head.split(";"), int(count)))
+    return stacks
+
+
+def package_of(frame: str) -> str:
+    """faust, aiokafka, streams, asyncio, ...: the first part of the frame's file path."""
+    match = FRAME.match(frame)
+    path = match.group("file") if match else frame
+    first = path.split("/", 1)[0]
+    return first[:-3] if first.endswith(".py") else first
+
+
+def summarise(stacks: list[tuple[list[str], int]], top: int = 15) -> dict:
+    samples = sum(n for _, n in stacks)
+    own, inclusive, packages = Counter(), Counter(), Counter()
+    for frames, n in stacks:
+        own[frames[-1]] += n
+        packages[package_of(frames[-1])] += n
+        for frame in set(frames):
+            inclusive[frame] += n
+    return {"samples": samples,
+            "top_own": [{"function": f, "own_samples": n, "own_share": n / samples,
+                         "inclusive_share": inclusive[f] / samples} for f, n in own.most_common(top)],
+            "packages": [{"package": p, "own_share": n / samples} for p, n in packages.most_common()],
+            "top_inclusive": [{"function": f, "inclusive_share": n / samples}
+                              for f, n in inclusive.most_common(top + 10)]}
+
+
+def markdown(summary: dict, context: str) -> str:
+    lines = ["# Where the worker's CPU goes while it ingests", "", context, "",
+             f"{summary['samples']:,} busy samples. Own time: samples whose innermost frame is the "
+             "function. Inclusive: samples with the function anywhere on the stack.", "",
+             "## Top 15 functions by own time", "",
+             "| # | function (file:first line) | own | inclusive |", "| ---: | --- | ---: | ---: |"]
+    for rank, row in enumerate(summary["top_own"], 1):
+        lines.append(f"| {rank} | `{row['function']}` | {row['own_share']:.1%} | {row['inclusive_share']:.1%} |")
+    lines += ["", "## Own time by package (file path's first part)", "", "| package | own |", "| --- | ---: |"]
+    lines += [f"| {row['package']} | {row['own_share']:.1%} |" for row in summary["packages"] if row["own_share"] >= 0.002]
+    lines += ["", "## Largest inclusive shares (call paths worth reading first)", "",
+              "| function | inclusive |", "| --- | ---: |"]
+    lines += [f"| `{row['function']}` | {row['inclusive_share']:.1%} |" for row in summary["top_inclusive"]]
+    return "\n".join(lines) + "\n"
