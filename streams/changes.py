@@ -22,6 +22,7 @@ published forecasts gets the same totals and the same decision.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -108,6 +109,11 @@ def _totals(totals: WeekTotals) -> dict:
 
 
 def _column(quantiles: Sequence[float], q: float) -> int:
+    return _column_of(tuple(quantiles), q)
+
+
+@lru_cache(maxsize=64)
+def _column_of(quantiles: tuple[float, ...], q: float) -> int:  # once per model, not per forecast
     found = np.flatnonzero(np.isclose(quantiles, q))
     if len(found) != 1:
         raise ValueError(f"the change rule needs quantile {q} among the model's quantiles {list(quantiles)}")
