@@ -29,8 +29,8 @@ TARGET_SHARE_OF_BARE = 0.5
 
 
 def run(options) -> dict[str, dict]:
-    events = options.events or 60_000
-    items = options.items or 10_000
+    events = options.events or 300_000
+    items = options.items or 50_000
     model = options.model or "seasonal-naive"
     with local_broker(model, options.partitions) as rig:
         settings = rig.fresh()
@@ -48,7 +48,7 @@ def run(options) -> dict[str, dict]:
                     profile.start_when_steady(workers[0])
                 return total(workers) >= events
 
-            follow([worker], done, timeout=events / 100 + 600)
+            follow([worker], done, timeout=events / 100 + 600, interval=0.25)
             ingest_seconds = time.monotonic() - started
             steady = steady_rate([worker], events)
             committed = wait_committed(settings)

@@ -20,8 +20,8 @@ from streams.topics import create_topics
 
 
 def run(options) -> dict[str, dict]:
-    events = options.events or 60_000
-    items = options.items or 10_000
+    events = options.events or 300_000
+    items = options.items or 50_000
     model = options.model or "seasonal-naive"
     with local_broker(model, options.partitions) as rig:
         topics = rig.fresh()
@@ -33,7 +33,7 @@ def run(options) -> dict[str, dict]:
         for n in (1, 2):
             settings = rig.fresh(topic_prefix=topics.topic_prefix)  # the same topics, a new group
             with running(settings, *[f"w{k}" for k in range(1, n + 1)]) as workers:
-                follow(workers, lambda ws: total(ws) >= events, timeout=events / 100 + 600)
+                follow(workers, lambda ws: total(ws) >= events, timeout=events / 100 + 600, interval=0.25)
                 committed = wait_committed(settings)
                 for w in workers:
                     w.sample()
