@@ -2,7 +2,8 @@
 
 ``py-spy record --format raw`` writes collapsed stacks (``frame;frame;...;leaf count``, root
 first); a sample's own time belongs to its leaf frame. Idle samples (a thread waiting in
-``epoll``) are left out by py-spy itself, so the shares are of the time the worker was busy.
+``epoll``) are mostly left out by py-spy; those it keeps (a leaf in ``selectors``) are counted
+apart as waiting, so the shares are of the time the worker was busy.
 The raw file loads into speedscope.app or ``flamegraph.pl`` for a flame graph.
 """
 from __future__ import annotations
@@ -51,33 +52,50 @@ def package_of(frame: str) -> str:
     return first[:-3] if first.endswith(".py") else first
 
 
+def is_waiting(frame: str) -> bool:
+    """A thread blocked in select/poll: the event loop with nothing to do, or the metrics
+    server between scrapes. py-spy does not always see these as idle."""
+    return ".select (selectors.py" in frame
+
+
 def summarise(stacks: list[tuple[list[str], int]], top: int = 15) -> dict:
     samples = sum(n for _, n in stacks)
-    own, inclusive, packages = Counter(), Counter(), Counter()
+    waiting = sum(n for frames, n in stacks if is_waiting(frames[-1]))
+    busy = samples - waiting
+    own, inclusive, packages, callers = Counter(), Counter(), Counter(), {}
     for frames, n in stacks:
+        if is_waiting(frames[-1]):
+            continue
         own[frames[-1]] += n
         packages[package_of(frames[-1])] += n
+        callers.setdefault(frames[-1], Counter())[frames[-2] if len(frames) > 1 else "-"] += n
         for frame in set(frames):
             inclusive[frame] += n
-    return {"samples": samples,
-            "top_own": [{"function": f, "own_samples": n, "own_share": n / samples,
-                         "inclusive_share": inclusive[f] / samples} for f, n in own.most_common(top)],
-            "packages": [{"package": p, "own_share": n / samples} for p, n in packages.most_common()],
-            "top_inclusive": [{"function": f, "inclusive_share": n / samples}
-                              for f, n in inclusive.most_common(top + 10)]}
+    trunk = {f for f, n in inclusive.items() if n >= 0.6 * busy}  # run_forever and the like
+    return {"samples": samples, "waiting_share": waiting / samples, "busy_samples": busy,
+            "top_own": [{"function": f, "own_samples": n, "own_share": n / busy,
+                         "inclusive_share": inclusive[f] / busy,
+                         "called_from": callers[f].most_common(1)[0][0]} for f, n in own.most_common(top)],
+            "packages": [{"package": p, "own_share": n / busy} for p, n in packages.most_common()],
+            "top_inclusive": [{"function": f, "inclusive_share": n / busy}
+                              for f, n in inclusive.most_common() if f not in trunk][:top + 10]}
 
 
 def markdown(summary: dict, context: str) -> str:
     lines = ["# Where the worker's CPU goes while it ingests", "", context, "",
-             f"{summary['samples']:,} busy samples. Own time: samples whose innermost frame is the "
-             "function. Inclusive: samples with the function anywhere on the stack.", "",
+             f"{summary['samples']:,} samples, of which {summary['waiting_share']:.1%} waiting in select/poll "
+             f"(the event loop idle, the metrics server between scrapes); the shares below are of the other "
+             f"{summary['busy_samples']:,}. Own time: samples whose innermost frame is the function. Inclusive: "
+             "samples with the function anywhere on the stack.", "",
              "## Top 15 functions by own time", "",
-             "| # | function (file:first line) | own | inclusive |", "| ---: | --- | ---: | ---: |"]
+             "| # | function (file:first line) | own | inclusive | mostly called from |",
+             "| ---: | --- | ---: | ---: | --- |"]
     for rank, row in enumerate(summary["top_own"], 1):
-        lines.append(f"| {rank} | `{row['function']}` | {row['own_share']:.1%} | {row['inclusive_share']:.1%} |")
+        lines.append(f"| {rank} | `{row['function']}` | {row['own_share']:.1%} | {row['inclusive_share']:.1%} "
+                     f"| `{row['called_from']}` |")
     lines += ["", "## Own time by package (file path's first part)", "", "| package | own |", "| --- | ---: |"]
     lines += [f"| {row['package']} | {row['own_share']:.1%} |" for row in summary["packages"] if row["own_share"] >= 0.002]
-    lines += ["", "## Largest inclusive shares (call paths worth reading first)", "",
+    lines += ["", "## Largest inclusive shares below the event loop's trunk (call paths to read first)", "",
               "| function | inclusive |", "| --- | ---: |"]
     lines += [f"| `{row['function']}` | {row['inclusive_share']:.1%} |" for row in summary["top_inclusive"]]
     return "\n".join(lines) + "\n"
