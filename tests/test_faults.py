@@ -67,7 +67,7 @@ def test_killed_five_times_with_duplicates_and_late_events_ends_as_an_uninterrup
         if kill == 2:
             send(sent[half:], settings, progress=False)
         worker = start_worker(settings)
-        time.sleep(rng.uniform(0.15, 0.4) * seconds)
+        time.sleep(rng.uniform(0.1, 0.3) * seconds)
         stop_worker(worker, signal.SIGKILL)
     worker = start_worker(settings)
     try:

@@ -84,10 +84,10 @@ def test_the_worker_runs_the_whole_loop_over_sasl_ssl_and_never_logs_the_passwor
 def test_a_wrong_password_or_plaintext_is_refused(secure_settings):
     wrong = replace(secure_settings, sasl_password_file="", sasl_password="not-it")
     with pytest.raises(KafkaError):
-        KafkaAdminClient(**kafka_options(wrong), request_timeout_ms=5000).close()
+        KafkaAdminClient(**kafka_options(wrong), request_timeout_ms=5000, api_version_auto_timeout_ms=3000).close()
     plaintext = replace(secure_settings, security_protocol="PLAINTEXT")
     with pytest.raises(KafkaError):
-        KafkaAdminClient(**kafka_options(plaintext), request_timeout_ms=5000).close()
+        KafkaAdminClient(**kafka_options(plaintext), request_timeout_ms=5000, api_version_auto_timeout_ms=3000).close()
 
 
 def test_security_settings_are_checked_where_the_program_starts(tmp_path, monkeypatch):
