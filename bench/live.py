@@ -347,7 +347,10 @@ def describe_run() -> dict:
         done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
         return done.stdout.strip()
 
-    return {"commit": git("describe", "--always", "--dirty"),
+    # results.json and results.md change with every run: only other changes make the tree dirty
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results.json",
+                  ":!bench/results.md")
+    return {"commit": git("rev-parse", "--short", "HEAD") + ("-dirty" if changed else ""),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}",
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
