@@ -347,10 +347,12 @@ def describe_run() -> dict:
         done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
         return done.stdout.strip()
 
-    # results.json and results.md change with every run: only other changes make the tree dirty
-    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results.json",
-                  ":!bench/results.md")
+    # the code measured is the commit's, dirty when anything outside bench/ differs from it
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench")
+    bench_changed = git("status", "--porcelain", "--untracked-files=no", "--", "bench", ":!bench/results.json",
+                        ":!bench/results.md")
     return {"commit": git("rev-parse", "--short", "HEAD") + ("-dirty" if changed else ""),
+            "bench_differs_from_commit": bool(bench_changed),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}",
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -5,14 +5,17 @@ Two measurements:
 - **A real worker** (``--items``, default 20,000): every item sells once on day D, then one
   sale per partition closes D, so each item has both table values (``items`` and
   ``item-models``). Table bytes come from the worker's own ``mqstream_state_bytes`` gauge
-  (key + value of everything it holds); resident memory (VmRSS) is read from /proc when the
-  worker is ready and idle with no state, while the events stream in, and after the close.
-  RSS per item is the growth over the idle worker divided by the items.
-- **Table values built in-process** (``--table-items``, default 100,000 and 1,000,000): items
-  made by ``state.refresh.new_item`` with a day of sales applied and then closed with the
-  model (``new_model`` + ``close_items``: advanced, forecast, ledger written) and a sale on
-  the next, still open, day; their ``to_bytes`` sizes plus the key, in batches, so nothing
-  at that scale is held in memory at once.
+  (key + value of everything it holds), from a scan begun after the close had finished;
+  resident memory (VmRSS) is read from /proc when the worker is ready and idle with no
+  state, while the events stream in, and after the close. RSS per item is the growth over
+  the idle worker divided by the items.
+- **Table values built in-process** (``--table-items``, default 100,000 and 1,000,000;
+  ``--items 0`` measures only these): items made by ``state.refresh.new_item`` with a day of
+  sales applied and then closed with the model (``new_model`` + ``close_items``: advanced,
+  forecast, ledger written) and a sale on the next, still open, day; their ``to_bytes`` sizes
+  plus the key, in batches, so nothing at that scale is held in memory at once.
+
+Results: ``memory:<model>:<items>`` (the worker) and ``memory-values:<model>:<items>``.
 """
 from __future__ import annotations
 
@@ -31,16 +34,21 @@ from streams.offsets import group_lag
 from streams.replay import send
 
 BATCH = 10_000
+SCAN_SECONDS = 60  # the worker's sample_state timer
 
 
 def run(options) -> dict[str, dict]:
-    items = options.items or 20_000
+    """``memory:<model>:<items>`` for the real worker (skipped with ``--items 0``) and
+    ``memory-values:<model>:<items>`` for each size of ``--table-items``."""
+    items = 20_000 if options.items is None else options.items
     model, note = (options.model, "as asked") if options.model else model_for_bench()
-    worker = measure_worker(model, items, options.partitions)
-    sizes = [int(s) for s in str(options.table_items).split(",") if s]
-    tables = {n: measure_tables(model, n) for n in sizes}
-    result = {"model": model, "model_note": note, **worker, "table_values_in_process": tables}
-    return {f"memory:{model}:{items}": result}
+    out = {}
+    if items:
+        out[f"memory:{model}:{items}"] = {"model": model, "model_note": note,
+                                          **measure_worker(model, items, options.partitions)}
+    for n in [int(s) for s in str(options.table_items).split(",") if s]:
+        out[f"memory-values:{model}:{n}"] = {"model": model, "model_note": note, **measure_tables(model, n)}
+    return out
 
 
 def measure_worker(model: str, items: int, partitions: int) -> dict:
@@ -66,9 +74,8 @@ def measure_worker(model: str, items: int, partitions: int) -> dict:
                    timeout=items / 50 + 600)
             while group_lag(settings):
                 time.sleep(1)
-            # the state gauges are a scan the worker runs every minute
+            time.sleep(SCAN_SECONDS + 5)  # the state gauges come from a scan every minute: one after the close
             follow([worker], lambda ws: _gauges_cover(ws[0], items), timeout=180, interval=2.0)
-            time.sleep(5)
             memory = worker.memory()
             worker.sample()
             counters = worker.samples[-1].counters
@@ -147,23 +154,32 @@ def measure_tables(model_name: str, items: int, seed: int = 3) -> dict:
 
 
 def section(results: dict[str, dict]) -> list[str]:
-    found = {k: r for k, r in sorted(results.items()) if k.startswith("memory:")}
-    if not found:
+    workers = {k: r for k, r in sorted(results.items(), key=_by_size) if k.startswith("memory:")}
+    values = {k: r for k, r in sorted(results.items(), key=_by_size) if k.startswith("memory-values:")}
+    if not workers and not values:
         return []
     rows = ["## Memory: bytes of state per item", "",
-            "| measured on | model | items | `items` value B/item | `item-models` value B/item "
-            "(model state + ledger) | RSS B/item | RSS total |",
+            "| measured on | model | items | `items` B/item | `item-models` B/item (model state + ledger) "
+            "| RSS growth B/item | RSS |",
             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
-    for r in found.values():
-        rows.append(f"| real worker | {r['model']} | {r['worker_items']:,} "
+    for r in workers.values():
+        rows.append(f"| real worker, gauge and /proc | {r['model']} | {r['worker_items']:,} "
                     f"| {r['worker_items_table_bytes_per_item']:,.0f} | {r['worker_item_models_table_bytes_per_item']:,.0f} "
-                    f"| {r['worker_rss_per_item_bytes']:,.0f} | {r['worker_rss_after_close_bytes'] / 2**20:,.0f} MiB "
-                    f"(idle {r['worker_rss_idle_bytes'] / 2**20:,.0f} MiB) |")
-        for n, t in sorted(r["table_values_in_process"].items(), key=lambda kv: int(kv[0])):
-            rows.append(f"| in-process values | {r['model']} | {int(n):,} | {t['items_value_bytes_mean']:,.0f} "
-                        f"| {t['item_models_value_bytes_mean']:,.0f} ({t['model_state_bytes']:,} + {t['ledger_bytes']:,}) "
-                        f"| not measured | {t['total_bytes'] / 2**30:,.2f} GiB of values |")
-        rows.append(f"| extrapolated (labelled) | {r['model']} | 1,000,000 | | "
-                    f"| {r['worker_rss_per_item_bytes']:,.0f} (from {r['worker_items']:,}) "
-                    f"| {r['extrapolated_rss_at_1000000_bytes'] / 2**30:,.1f} GiB |")
+                    f"| {r['worker_rss_per_item_bytes']:,.0f} | {r['worker_rss_after_close_bytes'] / 2**30:,.2f} GiB "
+                    f"(idle {r['worker_rss_idle_bytes'] / 2**30:,.2f}) |")
+    for r in values.values():
+        rows.append(f"| values built in-process | {r['model']} | {r['items']:,} | {r['items_value_bytes_mean']:,.0f} "
+                    f"| {r['item_models_value_bytes_mean']:,.0f} ({r['model_state_bytes']:,} + {r['ledger_bytes']:,}) "
+                    f"| — | {r['total_bytes'] / 2**30:,.2f} GiB of values |")
+    if workers:
+        largest = max(workers.values(), key=lambda r: r["worker_items"])
+        if largest["worker_items"] < 1_000_000:
+            rows.append(f"| **extrapolated** linearly from the real worker at {largest['worker_items']:,} "
+                        f"| {largest['model']} | 1,000,000 | | | {largest['worker_rss_per_item_bytes']:,.0f} "
+                        f"| {largest['extrapolated_rss_at_1000000_bytes'] / 2**30:,.1f} GiB (not run) |")
     return rows
+
+
+def _by_size(kv) -> tuple:
+    key, r = kv
+    return key.split(":")[0], r.get("model", ""), r.get("worker_items", r.get("items", 0))
