@@ -83,7 +83,8 @@ def start_to_ready(settings, name: str, events=(), within: float = 1800) -> dict
 
 
 def section(results: dict[str, dict]) -> list[str]:
-    found = {k: r for k, r in sorted(results.items()) if k.startswith("recovery:")}
+    found = {k: r for k, r in sorted(results.items(), key=lambda kv: (kv[1]["model"], kv[1].get("items", 0)))
+             if k.startswith("recovery:")}
     if not found:
         return []
     rows = ["## Recovery: worker start → ready", "",
