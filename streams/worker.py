@@ -377,6 +377,10 @@ def build_app(settings: Settings, model: QuantileForecaster, url: str = "") -> t
 
 
 def is_ready(app: faust.App) -> bool:
-    """Assigned partitions recovered and consuming (faust's recovery has finished)."""
-    recovery = app.tables.recovery
-    return bool(app.consumer.assignment()) and recovery.completed.is_set() and not app.rebalancing
+    """Assigned partitions recovered and consuming (faust's recovery has finished). Asked from
+    the HTTP thread, so it must not make the consumer (``app.consumer`` would, before faust
+    does: a probe at start-up then hung the worker for good)."""
+    consumer = app._consumer
+    if consumer is None:
+        return False
+    return bool(consumer.assignment()) and app.tables.recovery.completed.is_set() and not app.rebalancing
