@@ -44,6 +44,8 @@ class PartitionClock:
 
     def observe(self, source: str, ts: int) -> bool:
         """Advance one input's watermark; True when that closes at least one more day."""
+        if ts <= self.inputs.get(source, -1):
+            return False  # no new time: nothing can close (most events; the min is not recomputed)
         before = self.closed_through if self.inputs else None
         self.inputs[source] = max(self.inputs.get(source, 0), ts)
         return before is not None and self.closed_through > before
