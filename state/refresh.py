@@ -6,12 +6,13 @@ partition (both parts of each) and publishes what it returns.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
 from models.protocol import ErrorRecord, ItemInfo, Period, QuantileForecaster
 from state.item import N_HISTORY, UNITS, VIEWS, ItemModel, ItemState
-from state.ledger import ForecastLedger
+from state.ledger import DECIMALS, MAX_UNITS, ForecastLedger
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,7 @@ class RefreshPolicy:
     active_days: int = 28  # forecasts go to items that sold within this many days
     history_days: int = 56  # closed days of buckets kept per item
     batch_size: int = 1024  # items per model call
-    decimals: int = 3  # published forecasts are rounded; the ledger keeps what was published
+    decimals: ClassVar[int] = DECIMALS  # of published forecasts: the ledger keeps them exactly
 
 
 @dataclass(frozen=True)
@@ -125,17 +126,12 @@ def _advance(batch: list[int], day: int, items, sides, ledgers, buckets, model, 
 def _forecast(batch: list[int], origin: int, items, sides, ledgers, model, policy, refresh) -> None:
     if not batch:
         return
-    values = model.forecast([sides[i].model for i in batch]).astype(np.float64)
+    values = np.clip(model.forecast([sides[i].model for i in batch]).astype(np.float64), -MAX_UNITS, MAX_UNITS)
     for i, v in zip(batch, np.round(values, policy.decimals)):
         kept = ledgers[i].latest(before=origin)
-        previous = None if kept is None else IssuedForecast(items[i].item_id, kept[0], published(kept[1], policy))
+        previous = None if kept is None else IssuedForecast(items[i].item_id, *kept)
         ledgers[i].record(origin, v)
         refresh.issued.append(IssuedForecast(items[i].item_id, origin, v, previous))
-
-
-def published(kept: np.ndarray, policy: RefreshPolicy) -> np.ndarray:
-    """A forecast as it was published, from the ledger's float32 copy."""
-    return np.round(kept.astype(np.float64), policy.decimals)
 
 
 def _waiting(side: ItemModel, horizons: int) -> bool:

@@ -19,7 +19,7 @@ import orjson
 from models.protocol import QuantileForecaster
 from state.item import UNITS, ItemModel, ItemState
 from state.ledger import ForecastLedger
-from state.refresh import IssuedForecast, RefreshPolicy, ScoredDay, published
+from state.refresh import IssuedForecast, RefreshPolicy, ScoredDay
 from streams import messages
 
 ROUTE = re.compile(r"^/forecasts/(?P<item>[^/?#]+)(?P<errors>/errors)?/?$")
@@ -59,7 +59,7 @@ class ForecastLookup:
             return _error(404, f"no forecast of item {item_id} yet")
         if match["errors"]:
             return 200, self._errors(item_id, ItemModel.from_bytes(raw), ledger), {}
-        issued = IssuedForecast(item_id, latest[0], published(latest[1], self.policy))
+        issued = IssuedForecast(item_id, *latest)
         return 200, messages.forecast_message(issued, self.model, messages.utc_now()), {}
 
     def _errors(self, item_id: str, side: ItemModel, ledger: ForecastLedger) -> bytes:

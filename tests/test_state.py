@@ -1,11 +1,12 @@
 """Per-item state, clocks, ledger and the day close, without Kafka."""
+import pytest
 import numpy as np
 
 from models.protocol import DAY_SECONDS, ItemInfo
 from models.seasonal_naive import SeasonalNaive
 from state.clock import PartitionClock
 from state.item import UNITS, VIEWS, ItemModel, ItemState
-from state.ledger import ForecastLedger, pinball
+from state.ledger import MAX_UNITS, ForecastLedger, pinball
 from state.refresh import RefreshPolicy, close_items, is_active, is_dormant, needs_close, new_item, new_model
 
 DAY = 15_000
@@ -63,6 +64,26 @@ def test_ledger_hands_back_every_earlier_forecast_of_a_target():
     assert [(o, q.tolist()) for o, q in ledger.forecasts_of(13)] == [(10, [10, 10]), (11, [11, 11]), (12, [12, 12])]
     ledger.record(13, np.zeros((3, 2), np.float32))  # overwrites origin 10's slot
     assert [o for o, _ in ledger.forecasts_of(13)] == [11, 12]
+
+
+@pytest.mark.parametrize("top", [65.535, 2_000.0, -1.5, 3e6])  # 16-bit increments, 32, negative, clipped
+def test_ledger_bytes_give_back_exactly_what_was_published(top):
+    rng = np.random.default_rng(7)
+    ledger = ForecastLedger.empty(horizons=28, n_quantiles=9)
+    for origin in range(100, 128):
+        values = np.sort(np.round(rng.uniform(0, 1, (28, 9)) * top, 3), axis=1)
+        ledger.record(origin, values)
+    back = ForecastLedger.from_bytes(ledger.to_bytes(), 28, 9)
+    assert np.array_equal(back.origins, ledger.origins) and np.array_equal(back.values, ledger.values)
+    origin, latest = back.latest()
+    assert origin == 127 and np.array_equal(latest, np.clip(values, -MAX_UNITS, MAX_UNITS))
+
+
+def test_ledger_of_small_forecasts_takes_two_bytes_a_value():
+    ledger = ForecastLedger.empty(horizons=28, n_quantiles=9)
+    for origin in range(28):
+        ledger.record(origin, np.tile(np.linspace(0, 60, 9), (28, 1)))
+    assert len(ledger.to_bytes()) == 28 * 4 + 1 + 28 * 28 * 9 * 2
 
 
 def test_pinball_loss_weighs_under_and_over_forecasts_by_the_quantile():
