@@ -5,7 +5,8 @@ products, origins, horizons and quantiles (../shared/EVALUATION.md) and writes, 
 ``--out eval/dev-split``:
 
 - ``eval/dev-split.json``: per method wQL (overall, per horizon bucket, per quantile),
-  80% coverage, volatility and runtime, with the split and the command;
+  80% coverage, volatility, runtime and calibration diagnostics
+  (``models.metrics.calibration``), with the split and the command;
 - ``eval/dev-split.md``: the same as Markdown tables, with the command that regenerates it;
 - ``eval/dev-split-fan-<item>.png``: fan charts (history, actuals, P10–P90 band, P50) of a
   few items from the middle origin, one panel per method.
@@ -29,7 +30,7 @@ import numpy as np
 from models.backtest import (BacktestData, BacktestSplit, ForecastMethod, StreamingReplay, iso_of,
                              prepare, run_method)
 from models.dataset import daily_series, load_transactions
-from models.metrics import HORIZON_BUCKETS, score
+from models.metrics import HORIZON_BUCKETS, calibration, score
 
 FAN_ITEMS = 3  # items charted: the largest, one at the 90th and one at the 50th volume percentile
 FAN_HISTORY_DAYS = 56  # days of history left of the origin in a fan chart
@@ -123,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         forecasts = run_method(method, data, split)
         results[name] = score(data.actuals, forecasts, split.quantiles)
         results[name]["runtime_s"] = round(time.perf_counter() - began, 1)
+        results[name]["calibration"] = calibration(data.actuals, forecasts, split.quantiles)
         fans[name] = forecasts[fan_rows]  # (F, O, H, Q): the rest is freed with this loop
         print(f"{name}: wQL {results[name]['wql']:.4f} in {results[name]['runtime_s']:.0f} s")
     out = Path(args.out)
@@ -187,7 +189,33 @@ def _markdown(report: dict) -> str:
               "consecutive origins, pooled over all such pairs, divided by the mean actual of the same "
               "pairs (see `models.metrics.volatility`). Runtime: wall seconds on the machine that ran it, "
               "including fitting.", ""]
+    lines += _calibration_markdown(methods)
     return "\n".join(lines)
+
+
+def _calibration_markdown(methods: dict) -> list[str]:
+    """The calibration table: zero share, coverage split by zero and sale days, P10 and P90 brackets."""
+
+    def share(x: float | None) -> str:
+        return "–" if x is None else f"{x:.3f}"
+
+    def bracket(c: dict, level: str) -> str:
+        return f"[{c['below'][level]:.3f}, {c['at_or_below'][level]:.3f}]"
+
+    lines = ["Calibration:", "",
+             "| method | zero share | coverage 80%, y = 0 | coverage 80%, y > 0 | P10 [P(y<f), P(y≤f)] "
+             "| P90 [P(y<f), P(y≤f)] |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name, r in methods.items():
+        c = r["calibration"]
+        lines.append(f"| {name} | {c['zero_share']:.3f} | {share(c['coverage_80_zero_days'])} | "
+                     f"{share(c['coverage_80_sale_days'])} | {bracket(c, '0.1')} | {bracket(c, '0.9')} |")
+    lines += ["", "A calibrated quantile q lies inside its bracket [P(y<f_q), P(y≤f_q)]; the two ends differ "
+              "by the ties y = f_q, and a P10 of 0 ties with every zero day. Coverage 80% is "
+              "P(y≤f_0.9) − P(y<f_0.1), so with P90 calibrated (P(y≤f_0.9) ≥ 0.9) it drops below 0.9 only "
+              "by the share of actuals under P10 (see `models.metrics.calibration`; per level in the JSON).",
+              ""]
+    return lines
 
 
 def _fan_rows(data: BacktestData) -> np.ndarray:

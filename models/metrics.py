@@ -81,6 +81,39 @@ def volatility(actuals: np.ndarray, forecasts: np.ndarray, quantiles: Sequence[f
     return float(np.abs(later - earlier).mean(dtype=np.float64) / mean_actual)
 
 
+def calibration(actuals: np.ndarray, forecasts: np.ndarray, quantiles: Sequence[float]) -> dict:
+    """Whether each quantile level is where it claims to be, and where the 80% coverage comes from.
+
+    For a level q with forecast f_q, a calibrated forecaster has
+
+        P(y < f_q)  ≤  q  ≤  P(y ≤ f_q)
+
+    (the two ends differ by the share of ties y = f_q: with integer demand that is mostly
+    zero, a P10 of 0 ties with every zero day). Returned, JSON-ready:
+
+    - ``below`` / ``at_or_below``: per level, the share of cells with y < f_q / y ≤ f_q;
+    - ``zero_share``: the share of cells whose actual is 0;
+    - ``coverage_80_zero_days`` / ``coverage_80_sale_days``: ``coverage_80`` over the cells
+      with y = 0 / y > 0 (None where there are none). Their mean weighted by ``zero_share``
+      is ``coverage_80``, which equals ``at_or_below[0.9] − below[0.1]`` when P10 ≤ P90.
+
+    Any shape works as long as ``forecasts`` is ``actuals`` + (Q,).
+    """
+    _check_shapes(actuals, forecasts, quantiles)
+    lower = forecasts[..., _level_index(quantiles, 0.1)]
+    upper = forecasts[..., _level_index(quantiles, 0.9)]
+    inside = (lower <= actuals) & (actuals <= upper)
+    zero = actuals == 0
+    return {
+        "below": {f"{q:.1f}": float((actuals < forecasts[..., k]).mean()) for k, q in enumerate(quantiles)},
+        "at_or_below": {f"{q:.1f}": float((actuals <= forecasts[..., k]).mean())
+                        for k, q in enumerate(quantiles)},
+        "zero_share": float(zero.mean()),
+        "coverage_80_zero_days": _mean_or_none(inside[zero]),
+        "coverage_80_sale_days": _mean_or_none(inside[actuals > 0]),
+    }
+
+
 def score(actuals: np.ndarray, forecasts: np.ndarray, quantiles: Sequence[float]) -> dict:
     """Every number EVALUATION.md reports for one method, JSON-ready."""
     per_quantile = wql_per_quantile(actuals, forecasts, quantiles)
@@ -98,6 +131,10 @@ def _level_index(quantiles: Sequence[float], level: float) -> int:
     if not matches:
         raise ValueError(f"quantile level {level} is required; got {tuple(quantiles)}")
     return matches[0]
+
+
+def _mean_or_none(flags: np.ndarray) -> float | None:
+    return float(flags.mean()) if flags.size else None
 
 
 def _check_shapes(actuals: np.ndarray, forecasts: np.ndarray, quantiles: Sequence[float]) -> None:

@@ -239,6 +239,15 @@ def test_evaluate_writes_scores_tables_and_fan_charts_with_the_command_that_made
     assert len(list(tmp_path.glob("split-fan-*.png"))) == 3
 
 
+def test_evaluate_reports_calibration_per_method_in_the_json_and_a_markdown_table(tmp_path):
+    assert evaluate_run(evaluate_args(tmp_path, "zero")) == 0
+    calibration = json.loads((tmp_path / "split.json").read_text())["methods"]["zero"]["calibration"]
+    assert calibration["coverage_80_zero_days"] == 1.0  # P10 = P90 = 0 holds every zero day
+    assert calibration["below"]["0.1"] == 0.0
+    markdown = (tmp_path / "split.md").read_text()
+    assert "Calibration:" in markdown and f"| zero | {calibration['zero_share']:.3f} | 1.000 |" in markdown
+
+
 def test_evaluate_stops_on_a_method_it_cannot_build_and_names_it(tmp_path, capsys):
     assert evaluate_run(evaluate_args(tmp_path, "zero,mqcnn")) == 2
     assert "mqcnn" in capsys.readouterr().err
