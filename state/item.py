@@ -111,11 +111,11 @@ class ItemState:
     def daily(self, column: int, first: int, last: int) -> np.ndarray:
         """Totals of one bucket column for days first..last, closed or open (0 where unknown)."""
         out = np.zeros(last - first + 1, np.float64)
-        n = len(self.history)
-        for offset in range(n):
-            day = self.closed_through - (n - 1 - offset)
-            if first <= day <= last and day >= self.born:
-                out[day - first] = self.history[offset, column]
+        n = len(self.history)  # its last row is closed_through
+        lo, hi = max(first, self.born, self.closed_through - n + 1), min(last, self.closed_through)
+        if lo <= hi:
+            row = n - 1 - self.closed_through
+            out[lo - first : hi - first + 1] = self.history[row + lo : row + hi + 1, column]
         for day, bucket in self.open_days.items():
             if first <= day <= last:
                 out[day - first] = bucket[column]

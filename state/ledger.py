@@ -14,6 +14,7 @@ halve it again, at 200 µs an item per close: three times the model's own cost.)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -74,18 +75,43 @@ class ForecastLedger:
         return origin, self.values[origin % self.horizons] / SCALE
 
     def to_bytes(self) -> bytes:
-        increments = np.diff(self.values.astype(np.int64), axis=2, prepend=0)
-        low, high = int(increments.min()), int(increments.max())
-        width = next(w for w in WIDTHS if np.iinfo(w).min <= low and high <= np.iinfo(w).max)
-        return self.origins.tobytes() + bytes([np.dtype(width).itemsize]) + increments.astype(width).tobytes()
+        return encode_all([self])[0]
 
     @classmethod
     def from_bytes(cls, raw: bytes, horizons: int, n_quantiles: int) -> "ForecastLedger":
-        split = horizons * 4
-        origins = np.frombuffer(raw[:split], np.int32).copy()
-        width = next(w for w in WIDTHS if np.dtype(w).itemsize == raw[split])
-        increments = np.frombuffer(raw[split + 1 :], width).reshape(horizons, horizons, n_quantiles)
-        return cls(origins, np.cumsum(increments, axis=2, dtype=np.int64).astype(np.int32))
+        return decode_all([raw], horizons, n_quantiles)[0]
+
+
+def encode_all(ledgers: Sequence[ForecastLedger], chunk: int = 1024) -> list[bytes]:
+    """Serialise ledgers, ``chunk`` at a time: per ledger, numpy's fixed cost was a tenth of a close."""
+    out = []
+    for start in range(0, len(ledgers), chunk):
+        part = ledgers[start : start + chunk]
+        values = np.stack([ledger.values for ledger in part]).astype(np.int64)  # (n, H, H, Q)
+        increments = np.diff(values, axis=3, prepend=0).reshape(len(part), -1)
+        low, high = increments.min(axis=1), increments.max(axis=1)
+        narrow = increments.astype(WIDTHS[0])
+        for i, ledger in enumerate(part):
+            width = next(w for w in WIDTHS if np.iinfo(w).min <= low[i] and high[i] <= np.iinfo(w).max)
+            body = narrow[i] if width is WIDTHS[0] else increments[i].astype(width)
+            out.append(ledger.origins.tobytes() + bytes([np.dtype(width).itemsize]) + body.tobytes())
+    return out
+
+
+def decode_all(raws: Sequence[bytes], horizons: int, n_quantiles: int) -> list[ForecastLedger]:
+    """The ledgers of ``raws``; those stored in 16 bits (nearly all) are decoded together."""
+    split, shape = horizons * 4, (horizons, horizons, n_quantiles)
+    narrow = [i for i, raw in enumerate(raws) if raw[split] == np.dtype(WIDTHS[0]).itemsize]
+    joined = np.frombuffer(b"".join(raws[i][split + 1 :] for i in narrow), WIDTHS[0])
+    values = dict(zip(narrow, np.cumsum(joined.reshape(-1, *shape), axis=3, dtype=np.int32)))
+    ledgers = []
+    for i, raw in enumerate(raws):
+        if i not in values:
+            width = next(w for w in WIDTHS if np.dtype(w).itemsize == raw[split])
+            increments = np.frombuffer(raw[split + 1 :], width).reshape(shape)
+            values[i] = np.cumsum(increments, axis=2, dtype=np.int64).astype(np.int32)
+        ledgers.append(ForecastLedger(np.frombuffer(raw[:split], np.int32).copy(), values[i]))
+    return ledgers
 
 
 def pinball(actual: float, forecast: np.ndarray, quantiles: np.ndarray) -> np.ndarray:

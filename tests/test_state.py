@@ -6,7 +6,7 @@ from models.protocol import DAY_SECONDS, ItemInfo
 from models.seasonal_naive import SeasonalNaive
 from state.clock import PartitionClock
 from state.item import UNITS, VIEWS, ItemModel, ItemState
-from state.ledger import MAX_UNITS, ForecastLedger, pinball
+from state.ledger import MAX_UNITS, ForecastLedger, decode_all, encode_all, pinball
 from state.refresh import RefreshPolicy, close_items, is_active, is_dormant, needs_close, new_item, new_model
 
 DAY = 15_000
@@ -198,3 +198,14 @@ def test_an_item_up_to_date_but_active_or_with_open_days_is_not_dormant():
     assert not is_dormant(quiet, new_model(ItemInfo("B"), DAY, model), DAY, POLICY, model.horizons)
     quiet.close_next_day(), quiet.close_next_day(), quiet.close_next_day()
     assert is_dormant(quiet, new_model(ItemInfo("B"), DAY, model), DAY + 2, POLICY, model.horizons)
+
+
+def test_ledgers_of_every_width_round_trip_together():
+    ledgers = []
+    for top in (1.0, 2_000.0, 5.0, -3.0, 9.0):
+        ledger = ForecastLedger.empty(horizons=4, n_quantiles=3)
+        ledger.record(2, np.sort(np.round(np.linspace(0, top, 12).reshape(4, 3), 3), axis=1))
+        ledgers.append(ledger)
+    back = decode_all(encode_all(ledgers, chunk=2), horizons=4, n_quantiles=3)
+    assert all(np.array_equal(b.values, a.values) and np.array_equal(b.origins, a.origins)
+               for a, b in zip(ledgers, back))
