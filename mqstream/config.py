@@ -34,6 +34,7 @@ class Settings:
     change_share: float = 0.25  # a forecast change is material when the next-7-day P50 total moves by more
     stock_level: float = 0.0  # ...or when the next-7-day P90 total crosses this many units (0: off)
     session_timeout: float = 45.0  # seconds before the group gives a silent worker's partitions to others
+    standby_replicas: int = 1  # warm copies of each partition's tables on other workers: fast failover, more work
     metrics_host: str = "127.0.0.1"  # /metrics, /healthz, /readyz; 0.0.0.0 only where a network needs it
     metrics_port: int = 9100  # 0: any free port, written to <data_dir>/metrics.port (several workers per host)
     security_protocol: str = "PLAINTEXT"  # to Kafka: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL
@@ -77,6 +78,7 @@ class Settings:
     def validate(self) -> "Settings":
         _check(1 <= self.kafka_port <= 65535, "kafka_port", "a TCP port, 1..65535")
         _check(1 <= self.partitions <= 1024, "partitions", "an integer 1..1024")
+        _check(0 <= self.standby_replicas <= 8, "standby_replicas", "an integer 0..8")
         _check(self.model in MODELS, "model", ", ".join(MODELS))
         _check(0 <= self.allowed_lateness <= 7 * 86_400, "allowed_lateness", "seconds, 0..604800")
         _check(bool(self.watermark_input_names) and set(self.watermark_input_names) <= {"sales", "page-views"},

@@ -105,7 +105,7 @@ class Processor:
                 ts = event.ts
             closes = clock.observe(topic, ts)
             if marker:
-                await self._put(self.watermarks, partition, WATERMARKS, orjson.dumps(clock.inputs))
+                await self._put(self.watermarks, partition, [(WATERMARKS, orjson.dumps(clock.inputs))])
             if closes or partition in self.unfinished:
                 self.unfinished.discard(partition)
                 await self._write_items(partition, cache)
@@ -139,8 +139,7 @@ class Processor:
         await consumer.commit()
 
     async def _write_items(self, partition: int, cache: dict[bytes, ItemState]) -> None:
-        for key, item in cache.items():
-            await self._put(self.items, partition, key, item.to_bytes())
+        await self._put(self.items, partition, [(key, item.to_bytes()) for key, item in cache.items()])
         cache.clear()
 
     async def _take_errors(self, message: Message) -> None:
@@ -158,19 +157,23 @@ class Processor:
                    for o, f in zip(body["origins"], body["forecasts"])]
         side.model = self.model.observe_errors(side.model, records)
         side.last_error_target = target
-        await self._put(self.sides, message.partition, message.key, side.to_bytes())
+        await self._put(self.sides, message.partition, [(message.key, side.to_bytes())])
 
     @staticmethod
     def _get(table: faust.Table, partition: int, key: bytes) -> bytes | None:
         return table.data.get_in(partition, key)
 
-    async def _put(self, table: faust.Table, partition: int, key: bytes, value: bytes) -> None:
+    async def _put(self, table: faust.Table, partition: int, pairs: Sequence[tuple[bytes, bytes]]) -> None:
         """Into the partition's own database and changelog partition, whatever event is current.
         Straight to the producer: faust's send_soon costs a buffered future message and a task
-        switch per write, several times the rest of an event's handling."""
-        table.data.put_in(partition, key, value)
-        sent = await self.producer.send(table.changelog_topic.get_topic_name(), key, value, partition, None, None)
-        sent.add_done_callback(partial(_persist_offset, table.data))
+        switch per write, several times the rest of an event's handling. The changelog offset
+        is noted once, at the last write (offsets of one partition are acknowledged in order)."""
+        topic, sent = table.changelog_topic.get_topic_name(), None
+        for key, value in pairs:
+            table.data.put_in(partition, key, value)
+            sent = await self.producer.send(topic, key, value, partition, None, None)
+        if sent is not None:
+            sent.add_done_callback(partial(_persist_offset, table.data))
 
     # --- closing days ---------------------------------------------------------------------
     def _clock(self, partition: int) -> PartitionClock:
@@ -218,11 +221,9 @@ class Processor:
         # Outputs first, then model sides, then items, each flushed: after a crash the close
         # is redone (outputs repeat, never go missing) and a side is never behind its item.
         await self._publish(refresh)
-        for i in closed:
-            await self._put(self.sides, partition, items[i].item_id.encode(), sides[i].to_bytes())
+        await self._put(self.sides, partition, [(items[i].item_id.encode(), sides[i].to_bytes()) for i in closed])
         await self._flush()
-        for i in closed:
-            await self._put(self.items, partition, items[i].item_id.encode(), items[i].to_bytes())
+        await self._put(self.items, partition, [(items[i].item_id.encode(), items[i].to_bytes()) for i in closed])
         for item, side in zip(items, sides):
             if is_dormant(item, side, through, self.policy, self.model.horizons):
                 keys.discard(item.item_id.encode())  # tracked again at its next event
@@ -353,6 +354,7 @@ def build_app(settings: Settings, model: QuantileForecaster, url: str = "") -> t
         web_enabled=False,
         canonical_url=url or None,
         broker_session_timeout=settings.session_timeout,
+        table_standby_replicas=settings.standby_replicas,
         broker_heartbeat_interval=min(3.0, settings.session_timeout / 4),
         producer_linger=0.05,  # batches changelog writes: a tenth of the broker CPU (FAUST-NOTES)
         producer_max_batch_size=512 * 1024,  # 16 kB by default: under one model side, so one per request

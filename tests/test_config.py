@@ -28,3 +28,11 @@ def test_a_config_file_value_of_the_wrong_type_is_refused(tmp_path):
     path.write_text('partitions = "four"\n')
     with pytest.raises(ConfigError, match="'partitions': expected int"):
         load_settings(str(path))
+
+
+def test_standby_replicas_are_counted_from_zero(monkeypatch):
+    monkeypatch.setenv("MQSTREAM_STANDBY_REPLICAS", "-1")
+    with pytest.raises(ConfigError, match="'standby_replicas'.*0..8"):
+        load_settings()
+    monkeypatch.setenv("MQSTREAM_STANDBY_REPLICAS", "0")
+    assert load_settings().standby_replicas == 0
