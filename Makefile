@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 SYSTEM_TOOLS := prometheus promtool kcat docker-compose java mvn
 APT_PACKAGES := prometheus kcat docker-compose default-jre-headless maven
 
-.PHONY: demo test e2e unit system clean
+.PHONY: demo test e2e unit bench system clean
 
 demo: $(STAMP)
 	$(VENV)/bin/mqstream demo
@@ -20,6 +20,12 @@ unit: $(STAMP)
 
 e2e: $(STAMP) system
 	$(PYTHON) -m pytest -m e2e
+
+# The six benchmarks at the sizes the targets name, one after another on this tree (~40 min)
+bench: $(STAMP) system
+	nice -n 10 $(PYTHON) -m bench ingest scaleout
+	nice -n 10 $(PYTHON) -m bench latency memory recovery --items 100000
+	nice -n 10 $(PYTHON) -m bench refresh
 
 system:
 	@for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing=1; done; \
