@@ -5,16 +5,16 @@ forecasts in a ring indexed by origin, so when day D closes every earlier foreca
 (origins D-H..D-1) is at hand, without re-reading anything.
 
 Values are kept exactly as published: published forecasts have ``DECIMALS`` decimals, so
-the ledger holds integer thousandths of a unit. Serialised, a forecast's quantiles are
-stored as increments over the quantile below (quantiles never cross, so they are small
-and non-negative) in 16 bits where every one fits, else 32 or 64: 14 kB an item instead
-of the 28 kB of float32 it was, and it is most of an item's changelog record. (zlib would
-halve it again, at 200 µs an item per close: three times the model's own cost.)
+the ledger holds integer thousandths of a unit, as increments over the quantile below
+(quantiles never cross, so they are small and non-negative) in 16 bits while every one
+fits, else 32 or 64. The increments are the serialised form too, so reading and writing a
+ledger is a copy, and a close touches only the cells it scores and the slot it records:
+14 kB an item instead of the 28 kB of float32 it was, most of an item's changelog record.
+(zlib would halve it again, at 200 µs an item per close: three times the model's cost.)
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -23,19 +23,19 @@ from models.protocol import ErrorRecord
 NO_ORIGIN = -1
 DECIMALS = 3  # of every published forecast value
 SCALE = 10**DECIMALS
-MAX_UNITS = np.iinfo(np.int32).max / SCALE  # kept as int32 thousandths; forecasts are clipped to it
-WIDTHS = (np.uint16, np.int32, np.int64)  # narrowest that holds every increment is stored
+MAX_UNITS = np.iinfo(np.int32).max / SCALE  # forecasts are clipped to this (±)
+WIDTHS = (np.uint16, np.int32, np.int64)  # the narrowest that holds every increment is used
 
 
 @dataclass
 class ForecastLedger:
     origins: np.ndarray  # (H,) int32, NO_ORIGIN where empty; slot = origin % H
-    values: np.ndarray  # (H, H, Q) int32 thousandths: slot, horizon-1, quantile
+    increments: np.ndarray  # (H, H, Q) thousandths over the quantile below: slot, horizon-1, quantile
 
     @classmethod
     def empty(cls, horizons: int, n_quantiles: int) -> "ForecastLedger":
         return cls(np.full(horizons, NO_ORIGIN, np.int32),
-                   np.zeros((horizons, horizons, n_quantiles), np.int32))
+                   np.zeros((horizons, horizons, n_quantiles), WIDTHS[0]))
 
     @property
     def horizons(self) -> int:
@@ -44,18 +44,25 @@ class ForecastLedger:
     def record(self, origin: int, values: np.ndarray) -> None:
         """Keep a forecast as published (``values`` (H, Q), rounded to ``DECIMALS``, within
         ±``MAX_UNITS``)."""
+        units = np.rint(np.clip(np.asarray(values, np.float64), -MAX_UNITS, MAX_UNITS) * SCALE).astype(np.int64)
+        step = np.diff(units, axis=-1, prepend=0)
+        width = _narrowest(int(step.min()), int(step.max()))
+        if np.dtype(width).itemsize > self.increments.itemsize:
+            self.increments = self.increments.astype(width)
         slot = origin % self.horizons
         self.origins[slot] = origin
-        self.values[slot] = np.clip(np.rint(np.asarray(values, np.float64) * SCALE), -MAX_UNITS * SCALE, MAX_UNITS * SCALE)
+        self.increments[slot] = step
 
     def forecasts_of(self, target: int) -> list[tuple[int, np.ndarray]]:
         """(origin, quantiles as published) of every kept forecast of ``target``, oldest origin first."""
-        found = []
-        for origin in range(target - self.horizons, target):
-            slot = origin % self.horizons
-            if origin >= 0 and self.origins[slot] == origin:
-                found.append((origin, self.values[slot, target - origin - 1] / SCALE))
-        return found
+        origins = np.arange(target - self.horizons, target)
+        slots = origins % self.horizons
+        kept = (origins >= 0) & (self.origins[slots] == origins)
+        if not kept.any():
+            return []
+        cells = self.increments[slots[kept], target - origins[kept] - 1]  # (n, Q)
+        values = np.cumsum(cells, axis=-1, dtype=np.int64) / SCALE
+        return list(zip(origins[kept].tolist(), values))
 
     def score(self, target: int, actual: float) -> list[ErrorRecord]:
         return [ErrorRecord(origin, target, actual, q) for origin, q in self.forecasts_of(target)]
@@ -72,46 +79,21 @@ class ForecastLedger:
         if not len(kept):
             return None
         origin = int(kept.max())
-        return origin, self.values[origin % self.horizons] / SCALE
+        return origin, np.cumsum(self.increments[origin % self.horizons], axis=-1, dtype=np.int64) / SCALE
 
     def to_bytes(self) -> bytes:
-        return encode_all([self])[0]
+        return b"".join((self.origins.tobytes(), bytes([self.increments.itemsize]), self.increments.tobytes()))
 
     @classmethod
     def from_bytes(cls, raw: bytes, horizons: int, n_quantiles: int) -> "ForecastLedger":
-        return decode_all([raw], horizons, n_quantiles)[0]
+        split = horizons * 4
+        width = next(w for w in WIDTHS if np.dtype(w).itemsize == raw[split])
+        increments = np.frombuffer(raw, width, offset=split + 1).reshape(horizons, horizons, n_quantiles)
+        return cls(np.frombuffer(raw, np.int32, count=horizons).copy(), increments.copy())
 
 
-def encode_all(ledgers: Sequence[ForecastLedger], chunk: int = 1024) -> list[bytes]:
-    """Serialise ledgers, ``chunk`` at a time: per ledger, numpy's fixed cost was a tenth of a close."""
-    out = []
-    for start in range(0, len(ledgers), chunk):
-        part = ledgers[start : start + chunk]
-        values = np.stack([ledger.values for ledger in part]).astype(np.int64)  # (n, H, H, Q)
-        increments = np.diff(values, axis=3, prepend=0).reshape(len(part), -1)
-        low, high = increments.min(axis=1), increments.max(axis=1)
-        narrow = increments.astype(WIDTHS[0])
-        for i, ledger in enumerate(part):
-            width = next(w for w in WIDTHS if np.iinfo(w).min <= low[i] and high[i] <= np.iinfo(w).max)
-            body = narrow[i] if width is WIDTHS[0] else increments[i].astype(width)
-            out.append(ledger.origins.tobytes() + bytes([np.dtype(width).itemsize]) + body.tobytes())
-    return out
-
-
-def decode_all(raws: Sequence[bytes], horizons: int, n_quantiles: int) -> list[ForecastLedger]:
-    """The ledgers of ``raws``; those stored in 16 bits (nearly all) are decoded together."""
-    split, shape = horizons * 4, (horizons, horizons, n_quantiles)
-    narrow = [i for i, raw in enumerate(raws) if raw[split] == np.dtype(WIDTHS[0]).itemsize]
-    joined = np.frombuffer(b"".join(raws[i][split + 1 :] for i in narrow), WIDTHS[0])
-    values = dict(zip(narrow, np.cumsum(joined.reshape(-1, *shape), axis=3, dtype=np.int32)))
-    ledgers = []
-    for i, raw in enumerate(raws):
-        if i not in values:
-            width = next(w for w in WIDTHS if np.dtype(w).itemsize == raw[split])
-            increments = np.frombuffer(raw[split + 1 :], width).reshape(shape)
-            values[i] = np.cumsum(increments, axis=2, dtype=np.int64).astype(np.int32)
-        ledgers.append(ForecastLedger(np.frombuffer(raw[:split], np.int32).copy(), values[i]))
-    return ledgers
+def _narrowest(low: int, high: int) -> type:
+    return next(w for w in WIDTHS if np.iinfo(w).min <= low and high <= np.iinfo(w).max)
 
 
 def pinball(actual: float, forecast: np.ndarray, quantiles: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ import numpy as np
 
 from models.protocol import ErrorRecord, ItemInfo, Period, QuantileForecaster
 from state.item import N_HISTORY, UNITS, VIEWS, ItemModel, ItemState
-from state.ledger import DECIMALS, MAX_UNITS, ForecastLedger, decode_all, encode_all
+from state.ledger import DECIMALS, MAX_UNITS, ForecastLedger
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def close_items(items: list[ItemState], sides: list[ItemModel], through: int,
     depends on how many days one close covers, which depends on how fast the inputs
     arrived. A model side already past a day (a close cut short by a crash, its outputs
     already published) only has its item's buckets folded for it."""
-    ledgers = decode_all([s.ledger for s in sides], model.horizons, len(model.quantiles))
+    ledgers = [ForecastLedger.from_bytes(s.ledger, model.horizons, len(model.quantiles)) for s in sides]
     refresh = Refresh()
     first = min((it.closed_through for it in items), default=through) + 1
     for day in range(first, through + 1):
@@ -96,8 +96,8 @@ def close_items(items: list[ItemState], sides: list[ItemModel], through: int,
         for caught_up in range(min((items[i].closed_through for i in due), default=day) + 1, day + 1):
             _close_day([i for i in due if items[i].closed_through < caught_up], caught_up, items, sides,
                        ledgers, model, policy, refresh)
-    for side, raw in zip(sides, encode_all(ledgers)):
-        side.ledger = raw
+    for side, ledger in zip(sides, ledgers):
+        side.ledger = ledger.to_bytes()
     return refresh
 
 
