@@ -4,8 +4,9 @@ Sales and page views arrive on separate topics that a worker consumes at differe
 (a whole fetched batch of one before any of the other), so each input keeps its own
 watermark (its newest event time) and the partition's watermark is the lowest of them: a
 day closes only when every required input has passed it, and nothing closes before each
-has spoken. An input without data holds closes back until a watermark marker speaks for it. Day D closes once that watermark passes the end of D plus the allowed
-lateness; events of D arriving before that are applied, later ones are too late.
+has spoken. An input without data holds closes back until a watermark marker speaks for
+it. Day D closes once that watermark passes the end of D plus the allowed lateness;
+events of D arriving before that are applied, later ones are too late.
 """
 from __future__ import annotations
 
@@ -24,6 +25,12 @@ class PartitionClock:
     lateness: int
     required: tuple[str, ...] = ()  # inputs that must have spoken before any day closes
     inputs: dict[str, int] = field(default_factory=dict)  # input name -> newest event time
+    # derived from inputs, kept as they change: asked for every event (a tenth of ingest CPU)
+    _closed: int = field(init=False, repr=False)
+    _newest: int = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self._derive()
 
     @property
     def watermark(self) -> int:
@@ -33,22 +40,23 @@ class PartitionClock:
 
     @property
     def newest(self) -> int:
-        return max(self.inputs.values(), default=0)
+        return self._newest
 
     @property
     def closed_through(self) -> int:
-        return closed_through(self.watermark, self.lateness)
+        return self._closed
 
     def is_too_late(self, ts: int) -> bool:
-        return ts // DAY_SECONDS <= self.closed_through
+        return ts // DAY_SECONDS <= self._closed
 
     def observe(self, source: str, ts: int) -> bool:
         """Advance one input's watermark; True when that closes at least one more day."""
         if ts <= self.inputs.get(source, -1):
             return False  # no new time: nothing can close (most events; the min is not recomputed)
-        before = self.closed_through if self.inputs else None
-        self.inputs[source] = max(self.inputs.get(source, 0), ts)
-        return before is not None and self.closed_through > before
+        first, before = not self.inputs, self._closed
+        self.inputs[source] = max(ts, 0)
+        self._derive()
+        return not first and self._closed > before
 
     def hold_closed(self, day: int) -> None:
         """Never reopen ``day``: after a restart the watermark is at least its close."""
@@ -57,3 +65,8 @@ class PartitionClock:
         floor = (day + 1) * DAY_SECONDS + self.lateness
         for source in {*self.inputs, *self.required}:
             self.inputs[source] = max(self.inputs.get(source, 0), floor)
+        self._derive()
+
+    def _derive(self) -> None:
+        self._closed = closed_through(self.watermark, self.lateness)
+        self._newest = max(self.inputs.values(), default=0)
