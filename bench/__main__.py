@@ -30,7 +30,7 @@ def main() -> None:
                              "when checkpoints/ lacks it, said so in the results); seasonal-naive for ingest, scaleout")
     parser.add_argument("--items", type=int, help="items: refresh 1,000 per batch; ingest, scaleout 50,000 keys; "
                                                   "latency 10,000; memory and recovery 20,000 (the targets are at 100,000)")
-    parser.add_argument("--events", type=int, help="ingest and scaleout: events (default 300,000)")
+    parser.add_argument("--events", type=int, help="ingest: events (default 300,000); scaleout: default 1,000,000")
     parser.add_argument("--table-items", default="100000,1000000",
                         help="memory: sizes at which table values are built in-process and measured")
     parser.add_argument("--partitions", type=int, default=4, help="of every topic")

@@ -21,7 +21,8 @@ from streams.topics import create_topics
 
 
 def run(options) -> dict[str, dict]:
-    events = options.events or 300_000
+    # a million: at ~20,000 events/s a shorter run ends for one worker before the second has joined
+    events = options.events or 1_000_000
     items = options.items or 50_000
     model = options.model or "seasonal-naive"
     with local_broker(model, options.partitions) as rig:
