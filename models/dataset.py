@@ -34,7 +34,8 @@ def load_transactions(path: Path = DATA_PATH) -> pd.DataFrame:
         "item_id": raw["StockCode"],
         "description": raw["Description"].str.strip(),
         "quantity": raw["Quantity"].astype(np.int64),
-        "ts": ts.astype("int64") // 1_000_000_000,  # local time read as UTC seconds
+        # local time read as UTC seconds, whatever resolution pandas parsed at (pandas 3: µs)
+        "ts": (ts - pd.Timestamp(0)) // pd.Timedelta(seconds=1),
         "price": raw["Price"].astype(np.float64),
     })
 
