@@ -34,7 +34,7 @@ class PartitionClock:
 
     @property
     def watermark(self) -> int:
-        if any(name not in self.inputs for name in self.required):
+        if not self.inputs.keys() >= set(self.required):
             return 0
         return min(self.inputs.values(), default=0)
 
