@@ -27,6 +27,11 @@ MAX_UNITS = np.iinfo(np.int32).max / SCALE  # forecasts are clipped to this (±)
 WIDTHS = (np.uint16, np.int32, np.int64)  # the narrowest that holds every increment is used
 
 
+def published(values: np.ndarray) -> np.ndarray:
+    """Model output as it is published, and kept: rounded to ``DECIMALS``, within ±``MAX_UNITS``."""
+    return np.round(np.clip(np.asarray(values, np.float64), -MAX_UNITS, MAX_UNITS), DECIMALS)
+
+
 @dataclass
 class ForecastLedger:
     origins: np.ndarray  # (H,) int32, NO_ORIGIN where empty; slot = origin % H
@@ -42,9 +47,8 @@ class ForecastLedger:
         return len(self.origins)
 
     def record(self, origin: int, values: np.ndarray) -> None:
-        """Keep a forecast as published (``values`` (H, Q), rounded to ``DECIMALS``, within
-        ±``MAX_UNITS``)."""
-        units = np.rint(np.clip(np.asarray(values, np.float64), -MAX_UNITS, MAX_UNITS) * SCALE).astype(np.int64)
+        """Keep a forecast as published (``values`` (H, Q) from ``published``)."""
+        units = np.rint(values * SCALE).astype(np.int64)
         step = np.diff(units, axis=-1, prepend=0)
         width = _narrowest(int(step.min()), int(step.max()))
         if np.dtype(width).itemsize > self.increments.itemsize:
@@ -67,9 +71,6 @@ class ForecastLedger:
     def score(self, target: int, actual: float) -> list[ErrorRecord]:
         return [ErrorRecord(origin, target, actual, q) for origin, q in self.forecasts_of(target)]
 
-    def last_origin(self) -> int:
-        return int(self.origins.max())
-
     def latest(self, before: int | None = None) -> tuple[int, np.ndarray] | None:
         """(origin, (H, Q) values as published) of the newest kept forecast, or of the newest
         before ``before``."""
@@ -83,6 +84,11 @@ class ForecastLedger:
 
     def to_bytes(self) -> bytes:
         return b"".join((self.origins.tobytes(), bytes([self.increments.itemsize]), self.increments.tobytes()))
+
+    @staticmethod
+    def last_origin_of(raw: bytes, horizons: int) -> int:
+        """The newest origin kept (NO_ORIGIN if none) without decoding the rest."""
+        return int(np.frombuffer(raw, np.int32, count=horizons).max())
 
     @classmethod
     def from_bytes(cls, raw: bytes, horizons: int, n_quantiles: int) -> "ForecastLedger":

@@ -12,7 +12,7 @@ import numpy as np
 
 from models.protocol import ErrorRecord, ItemInfo, Period, QuantileForecaster
 from state.item import N_HISTORY, UNITS, VIEWS, ItemModel, ItemState
-from state.ledger import DECIMALS, MAX_UNITS, ForecastLedger
+from state.ledger import DECIMALS, ForecastLedger, published
 
 
 @dataclass(frozen=True)
@@ -126,8 +126,7 @@ def _advance(batch: list[int], day: int, items, sides, ledgers, buckets, model, 
 def _forecast(batch: list[int], origin: int, items, sides, ledgers, model, policy, refresh) -> None:
     if not batch:
         return
-    values = np.clip(model.forecast([sides[i].model for i in batch]).astype(np.float64), -MAX_UNITS, MAX_UNITS)
-    for i, v in zip(batch, np.round(values, policy.decimals)):
+    for i, v in zip(batch, published(model.forecast([sides[i].model for i in batch]))):
         kept = ledgers[i].latest(before=origin)
         previous = None if kept is None else IssuedForecast(items[i].item_id, *kept)
         ledgers[i].record(origin, v)
@@ -136,5 +135,4 @@ def _forecast(batch: list[int], origin: int, items, sides, ledgers, model, polic
 
 def _waiting(side: ItemModel, horizons: int) -> bool:
     """Forecasts in the ledger whose targets have not closed yet."""
-    last_origin = int(np.frombuffer(side.ledger, np.int32, count=horizons).max())
-    return last_origin + horizons > side.closed_through
+    return ForecastLedger.last_origin_of(side.ledger, horizons) + horizons > side.closed_through

@@ -6,7 +6,7 @@ from models.protocol import DAY_SECONDS, ItemInfo
 from models.seasonal_naive import SeasonalNaive
 from state.clock import PartitionClock
 from state.item import UNITS, VIEWS, ItemModel, ItemState
-from state.ledger import MAX_UNITS, ForecastLedger, pinball
+from state.ledger import MAX_UNITS, ForecastLedger, pinball, published
 from state.refresh import RefreshPolicy, close_items, is_active, is_dormant, needs_close, new_item, new_model
 
 DAY = 15_000
@@ -71,16 +71,18 @@ def test_ledger_bytes_give_back_exactly_what_was_published(tops):
     """16-bit increments, 32-bit, negative values, clipped ones, and a ledger widened by one
     large forecast among small ones."""
     rng = np.random.default_rng(7)
-    ledger, published = ForecastLedger.empty(horizons=28, n_quantiles=9), {}
+    ledger, issued = ForecastLedger.empty(horizons=28, n_quantiles=9), {}
     for origin in range(100, 128):
         top = tops[origin % len(tops)]
-        published[origin] = np.sort(np.round(rng.uniform(0, 1, (28, 9)) * top, 3), axis=1)
-        ledger.record(origin, published[origin])
+        issued[origin] = published(np.sort(rng.uniform(0, 1, (28, 9)) * top, axis=1))
+        ledger.record(origin, issued[origin])
+    assert np.abs(issued[127]).max() <= MAX_UNITS
     back = ForecastLedger.from_bytes(ledger.to_bytes(), 28, 9)
     for origin, values in back.forecasts_of(128):
-        assert np.array_equal(values, np.clip(published[origin][128 - origin - 1], -MAX_UNITS, MAX_UNITS))
+        assert np.array_equal(values, issued[origin][128 - origin - 1])
     origin, latest = back.latest()
-    assert origin == 127 and np.array_equal(latest, np.clip(published[127], -MAX_UNITS, MAX_UNITS))
+    assert origin == 127 and np.array_equal(latest, issued[127])
+    assert ForecastLedger.last_origin_of(ledger.to_bytes(), 28) == 127
 
 
 def test_ledger_of_small_forecasts_takes_two_bytes_a_value():
