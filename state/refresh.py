@@ -133,6 +133,21 @@ def _forecast(batch: list[int], origin: int, items, sides, ledgers, model, polic
         refresh.issued.append(IssuedForecast(items[i].item_id, origin, v, previous))
 
 
+def take_errors(raw_side: bytes | None, target: int, records: list[ErrorRecord],
+                model: QuantileForecaster) -> bytes | None:
+    """Errors of ``target`` read back from ``forecast-errors`` into the item's error memory,
+    once: the new model side, or None where they must be left out: taken in at the close
+    that scored them, or that close was cut short by a crash and will score them again
+    (taking them now would count them twice)."""
+    closed, last_error = ItemModel.days_of(raw_side) if raw_side is not None else (-1, -1)
+    if not last_error < target <= closed:
+        return None
+    side = ItemModel.from_bytes(raw_side)
+    side.model = model.observe_errors(side.model, records)
+    side.last_error_target = target
+    return side.to_bytes()
+
+
 def _waiting(side: ItemModel, horizons: int) -> bool:
     """Forecasts in the ledger whose targets have not closed yet."""
     return ForecastLedger.last_origin_of(side.ledger, horizons) + horizons > side.closed_through

@@ -26,7 +26,7 @@ from mqstream.kafka_auth import faust_credentials
 from state.clock import PartitionClock
 from state.item import RETURNS, UNITS, VIEWS, ItemModel, ItemState
 from state.ledger import pinball
-from state.refresh import Refresh, RefreshPolicy, close_items, is_dormant, new_item, new_model
+from state.refresh import Refresh, RefreshPolicy, close_items, is_dormant, new_item, new_model, take_errors
 from streams import ingest, messages
 from streams.changes import ChangeRule, change_message, material_change
 from streams.metrics import QualityWindow, WorkerMetrics
@@ -57,9 +57,9 @@ class Processor:
         # only clock input no item remembers); one record per partition's own database
         self.watermarks = watermarks
         self.outputs = outputs
+        self.names = {name: topic.get_topic_name() for name, topic in outputs.items()}
         self.producer = items.app.producer
-        self.sales_topic = outputs["sales"].get_topic_name()
-        self.error_topic = outputs["forecast-errors"].get_topic_name()
+        self.sales_topic, self.error_topic = self.names["sales"], self.names["forecast-errors"]
         self.policy = RefreshPolicy(settings.active_days, settings.history_days, settings.refresh_batch)
         self.change_rule = ChangeRule(settings.change_share, settings.stock_level, decimals=self.policy.decimals)
         self.clocks: dict[int, PartitionClock] = {}
@@ -144,20 +144,13 @@ class Processor:
 
     async def _take_errors(self, message: Message) -> None:
         """Errors read back from ``forecast-errors``: into the item's error memory, once."""
-        raw = self._get(self.sides, message.partition, message.key)
         body = orjson.loads(message.value)
         target = messages.iso_day(body["target"])
-        closed, last_error = ItemModel.days_of(raw) if raw is not None else (-1, -1)
-        if not last_error < target <= closed:
-            # taken in at the close that scored it, or that close was cut short by a crash
-            # and will score it again: taking it now would count it twice
-            return
-        side = ItemModel.from_bytes(raw)
         records = [ErrorRecord(messages.iso_day(o), target, body["actual"], np.asarray(f, np.float32))
                    for o, f in zip(body["origins"], body["forecasts"])]
-        side.model = self.model.observe_errors(side.model, records)
-        side.last_error_target = target
-        await self._put(self.sides, message.partition, [(message.key, side.to_bytes())])
+        side = take_errors(self._get(self.sides, message.partition, message.key), target, records, self.model)
+        if side is not None:
+            await self._put(self.sides, message.partition, [(message.key, side)])
 
     @staticmethod
     def _get(table: faust.Table, partition: int, key: bytes) -> bytes | None:
@@ -254,7 +247,7 @@ class Processor:
     async def _send(self, output: str, key: bytes, value: bytes, headers) -> None:
         """Straight to the producer, partitioned by key like the inputs (faust's Topic.send
         costs a future message per record: 5% of a close)."""
-        await self.producer.send(self.outputs[output].get_topic_name(), key, value, None, None, headers)
+        await self.producer.send(self.names[output], key, value, None, None, headers)
 
     def _track_quality(self, refresh: Refresh) -> None:
         q = np.asarray(self.model.quantiles)
@@ -271,7 +264,7 @@ class Processor:
     async def sample(self, app: faust.App) -> None:
         """Gauges read every few seconds: lag from the broker's end offsets, watermark ages,
         state size."""
-        inputs = {self.outputs[name].get_topic_name() for name in ("sales", "page-views", "forecast-errors")}
+        inputs = {self.names[name] for name in ("sales", "page-views", "forecast-errors")}
         assigned = sorted(tp for tp in app.consumer.assignment() if tp.topic in inputs)
         if assigned:
             ends = await app.consumer.highwaters(*assigned)

@@ -2,12 +2,13 @@
 import pytest
 import numpy as np
 
-from models.protocol import DAY_SECONDS, ItemInfo
+from models.protocol import DAY_SECONDS, ErrorRecord, ItemInfo
 from models.seasonal_naive import SeasonalNaive
 from state.clock import PartitionClock
 from state.item import UNITS, VIEWS, ItemModel, ItemState
 from state.ledger import MAX_UNITS, ForecastLedger, pinball, published
-from state.refresh import RefreshPolicy, close_items, is_active, is_dormant, needs_close, new_item, new_model
+from state.refresh import (RefreshPolicy, close_items, is_active, is_dormant, needs_close, new_item, new_model,
+                           take_errors)
 
 DAY = 15_000
 POLICY = RefreshPolicy()
@@ -204,3 +205,21 @@ def test_an_item_up_to_date_but_active_or_with_open_days_is_not_dormant():
     assert not is_dormant(quiet, new_model(ItemInfo("B"), DAY, model), DAY, POLICY, model.horizons)
     quiet.close_next_day(), quiet.close_next_day(), quiet.close_next_day()
     assert is_dormant(quiet, new_model(ItemInfo("B"), DAY, model), DAY + 2, POLICY, model.horizons)
+
+
+class CountingErrors:
+    """A model whose state records how many errors it was shown, call by call."""
+
+    def observe_errors(self, state: bytes, errors) -> bytes:
+        return state + b"|%d" % len(errors)
+
+
+def test_errors_read_back_are_taken_in_once_and_only_for_a_closed_day():
+    side = ItemModel(DAY, b"m", b"", last_error_target=DAY - 2).to_bytes()
+    records = [ErrorRecord(DAY - 3, DAY - 1, 3.0, np.zeros(9)), ErrorRecord(DAY - 2, DAY - 1, 3.0, np.zeros(9))]
+    once = take_errors(side, DAY - 1, records, CountingErrors())
+    assert ItemModel.from_bytes(once).model == b"m|2" and ItemModel.days_of(once) == (DAY, DAY - 1)
+    assert take_errors(once, DAY - 1, records, CountingErrors()) is None  # read back a second time
+    assert take_errors(side, DAY - 2, records, CountingErrors()) is None  # taken in at its close
+    assert take_errors(side, DAY + 1, records, CountingErrors()) is None  # its close has not run
+    assert take_errors(None, DAY - 1, records, CountingErrors()) is None  # no model side yet
