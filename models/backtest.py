@@ -1,11 +1,15 @@
-"""Rolling-origin backtest of ../shared/EVALUATION.md: every method forecasts the same
+"""Rolling-origin backtest of docs/EVALUATION.md: every method forecasts the same
 products from the same origins at the same horizons and quantiles, and is scored on the
 same cells.
 
 A method is anything with ``forecast(series, views, origins) -> (N, O, H, Q)`` that uses,
 for origin o, only days up to o. The backtest hands a method nothing after the last
-origin (``history_until``), and ``leaked_origins`` checks the rest: perturbing every day
-after an origin must leave that origin's forecast unchanged.
+origin (``history_until``), and ``leaked_origins`` checks the rest: replacing the sales and
+prices of every day after an origin, and deriving every input from the changed data again
+(the page views too), must leave that origin's forecast unchanged.
+
+Page views are 0 unless a run asks for the simulator (``simulated_views``): no public data
+pairs views with these sales, and simulated inputs never enter a headline score.
 
 ``StreamingReplay`` turns any ``QuantileForecaster`` into such a method by driving it as
 the streaming worker does, so the backtest measures what serving publishes.
@@ -64,7 +68,8 @@ class BacktestData:
     """The scored products' series (through the last target day) and the actuals."""
 
     series: DailySeries
-    views: np.ndarray  # (N, T) simulated page views aligned with series.units
+    views: np.ndarray  # (N, T) page views aligned with series.units: 0, or simulated when asked
+    simulated_views: bool
     origins: np.ndarray  # (O,) day indices
     actuals: np.ndarray  # (N, O, H) units sold on day origin + h
 
@@ -76,7 +81,14 @@ class ForecastMethod(Protocol):
         """(N, O, H, Q) quantiles for horizons 1..H after each origin, using days <= origin only."""
 
 
-def prepare(series: DailySeries, split: BacktestSplit) -> BacktestData:
+def derived_views(series: DailySeries, simulated: bool) -> np.ndarray:
+    """(N, T) the page views a method reads: simulated from the series (causal), or 0."""
+    if simulated:
+        return simulate_views(series.items, series.units, series.start_day)
+    return np.zeros(series.units.shape, np.int64)
+
+
+def prepare(series: DailySeries, split: BacktestSplit, simulated_views: bool = False) -> BacktestData:
     """Select the scored products and lay out their actuals."""
     last_target = split.last_origin + split.horizons
     if series.start_day >= split.cutoff or series.days[-1] < last_target:
@@ -86,9 +98,9 @@ def prepare(series: DailySeries, split: BacktestSplit) -> BacktestData:
     stop = series.column(last_target) + 1
     scored = replace(series, items=series.items[keep], descriptions=series.descriptions[keep],
                      units=series.units[keep, :stop], price=series.price[keep, :stop])
-    views = simulate_views(scored.items, scored.units, scored.start_day)
     cols = scored.column(split.origins)[:, None] + np.arange(1, split.horizons + 1)  # (O, H)
-    return BacktestData(series=scored, views=views, origins=split.origins, actuals=scored.units[:, cols])
+    return BacktestData(series=scored, views=derived_views(scored, simulated_views), simulated_views=simulated_views,
+                        origins=split.origins, actuals=scored.units[:, cols])
 
 
 def history_until(series: DailySeries, views: np.ndarray, day: int) -> tuple[DailySeries, np.ndarray]:
@@ -111,20 +123,21 @@ def run_method(method: ForecastMethod, data: BacktestData, split: BacktestSplit)
     return forecasts
 
 
-def leaked_origins(method: ForecastMethod, series: DailySeries, views: np.ndarray,
-                   origins: np.ndarray, seed: int = 0) -> list[int]:
-    """Origins whose forecast changes when every day after them is replaced by noise.
-    Empty for a method that uses only what was known at each origin."""
-    reference = method.forecast(series, views, origins)
+def leaked_origins(method: ForecastMethod, series: DailySeries, origins: np.ndarray,
+                   simulated_views: bool = False, seed: int = 0) -> list[int]:
+    """Origins whose forecast changes when the sales and prices of every day after them are
+    replaced by noise and the views are derived again from the changed sales. Empty for a
+    method that uses only what was known at each origin, inputs derived from it included."""
+    reference = method.forecast(series, derived_views(series, simulated_views), origins)
     rng = np.random.default_rng(seed)
     leaked = []
     for k, origin in enumerate(origins):
         after = slice(series.column(int(origin)) + 1, None)
-        units, price, noisy_views = series.units.copy(), series.price.copy(), views.copy()
+        units, price = series.units.copy(), series.price.copy()
         units[:, after] = rng.poisson(20.0, units[:, after].shape)
         price[:, after] = rng.uniform(0.5, 5.0, price[:, after].shape)
-        noisy_views[:, after] = rng.poisson(60.0, noisy_views[:, after].shape)
-        perturbed = method.forecast(replace(series, units=units, price=price), noisy_views, origins)
+        changed = replace(series, units=units, price=price)
+        perturbed = method.forecast(changed, derived_views(changed, simulated_views), origins)
         if not np.array_equal(perturbed[:, k], reference[:, k]):  # deterministic: any change is a leak
             leaked.append(int(origin))
     return leaked

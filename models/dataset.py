@@ -1,6 +1,6 @@
 """The shipped transactions as events and as daily demand series.
 
-Demand follows ../shared/EVALUATION.md: units sold on a calendar day are the sum of
+Demand follows docs/EVALUATION.md: units sold on a calendar day are the sum of
 ``Quantity`` over lines whose invoice does not start with ``C`` and whose quantity and
 price are both positive. Cancellations and adjustments stay events for the stream.
 """

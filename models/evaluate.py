@@ -1,19 +1,23 @@
-"""Backtest forecasting methods on the development split and write the scores.
+"""Backtest forecasting methods on a named split and write the scores.
 
-``mqstream evaluate`` runs every named method through ``models.backtest`` on the same
-products, origins, horizons and quantiles (../shared/EVALUATION.md) and writes, for
-``--out eval/dev-split``:
+``mqstream evaluate --split dev|peak`` runs every named method through ``models.backtest``
+on the same products, origins, horizons and quantiles (docs/EVALUATION.md). The neural
+methods are trained up to the split's cutoff once per seed (``--seeds``, default 0,1,2;
+checkpoints are reused when already trained so) and scored per seed; MQTransformer is
+compared with MQ-CNN and with the best baseline by the wQL difference and a 95% paired
+bootstrap interval over products. Sales, prices and calendar only, unless
+``--simulated-views`` (and then every output says so). For ``--out eval/dev`` it writes:
 
-- ``eval/dev-split.json``: per method wQL (overall, per horizon bucket, per quantile),
-  80% coverage, volatility, runtime and calibration diagnostics
-  (``models.metrics.calibration``), with the split and the command;
-- ``eval/dev-split.md``: the same as Markdown tables, with the command that regenerates it;
-- ``eval/dev-split-fan-<item>.png``: fan charts (history, actuals, P10–P90 band, P50) of a
-  few items from the middle origin, one panel per method.
+- ``eval/dev.json``: per method the seed means of wQL (overall, per horizon bucket, per
+  quantile), 80% coverage and volatility, their spread and per-seed runs, runtime and
+  calibration diagnostics (``models.metrics.calibration``), the comparisons, the split and
+  the command;
+- ``eval/dev.md``: the same as Markdown tables, with the command that regenerates it;
+- ``eval/dev-fan-<item>.png``: fan charts (history, actuals, P10–P90 band, P50) of a few
+  items from the middle origin, one panel per method (the first seed of a neural method).
 
-Public API: ``METHODS`` (name -> factory), ``configure_parser(p)``, ``run(args) -> int``.
-A method that cannot be built (no checkpoint, no module) stops the run with an error that
-names it: nothing is skipped silently.
+Public API: ``SPLITS``, ``METHODS`` (name -> factory(source, seed)), ``configure_parser(p)``,
+``run(args) -> int``. An unknown method or a bad seed list stops the run before any work.
 """
 from __future__ import annotations
 
@@ -30,10 +34,18 @@ import numpy as np
 from models.backtest import (BacktestData, BacktestSplit, ForecastMethod, StreamingReplay, iso_of,
                              prepare, run_method)
 from models.dataset import daily_series, load_transactions
-from models.metrics import HORIZON_BUCKETS, calibration, score
+from models.metrics import HORIZON_BUCKETS, calibration, item_losses, paired_bootstrap, score
 
 FAN_ITEMS = 3  # items charted: the largest, one at the 90th and one at the 50th volume percentile
 FAN_HISTORY_DAYS = 56  # days of history left of the origin in a fan chart
+
+
+SPLITS = {  # name -> (cutoff, first origin, last origin); docs/EVALUATION.md
+    "dev": ("2011-05-31", "2011-06-01", "2011-08-03"),  # summer: the split of EVALUATION.md
+    "peak": ("2010-10-31", "2010-11-01", "2010-11-25"),  # targets run into the Christmas ramp of 2010
+}
+SEEDED = ("mqcnn", "mqtransformer", "nhits")  # trained per seed; the rest are deterministic
+BOOTSTRAP_DRAWS = 2000
 
 
 class MethodUnavailable(Exception):
@@ -43,25 +55,27 @@ class MethodUnavailable(Exception):
 @dataclass(frozen=True)
 class MethodSource:
     split: BacktestSplit
-    checkpoints: Path  # a neural method ``name`` loads ``checkpoints / name``
+    checkpoints: Path  # neural method ``name`` at seed k loads or trains ``checkpoints / f"{name}-seed{k}"``
+    simulated_views: bool = False
+    train_items: int | None = None  # train on a random subset (quick checks, tests)
 
 
-MethodFactory = Callable[[MethodSource], ForecastMethod]
+MethodFactory = Callable[[MethodSource, int], ForecastMethod]
 
 
-def _protocol_model(name: str, needs_checkpoint: bool) -> MethodFactory:
-    """A ``QuantileForecaster`` from ``models.registry``, replayed as the worker drives it."""
+def checkpoint_dir(source: MethodSource, name: str, seed: int) -> Path:
+    return source.checkpoints / f"{name}-seed{seed}"
 
-    def build(source: MethodSource) -> ForecastMethod:
-        try:
-            from models.registry import load_model
-        except ImportError as exc:
-            raise MethodUnavailable(f"{name}: models.registry cannot be imported ({exc})") from exc
-        checkpoint = source.checkpoints / name if needs_checkpoint else None
-        if checkpoint is not None and not checkpoint.is_dir():
-            raise MethodUnavailable(f"{name}: no checkpoint at {checkpoint} (train one with "
-                                    f"`mqstream train --model {name} --out {checkpoint}`)")
-        model = load_model(name, checkpoint)
+
+def _trained(name: str) -> MethodFactory:
+    """A neural model trained up to the split's cutoff with ``seed`` (reused when its
+    checkpoint there was trained so), replayed as the worker drives it."""
+
+    def build(source: MethodSource, seed: int) -> ForecastMethod:
+        from models.registry import load_model
+
+        path = _ensure_trained(source, name, seed)
+        model = load_model(name, path)
         split = source.split
         if model.horizons != split.horizons or tuple(model.quantiles) != tuple(split.quantiles):
             raise MethodUnavailable(f"{name}: forecasts {model.horizons} horizons at {model.quantiles}; "
@@ -69,6 +83,30 @@ def _protocol_model(name: str, needs_checkpoint: bool) -> MethodFactory:
         return StreamingReplay(model)
 
     return build
+
+
+def _ensure_trained(source: MethodSource, name: str, seed: int) -> Path:
+    from models.training import TrainSettings, checkpoint_record, train
+
+    path = checkpoint_dir(source, name, seed)
+    wanted = {"cutoff": iso_of(source.split.cutoff), "seed": seed, "simulated_views": source.simulated_views,
+              "max_items": source.train_items}
+    if (path / "config.json").is_file() and _record_matches(checkpoint_record(path), wanted):
+        return path
+    warm = _ensure_trained(source, "mqcnn", seed) if name == "mqtransformer" else None
+    print(f"training {name} seed {seed} up to {wanted['cutoff']} -> {path}", flush=True)
+    # keep_warm_start: the backtest reports a model that did not learn (marked), it does not hide it
+    settings = TrainSettings(seed=seed, simulated_views=source.simulated_views, max_items=source.train_items,
+                             warm_start=warm, keep_warm_start=True)
+    train(name, wanted["cutoff"], path, settings)
+    return path
+
+
+def _record_matches(record: dict, wanted: dict) -> bool:
+    s = record.get("settings", {})
+    return (record.get("cutoff") == wanted["cutoff"] and s.get("seed") == wanted["seed"]
+            and s.get("simulated_views", False) == wanted["simulated_views"]
+            and s.get("max_items") == wanted["max_items"])
 
 
 def _baselines():
@@ -79,63 +117,144 @@ def _baselines():
     return models.baselines
 
 
+def _seasonal_naive(source: MethodSource, seed: int) -> ForecastMethod:
+    from models.registry import load_model
+
+    return StreamingReplay(load_model("seasonal-naive"))
+
+
 METHODS: dict[str, MethodFactory] = {
-    "zero": lambda s: _baselines().ZeroForecast(s.split.horizons, s.split.quantiles),
-    "seasonal-naive": _protocol_model("seasonal-naive", needs_checkpoint=False),
-    "qrf": lambda s: _baselines().QuantileForestBaseline(s.split.cutoff),
-    "lightgbm": lambda s: _baselines().LightGBMBaseline(s.split.cutoff),
-    "autoets": lambda s: _baselines().AutoETSBaseline(),
-    "mqcnn": _protocol_model("mqcnn", needs_checkpoint=True),
-    "mqtransformer": _protocol_model("mqtransformer", needs_checkpoint=True),
+    "zero": lambda s, seed: _baselines().ZeroForecast(s.split.horizons, s.split.quantiles),
+    "seasonal-naive": _seasonal_naive,
+    "qrf": lambda s, seed: _baselines().QuantileForestBaseline(s.split.cutoff),
+    "lightgbm": lambda s, seed: _baselines().LightGBMBaseline(s.split.cutoff),
+    "autoets": lambda s, seed: _baselines().AutoETSBaseline(),
+    "mqcnn": _trained("mqcnn"),
+    "mqtransformer": _trained("mqtransformer"),
 }
+BASELINES = ("zero", "seasonal-naive", "qrf", "lightgbm", "autoets")
 
 
 def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--start", default="2011-06-01", help="first origin, YYYY-MM-DD (default %(default)s)")
-    p.add_argument("--end", default="2011-08-03", help="last origin; its 28th horizon must be in the data (default %(default)s)")
-    p.add_argument("--cutoff", default="2011-05-31", help="last day the learned methods train on (default %(default)s)")
+    p.add_argument("--split", choices=sorted(SPLITS), default="dev",
+                   help="named split: dev = cutoff 2011-05-31, origins 2011-06-01..08-03; peak = cutoff "
+                        "2010-10-31, origins 2010-11-01..11-25 (the Christmas ramp). --cutoff/--start/--end override")
+    p.add_argument("--start", help="first origin, YYYY-MM-DD")
+    p.add_argument("--end", help="last origin; its 28th horizon must be in the data")
+    p.add_argument("--cutoff", help="last day the learned methods train on")
     p.add_argument("--methods", default=",".join(METHODS),
                    help="comma-separated, from: %(default)s (the default: all)")
-    p.add_argument("--checkpoints", default="checkpoints",
-                   help="directory with one checkpoint directory per neural method, named after it "
-                        "(default %(default)s)")
-    p.add_argument("--out", default="eval/dev-split",
+    p.add_argument("--seeds", default="0,1,2",
+                   help="seeds of the neural methods (%(default)s): each is trained and scored per seed")
+    p.add_argument("--checkpoints", default=None,
+                   help="where the neural methods' checkpoints are trained to and reused from, one "
+                        "directory per method and seed (default checkpoints/eval-<split>)")
+    p.add_argument("--simulated-views", action="store_true",
+                   help="feed every method simulated page views (models/pageviews.py); every output says so. "
+                        "Default: sales, prices and calendar only")
+    p.add_argument("--train-items", type=int, default=None,
+                   help="train the neural methods on this many random items (quick checks; not for a table)")
+    p.add_argument("--out", default=None,
                    help="output path without extension: writes OUT.json, OUT.md and OUT-fan-*.png "
-                        "(default %(default)s)")
+                        "(default eval/<split>)")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         names = _method_names(args.methods)
-        split = BacktestSplit.from_dates(args.cutoff, args.start, args.end)
-        source = MethodSource(split, Path(args.checkpoints))
-        methods = {name: METHODS[name](source) for name in names}  # fail before hours of work
+        seeds = _seeds(args.seeds)
+        cutoff, start, end = (given or default for given, default in
+                              zip((args.cutoff, args.start, args.end), SPLITS[args.split]))
+        split = BacktestSplit.from_dates(cutoff, start, end)
     except (MethodUnavailable, ValueError) as exc:
         print(f"mqstream evaluate: {exc}", file=sys.stderr)
         return 2
-    data = prepare(daily_series(load_transactions()), split)
+    checkpoints = Path(args.checkpoints or f"checkpoints/eval-{args.split}")
+    source = MethodSource(split, checkpoints, args.simulated_views, args.train_items)
+    data = prepare(daily_series(load_transactions()), split, args.simulated_views)
     print(f"{len(data.series.items)} products, {len(data.origins)} origins "
-          f"{iso_of(split.first_origin)}..{iso_of(split.last_origin)}, cutoff {iso_of(split.cutoff)}")
+          f"{iso_of(split.first_origin)}..{iso_of(split.last_origin)}, cutoff {iso_of(split.cutoff)}, "
+          f"page views: {'SIMULATED' if args.simulated_views else 'none'}", flush=True)
     fan_rows = _fan_rows(data)
-    results, fans = {}, {}
-    for name, method in methods.items():
-        began = time.perf_counter()
-        forecasts = run_method(method, data, split)
-        results[name] = score(data.actuals, forecasts, split.quantiles)
-        results[name]["runtime_s"] = round(time.perf_counter() - began, 1)
-        results[name]["calibration"] = calibration(data.actuals, forecasts, split.quantiles)
-        fans[name] = forecasts[fan_rows]  # (F, O, H, Q): the rest is freed with this loop
-        print(f"{name}: wQL {results[name]['wql']:.4f} in {results[name]['runtime_s']:.0f} s")
-    out = Path(args.out)
+    results, losses, fans = {}, {}, {}
+    for name in names:
+        runs = []
+        for seed in (seeds if name in SEEDED else [None]):
+            began = time.perf_counter()
+            method = METHODS[name](source, seed)
+            forecasts = run_method(method, data, split)
+            r = score(data.actuals, forecasts, split.quantiles)
+            r.update(seed=seed, runtime_s=round(time.perf_counter() - began, 1),
+                     calibration=calibration(data.actuals, forecasts, split.quantiles))
+            if seed is not None:
+                r["version"] = method.model.version
+            losses.setdefault(name, []).append(item_losses(data.actuals, forecasts, split.quantiles))
+            runs.append(r)
+            fans.setdefault(name, forecasts[fan_rows])  # the first seed's; the rest is freed here
+            print(f"{name}{'' if seed is None else f' seed {seed}'}: wQL {r['wql']:.4f} "
+                  f"in {r['runtime_s']:.0f} s", flush=True)
+        results[name] = _over_seeds(runs)
+    comparisons = _comparisons(results, losses, data)
+    out = Path(args.out or f"eval/{args.split}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    report = _report(results, split, data, _command(args))
+    report = _report(results, comparisons, split, data, _command(args), args.split)
     out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     out.with_suffix(".md").write_text(_markdown(report))
     for path in _fan_charts(out, data, fan_rows, fans, split):
         print(f"wrote {path}")
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
     return 0
+
+
+def _seeds(spec: str) -> list[int]:
+    try:
+        seeds = [int(x) for x in spec.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds must be comma-separated integers, not {spec!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds must name at least one seed, each once; got {spec!r}")
+    return seeds
+
+
+def _over_seeds(runs: list[dict]) -> dict:
+    """One method's scores: the mean over its runs (one per seed) of every number, the runs
+    themselves, and the spread of wQL and volatility."""
+    mean = lambda key: float(np.mean([r[key] for r in runs]))
+    out = {
+        "wql": mean("wql"),
+        "wql_by_bucket": {b: float(np.mean([r["wql_by_bucket"][b] for r in runs])) for b in HORIZON_BUCKETS},
+        "wql_per_quantile": {q: float(np.mean([r["wql_per_quantile"][q] for r in runs]))
+                             for q in runs[0]["wql_per_quantile"]},
+        "coverage_80": mean("coverage_80"),
+        "volatility": mean("volatility"),
+        "runtime_s": round(sum(r["runtime_s"] for r in runs), 1),
+        "calibration": runs[0]["calibration"],
+        "seeds": [r["seed"] for r in runs if r["seed"] is not None],
+    }
+    if len(runs) > 1:
+        out["spread"] = {k: {"min": float(min(r[k] for r in runs)), "max": float(max(r[k] for r in runs)),
+                             "std": float(np.std([r[k] for r in runs], ddof=1))} for k in ("wql", "volatility")}
+        out["runs"] = [{k: r[k] for k in ("seed", "wql", "volatility", "coverage_80", "runtime_s", "version")}
+                       for r in runs]
+    elif runs[0]["seed"] is not None:
+        out["runs"] = [{k: runs[0][k] for k in ("seed", "wql", "volatility", "coverage_80", "runtime_s", "version")}]
+    return out
+
+
+def _comparisons(results: dict, losses: dict[str, list[np.ndarray]], data: BacktestData) -> list[dict]:
+    """MQTransformer against MQ-CNN and against the best baseline: the wQL difference of the
+    seed-mean forecasts' losses, with a 95% paired bootstrap interval over products."""
+    if "mqtransformer" not in losses:
+        return []
+    scale = np.abs(data.actuals).sum(axis=(1, 2), dtype=np.float64)  # (N,) each product's Σ|y|
+    mean_loss = {name: np.mean(v, axis=0) for name, v in losses.items()}  # (N,) over seeds
+    baselines = [n for n in results if n in BASELINES]
+    others = (["mqcnn"] if "mqcnn" in results else []) + \
+             ([min(baselines, key=lambda n: results[n]["wql"])] if baselines else [])
+    return [{"a": "mqtransformer", "b": other,
+             **paired_bootstrap(mean_loss["mqtransformer"], mean_loss[other], scale, BOOTSTRAP_DRAWS)}
+            for other in others]
 
 
 def _method_names(spec: str) -> list[str]:
@@ -148,38 +267,53 @@ def _method_names(spec: str) -> list[str]:
 
 
 def _command(args: argparse.Namespace) -> str:
-    return (f"mqstream evaluate --start {args.start} --end {args.end} --cutoff {args.cutoff} "
-            f"--methods {args.methods} --checkpoints {args.checkpoints} --out {args.out}")
+    given = [f"--{k} {v}" for k, v in (("cutoff", args.cutoff), ("start", args.start), ("end", args.end),
+                                       ("checkpoints", args.checkpoints), ("train-items", args.train_items),
+                                       ("out", args.out)) if v is not None]
+    views = ["--simulated-views"] if args.simulated_views else []
+    return " ".join(["mqstream evaluate", f"--split {args.split}", *given, f"--methods {args.methods}",
+                     f"--seeds {args.seeds}", *views])
 
 
-def _report(results: dict, split: BacktestSplit, data: BacktestData, command: str) -> dict:
+def _report(results: dict, comparisons: list[dict], split: BacktestSplit, data: BacktestData, command: str,
+            name: str) -> dict:
     return {
         "command": command,
-        "split": {"cutoff": iso_of(split.cutoff), "first_origin": iso_of(split.first_origin),
+        "split": {"name": name, "cutoff": iso_of(split.cutoff), "first_origin": iso_of(split.first_origin),
                   "last_origin": iso_of(split.last_origin), "horizons": split.horizons,
                   "quantiles": list(split.quantiles), "products": int(len(data.series.items)),
-                  "origins": int(len(data.origins))},
+                  "origins": int(len(data.origins)),
+                  "page_views": "simulated (models/pageviews.py)" if data.simulated_views else "none"},
         "methods": results,
+        "comparisons": comparisons,
     }
 
 
 def _markdown(report: dict) -> str:
     split, methods = report["split"], report["methods"]
     buckets = list(HORIZON_BUCKETS)
+    views = ("Page views: **SIMULATED** (models/pageviews.py): not a headline score."
+             if split["page_views"] != "none" else "Inputs: sales, prices and calendar only (no page views).")
     lines = [
-        "# Development split: backtest scores", "",
+        f"# Backtest scores: split `{split['name']}`", "",
         f"{split['products']} products, origins {split['first_origin']}..{split['last_origin']} "
         f"({split['origins']} days), horizons 1..{split['horizons']}, training data up to "
-        f"{split['cutoff']}; scored as in shared/EVALUATION.md. Page views used as inputs are "
-        "**simulated** (models/pageviews.py).", "",
+        f"{split['cutoff']}; scored as in docs/EVALUATION.md. {views}", "",
         "Regenerate with:", "", "```", report["command"], "```", "",
-        "| method | wQL | wQL h1–7 | wQL h8–14 | wQL h15–28 | coverage 80% | volatility | runtime (s) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "Neural methods: the mean over their seeds (± the standard deviation over seeds, min–max in "
+        "the JSON); every other method is deterministic.", "",
+        "| method | seeds | wQL | wQL h1–7 | wQL h8–14 | wQL h15–28 | coverage 80% | volatility | runtime (s) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, r in methods.items():
         by_bucket = " | ".join(f"{r['wql_by_bucket'][b]:.4f}" for b in buckets)
-        lines.append(f"| {name} | {r['wql']:.4f} | {by_bucket} | {r['coverage_80']:.3f} | "
-                     f"{r['volatility']:.4f} | {r['runtime_s']:.0f} |")
+        spread = r.get("spread")
+        wql = f"{r['wql']:.4f}" + (f" ± {spread['wql']['std']:.4f}" if spread else "")
+        vol = f"{r['volatility']:.4f}" + (f" ± {spread['volatility']['std']:.4f}" if spread else "")
+        lines.append(f"| {name} | {len(r['seeds']) or '–'} | {wql} | {by_bucket} | {r['coverage_80']:.3f} | "
+                     f"{vol} | {r['runtime_s']:.0f} |")
+    lines += _comparison_markdown(report["comparisons"])
+    lines += _runs_markdown(methods)
     levels = [f"{q:.1f}" for q in split["quantiles"]]
     lines += ["", "wQL per quantile level:", "",
               "| method | " + " | ".join(levels) + " |", "| --- |" + " ---: |" * len(levels)]
@@ -188,9 +322,35 @@ def _markdown(report: dict) -> str:
     lines += ["", "Volatility: mean |change| of the P50 forecast of one product and target day between "
               "consecutive origins, pooled over all such pairs, divided by the mean actual of the same "
               "pairs (see `models.metrics.volatility`). Runtime: wall seconds on the machine that ran it, "
-              "including fitting.", ""]
+              "including fitting (and training, where a checkpoint was not there yet).", ""]
     lines += _calibration_markdown(methods)
     return "\n".join(lines)
+
+
+def _comparison_markdown(comparisons: list[dict]) -> list[str]:
+    if not comparisons:
+        return []
+    lines = ["", "Paired differences (seed-mean forecasts, products resampled with replacement, "
+                 f"{comparisons[0]['draws']} draws; below 0: the first method is better; an interval "
+                 "that contains 0 is a tie):", "",
+             "| comparison | wQL difference | 95% interval | verdict |", "| --- | ---: | ---: | --- |"]
+    for c in comparisons:
+        lo, hi = c["ci95"]
+        verdict = "better" if hi < 0 else "worse" if lo > 0 else "tie"
+        lines.append(f"| {c['a']} − {c['b']} | {c['difference']:+.4f} | [{lo:+.4f}, {hi:+.4f}] | {verdict} |")
+    return lines
+
+
+def _runs_markdown(methods: dict) -> list[str]:
+    rows = [(name, run) for name, r in methods.items() for run in r.get("runs", [])]
+    if not rows:
+        return []
+    lines = ["", "Per seed:", "", "| method | seed | wQL | coverage 80% | volatility | version |",
+             "| --- | ---: | ---: | ---: | ---: | --- |"]
+    for name, run in rows:
+        lines.append(f"| {name} | {run['seed']} | {run['wql']:.4f} | {run['coverage_80']:.3f} | "
+                     f"{run['volatility']:.4f} | `{run['version']}` |")
+    return lines
 
 
 def _calibration_markdown(methods: dict) -> list[str]:

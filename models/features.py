@@ -53,17 +53,19 @@ CHRISTMAS_CLOSURES = [("2009-12-24", "2010-01-03"), ("2010-12-24", "2011-01-03")
                       ("2011-12-24", "2012-01-02"), ("2012-12-24", "2013-01-01")]
 CLOSED_DAYS = np.array(sorted({d for a, b in CHRISTMAS_CLOSURES for d in range(_day(a), _day(b) + 1)}))
 HOLIDAYS = np.union1d(BANK_HOLIDAYS, CLOSED_DAYS)  # what "distance to a holiday" measures
-HOLIDAY_HORIZON = 30  # distances are clipped here: further than a month is "no holiday near"
+HOLIDAY_HORIZON = 366  # distances saturate at a year; read on a log scale, so the Christmas ramp
+# (weeks to months ahead) is as visible as the last days before a bank holiday
 SATURDAY = 5  # Monday = 0; the shop does not trade on Saturdays
 YEAR_DAYS = 365.2425
 
 N_CALENDAR = 16
 N_PAST = 3 + N_CALENDAR
+VIEWS_INPUT = 1  # column of log1p(views) in past_inputs
 
 
 def calendar(days: np.ndarray) -> np.ndarray:
     """(..., N_CALENDAR) float32 features of integer day indices. Outside 2009-2012 the
-    holiday flags are 0 and the distances clip at HOLIDAY_HORIZON."""
+    holiday flags are 0 and the distances saturate at HOLIDAY_HORIZON."""
     days = np.asarray(days, dtype=np.int64)
     lo, table = _calendar_table()
     if days.size and days.min() >= lo and days.max() < lo + len(table):
@@ -90,9 +92,14 @@ def _calendar(days: np.ndarray) -> np.ndarray:
              np.isin(days, BANK_HOLIDAYS)[..., None],
              np.isin(days, CLOSED_DAYS)[..., None],
              (weekday == SATURDAY)[..., None],
-             (np.minimum(to_next, HOLIDAY_HORIZON) / HOLIDAY_HORIZON)[..., None],
-             (np.minimum(since_prev, HOLIDAY_HORIZON) / HOLIDAY_HORIZON)[..., None]]
+             _log_distance(to_next)[..., None],
+             _log_distance(since_prev)[..., None]]
     return np.concatenate(feats, axis=-1).astype(np.float32)
+
+
+def _log_distance(days: np.ndarray) -> np.ndarray:
+    """Days to or from a holiday in [0, 1]: log1p(d) / log1p(HOLIDAY_HORIZON), saturating there."""
+    return np.log1p(np.minimum(days, HOLIDAY_HORIZON)) / np.log1p(HOLIDAY_HORIZON)
 
 
 def past_inputs(units: np.ndarray, views: np.ndarray, price: np.ndarray, days: np.ndarray) -> np.ndarray:
@@ -101,6 +108,11 @@ def past_inputs(units: np.ndarray, views: np.ndarray, price: np.ndarray, days: n
     logs = np.stack(np.broadcast_arrays(log(units), log(views), log(price)), axis=-1)
     cal = np.broadcast_to(calendar(days), logs.shape[:-1] + (N_CALENDAR,))
     return np.concatenate([logs.astype(np.float32), cal], axis=-1)
+
+
+def encoder_inputs(past: torch.Tensor, use_views: bool) -> torch.Tensor:
+    """(..., N_PAST) past inputs as a model reads them: without page views unless it uses them."""
+    return past if use_views else past.index_fill(-1, torch.tensor([VIEWS_INPUT]), 0.0)
 
 
 # --- item features (cold start) ---------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The scores of ../shared/EVALUATION.md over backtest arrays.
+"""The scores of docs/EVALUATION.md over backtest arrays.
 
 Every function takes the same two arrays, so that every method is scored on exactly the
 same cells:
@@ -124,6 +124,27 @@ def score(actuals: np.ndarray, forecasts: np.ndarray, quantiles: Sequence[float]
         "coverage_80": coverage_80(actuals, forecasts, quantiles),
         "volatility": volatility(actuals, forecasts, quantiles),
     }
+
+
+def item_losses(actuals: np.ndarray, forecasts: np.ndarray, quantiles: Sequence[float]) -> np.ndarray:
+    """(N,) each product's share of the wQL numerator: ``2·Σ_{o,h} mean_q pinball_q``. Summed
+    over products and divided by ``Σ |y|`` it is ``wql``; the unit a paired bootstrap resamples."""
+    _check_shapes(actuals, forecasts, quantiles)
+    per_q = [pinball_loss(actuals, forecasts[..., k], q).sum(axis=(1, 2)) for k, q in enumerate(quantiles)]
+    return 2.0 * np.mean(per_q, axis=0)
+
+
+def paired_bootstrap(loss_a: np.ndarray, loss_b: np.ndarray, scale: np.ndarray, draws: int = 2000,
+                     seed: int = 0) -> dict:
+    """wQL(a) − wQL(b) over the same products, with a 95% percentile interval from resampling
+    products with replacement (the pair stays together: both methods see each draw).
+    ``loss_a``/``loss_b`` from ``item_losses``, ``scale`` (N,) each product's ``Σ |y|``."""
+    rng = np.random.default_rng(seed)
+    diff = np.asarray(loss_a, np.float64) - np.asarray(loss_b, np.float64)  # (N,)
+    draw = rng.integers(0, len(diff), size=(draws, len(diff)))  # (draws, N) products per draw
+    boot = diff[draw].sum(1) / np.maximum(scale[draw].sum(1), 1e-12)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return {"difference": float(diff.sum() / scale.sum()), "ci95": [float(lo), float(hi)], "draws": draws}
 
 
 def _level_index(quantiles: Sequence[float], level: float) -> int:

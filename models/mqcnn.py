@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.features import (MAX_TOKENS, N_CALENDAR, N_PAST, N_PRICE_BANDS, TOKEN_BUCKETS,
+from models.features import (MAX_TOKENS, N_CALENDAR, N_PAST, N_PRICE_BANDS, TOKEN_BUCKETS, encoder_inputs,
                              SeriesBatch, calendar, item_tokens, past_inputs, price_band)
 from models.protocol import DEFAULT_HORIZONS, DEFAULT_QUANTILES, ErrorRecord, ItemInfo, Period
 
@@ -245,6 +245,7 @@ class MQCNNConfig:
     local_hidden: int = 32
     scale_alpha: float = 1 / 28  # EMA weight of demand scale: about a month of memory
     buffer_dtype: str = "float16"  # conv ring buffers in the state: half the bytes, no loss seen
+    use_views: bool = False  # read page views; off, the views input is 0 in training and serving alike
 
     def __post_init__(self):  # JSON round trips give lists
         self.quantiles, self.dilations = tuple(self.quantiles), tuple(self.dilations)
@@ -267,7 +268,7 @@ class MQCNN(nn.Module):
         B, T = batch.units.shape
         if origins is None:
             origins = torch.arange(T).expand(B, T)
-        h = self.encoder(batch.past, batch.exists)  # (B, T, C)
+        h = self.encoder(encoder_inputs(batch.past, self.cfg.use_views), batch.exists)  # (B, T, C)
         ema = ema_scale(batch.units, self.cfg.scale_alpha)  # (B, T)
         age = batch.exists.cumsum(1)  # (B, T)
         at = lambda x: torch.take_along_dim(x, origins.reshape(B, -1, *([1] * (x.dim() - 2))), 1)
@@ -311,13 +312,15 @@ def fill_gaps(st: dict[str, np.ndarray], periods: Sequence[Period], step) -> Non
         step(st, rows, [periods[r] if gap[r] == g else f for r, f in zip(rows, filler)])
 
 
-def base_step(encoder: CausalConvEncoder, alpha: float, st: dict[str, np.ndarray], rows: np.ndarray,
+def base_step(encoder: CausalConvEncoder, cfg: MQCNNConfig, st: dict[str, np.ndarray], rows: np.ndarray,
               periods: Sequence[Period]) -> torch.Tensor:
     """Close one day for ``rows`` of decoded states (in place); returns their new h (R, C)."""
+    alpha = cfg.scale_alpha
     day = np.array([p.day for p in periods])
     units = np.array([p.units for p in periods], np.float32)
     price = np.array([p.price for p in periods], np.float32)
-    x = torch.from_numpy(past_inputs(units, np.array([p.views for p in periods]), price, day))  # (R, N_PAST)
+    views = np.array([p.views if cfg.use_views else 0.0 for p in periods])
+    x = torch.from_numpy(past_inputs(units, views, price, day))  # (R, N_PAST)
     buf = torch.from_numpy(st["conv"][rows].astype(np.float32))  # (R, Rb, C)
     h = encoder.step(x, buf, torch.from_numpy(day))
     ema = st["ema"][rows, 0]
@@ -355,7 +358,7 @@ class MQCNNForecaster:
     @torch.no_grad()
     def advance(self, states: Sequence[bytes], periods: Sequence[Period]) -> list[bytes]:
         st = self.layout.decode(states)
-        fill_gaps(st, periods, lambda s, rows, ps: base_step(self.model.encoder, self.cfg.scale_alpha, s, rows, ps))
+        fill_gaps(st, periods, lambda s, rows, ps: base_step(self.model.encoder, self.cfg, s, rows, ps))
         return self.layout.encode(st)
 
     def observe_errors(self, state: bytes, errors: Sequence[ErrorRecord]) -> bytes:

@@ -8,16 +8,16 @@ MQ-CNN's dilated causal encoder and global/local decoder (``models.mqcnn``), plu
     and ``pe(t+h)``; keys carry the past encoder state (projected to ``memory_dim``, stored as
     float16) and ``pe(s)`` of its day, plus a learned bias per lag (t+h) - s, so horizon h can
     align with the same weekday in earlier weeks. It attends over the last ``recent_days``
-    days; with ``use_year`` also over the days around t+1..t+H one year (364 days) earlier,
-    and the memory then keeps the last 364 + ``year_window`` encoder states (off by default:
-    it made the state 5x larger and the dev-split forecasts no better);
+    days and, with ``use_year`` (the default), over the days around t+1..t+H one year
+    (364 days) earlier, so the query for t+h can find the same context last year; the memory
+    then keeps the last 364 + ``year_window`` encoder states (2.7x the state without it);
 (c) feedback-aware attention over the item's recent forecast errors: a grid of the last
     ``feedback_days`` target days x ``feedback_horizons``, each cell the published quantiles
     and the actual, read relative to the item's current scale.
 
 Training (``models.training``) starts from a trained MQ-CNN (``warm_start``: the attention
 outputs enter the decoder through zeroed weights, so training starts at the MQ-CNN's
-forecasts) and runs two passes per step: a first pass without feedback makes the forecasts
+forecasts, and the parts the MQ-CNN lacks learn at a larger step) and runs two passes per step: a first pass without feedback makes the forecasts
 (detached) that the second pass sees as errors, only those whose target day is closed at the
 origin, exactly as the serving worker would see them.
 
@@ -34,8 +34,8 @@ Public API
   none), from which the error memory is built; ``two_pass(batch, origins)`` makes them.
 - ``MQTransformerForecaster(model)``: ``models.protocol.QuantileForecaster``.
   State bytes per item: MQ-CNN's + 2 * memory_days * memory_dim + 4 * feedback_days
-  + 2 * feedback_days * len(feedback_horizons) * (Q + 1); 6,516 with the defaults (conv ring
-  buffers 4,032, attention memory 35 days x 16 float16 = 1,120, error memory 1,176).
+  + 2 * feedback_days * len(feedback_horizons) * (Q + 1); 17,268 with the defaults (conv ring
+  buffers 4,032, attention memory 371 days x 16 float16 = 11,872, error memory 1,176).
   Errors are stored as float16 (clipped at 65504 units); the full path rounds them the same
   way, so both paths stay equal to float32 rounding.
 """
@@ -49,7 +49,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.features import N_CALENDAR, N_PAST, SeriesBatch, calendar
+from models.features import N_CALENDAR, N_PAST, SeriesBatch, calendar, encoder_inputs
 from models.mqcnn import (MQCNN, CausalConvEncoder, ItemEncoder, MQCNNConfig, MQDecoder, StateLayout, stored,
                           base_fields, base_origin, base_step, ema_scale, fill_gaps, future_calendar,
                           model_version, new_base_state, origin_features)
@@ -64,7 +64,7 @@ YEAR = 364  # 52 weeks: same weekday last year
 class MQTransformerConfig(MQCNNConfig):
     pe_dim: int = 16  # learned positional encoding of a day from its calendar features
     recent_days: int = 35  # attention sees the last 5 weeks ...
-    use_year: bool = False  # ... and, if set, the same weeks last year: 371 stored days, not 35
+    use_year: bool = True  # ... and the same weeks last year: 371 stored days, not 35
     year_window: int = 7  # last year's weeks are t+1-364-7 .. t+H-364+7
     memory_dim: int = 16  # encoder states are projected before storing: state bytes
     memory_dtype: str = "float16"  # stored projected states; the full path rounds the same way
@@ -227,7 +227,7 @@ class MQTransformer(nn.Module):
         if origins is None:
             origins = torch.arange(T).expand(B, T)
         S = origins.shape[1]
-        h = self.encoder(batch.past, batch.exists)  # (B, T, C)
+        h = self.encoder(encoder_inputs(batch.past, cfg.use_views), batch.exists)  # (B, T, C)
         ema = ema_scale(batch.units, cfg.scale_alpha)  # (B, T)
         age = batch.exists.cumsum(1)
         at = lambda x: torch.take_along_dim(x, origins.reshape(B, S, *([1] * (x.dim() - 2))), 1)
@@ -302,7 +302,7 @@ class MQTransformerForecaster:
         return self.layout.encode(st)[0]
 
     def _step(self, st: dict[str, np.ndarray], rows: np.ndarray, periods: Sequence[Period]) -> None:
-        h = base_step(self.model.encoder, self.cfg.scale_alpha, st, rows, periods)  # (R, C)
+        h = base_step(self.model.encoder, self.cfg, st, rows, periods)  # (R, C)
         slot = st["last_day"][rows, 0] % self.cfg.memory_days
         st["memory"][rows, slot] = stored(self.model.memory(h), getattr(torch, self.cfg.memory_dtype)).numpy()
 

@@ -1,10 +1,13 @@
-"""Simulated product page views. No public data pairs page views with these sales, so every
-output that shows views must say they are simulated.
+"""Simulated product page views, for exercising the page-view path (the demo's replay, the
+tests) when no real views exist. No public data pairs page views with these sales, so every
+output that shows or uses them says they are simulated, and no headline score or default
+model uses them (``--simulated-views`` asks for them).
 
-The simulator makes views a leading signal of demand: shoppers browse in the days before
-they buy. Views on day t are a baseline interest plus a multiple of the demand of the next
-three days, with multiplicative log-normal noise, seeded per item so a replay and a training
-run see the same numbers.
+The simulator is causal: the views of day t are drawn from the demand of days t, t-1 and
+t-2 and an interest level averaged over the days up to t, never from later days. So it
+carries no information the sales do not already carry, and a forecast that reads the views
+up to its origin has seen nothing after the origin. Noise is log-normal and seeded per item
+and absolute day; the interest level averages the days given, from the window's first day.
 """
 from __future__ import annotations
 
@@ -12,25 +15,27 @@ import zlib
 
 import numpy as np
 
-LEAD_WEIGHTS = np.array([0.5, 0.3, 0.2])  # share of demand on t+1, t+2, t+3 browsed on day t
+ECHO_WEIGHTS = np.array([0.5, 0.3, 0.2])  # share of the demand of t, t-1, t-2 browsed on day t
 VIEWS_PER_UNIT = 3.0
+INTEREST_PER_UNIT = 0.05  # standing interest: views per unit of the item's mean demand so far
 NOISE_SIGMA = 0.4
-
-
 NOISE_EPOCH_DAY = 14_000  # noise is drawn per absolute day from here, so any window agrees
 
 
 def simulate_views(item_ids: np.ndarray, units: np.ndarray, start_day: int) -> np.ndarray:
-    """(N, T) integer page views for (N, T) daily demand of ``item_ids`` from ``start_day``."""
+    """(N, T) integer page views for (N, T) daily demand of ``item_ids`` from ``start_day``;
+    column t depends on columns <= t only."""
     n, t = units.shape
-    lead = np.zeros_like(units, dtype=np.float64)
-    for k, w in enumerate(LEAD_WEIGHTS, start=1):
-        lead[:, : t - k] += w * units[:, k:]
-    baseline = 1.0 + 0.05 * units.mean(axis=1, keepdims=True)
+    units = units.astype(np.float64)
+    echo = np.zeros_like(units)
+    for k, w in enumerate(ECHO_WEIGHTS):
+        echo[:, k:] += w * units[:, : t - k]
+    mean_so_far = np.cumsum(units, axis=1) / np.arange(1, t + 1)  # (N, T) expanding mean
+    interest = 1.0 + INTEREST_PER_UNIT * mean_so_far
     views = np.empty((n, t))
     for i, item in enumerate(item_ids):
         rng = np.random.default_rng(zlib.crc32(str(item).encode()))
         offset = start_day - NOISE_EPOCH_DAY
         noise = rng.lognormal(0.0, NOISE_SIGMA, size=offset + t)[offset:]
-        views[i] = (baseline[i] + VIEWS_PER_UNIT * lead[i]) * noise
+        views[i] = (interest[i] + VIEWS_PER_UNIT * echo[i]) * noise
     return np.floor(views).astype(np.int64)

@@ -5,15 +5,19 @@ Public API
 - ``MODEL_NAMES``: the names ``load_model`` knows.
 - ``load_model(name, checkpoint) -> QuantileForecaster``: "mqcnn" and "mqtransformer" need a
   checkpoint directory written by ``models.training`` (weights as safetensors + JSON config;
-  nothing in it is executed); "seasonal-naive" takes none.
+  nothing in it is executed); "seasonal-naive" takes none. An MQTransformer checkpoint written
+  with ``--keep-warm-start`` whose attention did not learn is served with a version ending in
+  ``-warm-start``, and a warning.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from models.protocol import QuantileForecaster
 
 MODEL_NAMES = ("mqcnn", "mqtransformer", "seasonal-naive")
+WARM_START_SUFFIX = "-warm-start"  # version of a checkpoint whose attention did not learn
 
 
 def load_model(name: str, checkpoint: Path | None = None) -> QuantileForecaster:
@@ -28,9 +32,15 @@ def load_model(name: str, checkpoint: Path | None = None) -> QuantileForecaster:
                          f"`mqstream train --model {name} --out checkpoints/{name}`")
     from models.mqcnn import MQCNNForecaster
     from models.mqtransformer import MQTransformerForecaster
-    from models.training import load_checkpoint
+    from models.training import checkpoint_record, load_checkpoint
 
     stored, module = load_checkpoint(Path(checkpoint))
     if stored != name:
         raise ValueError(f"checkpoint {checkpoint} holds {stored!r}, not {name!r}")
-    return MQCNNForecaster(module) if name == "mqcnn" else MQTransformerForecaster(module)
+    forecaster = MQCNNForecaster(module) if name == "mqcnn" else MQTransformerForecaster(module)
+    if not checkpoint_record(Path(checkpoint)).get("learned", True):
+        # its attention never beat the MQ-CNN it started from: say so wherever the version shows
+        forecaster.version += WARM_START_SUFFIX
+        warnings.warn(f"{checkpoint}: this {name} did not beat its MQ-CNN warm start in training; "
+                      f"serving it as version {forecaster.version}", stacklevel=2)
+    return forecaster

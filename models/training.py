@@ -7,11 +7,15 @@ Public API
   2 CPU cores).
 - ``train(model, cutoff, out, settings, model_config, tx, progress) -> TrainResult``:
   daily series of product-like items from the transactions up to ``cutoff`` (nothing later
-  is read), simulated page views, a validation block of the last ``val_days`` origins whose
+  is read), sales, prices and calendar (page views only with ``simulated_views``, and the
+  checkpoint then says so), a validation block of the last ``val_days`` origins whose
   28 horizons end by the cutoff (training targets stop before it); the weights of the best
   validation epoch, then optionally per-quantile calibration factors fitted on the validation
   block (``fit_calibration``, off by default); seeded and deterministic for a given thread count. MQTransformer
-  starts from a trained MQ-CNN (``MQTransformer.warm_start``).
+  starts from a trained MQ-CNN (``MQTransformer.warm_start``); the parts the MQ-CNN lacks
+  learn at ``new_lr_factor`` times the step. If no epoch beats that start, ``train`` raises
+  ``WarmStartKept`` unless ``keep_warm_start`` is set, and then the checkpoint says
+  ``"learned": false`` and its forecaster's version ends in ``-warm-start``.
 - ``save_checkpoint(dir, name, model, extra)`` / ``load_checkpoint(dir) -> (name, module)``:
   ``model.safetensors`` (weights) + ``config.json`` (model name, config, training record);
   loading executes no code from the checkpoint.
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -56,6 +61,9 @@ class TrainSettings:
     max_coverage: float | None = None  # and shrink the upper levels until validation coverage <= this
     warm_start: Path | None = None  # mqtransformer: MQ-CNN checkpoint to start from; None: train it here
     smoothness: float | None = None  # None: DEFAULTS[model]
+    simulated_views: bool = False  # read simulated page views (models/pageviews.py); never a default
+    keep_warm_start: bool = False  # mqtransformer: write a checkpoint even if no epoch beat the warm start
+    new_lr_factor: float = 5.0  # mqtransformer: step of the parts not taken from the MQ-CNN, times lr
 
 
 @dataclass(frozen=True)
@@ -91,17 +99,22 @@ def to_day(iso: str) -> int:
     return int(pd.Timestamp(iso).value // 86_400_000_000_000)
 
 
-def training_series(cutoff_day: int, tx: pd.DataFrame | None = None,
-                    max_items: int | None = None, seed: int = 0) -> tuple[SeriesBatch, np.ndarray]:
+class WarmStartKept(Exception):
+    """MQTransformer training ended with its MQ-CNN warm start as the best checkpoint."""
+
+
+def training_series(cutoff_day: int, tx: pd.DataFrame | None = None, max_items: int | None = None,
+                    seed: int = 0, simulated_views: bool = False) -> tuple[SeriesBatch, np.ndarray]:
     """Product-like items with >= 50 selling days up to the cutoff, as a batch of dense series
-    (an item exists from its first priced day). Returns the batch and item ids."""
+    (an item exists from its first priced day); page views 0 unless ``simulated_views``.
+    Returns the batch and item ids."""
     tx = load_transactions() if tx is None else tx
     series = daily_series(tx, end_day=cutoff_day)
     keep = np.flatnonzero(select_products(series, cutoff_day + 1))
     if max_items is not None and max_items < len(keep):
         keep = np.sort(np.random.default_rng(seed).choice(keep, max_items, replace=False))
     units, price, items = series.units[keep], series.price[keep], series.items[keep]
-    views = simulate_views(items, units, series.start_day)
+    views = simulate_views(items, units, series.start_day) if simulated_views else np.zeros_like(units)
     first_col = np.argmax((price > 0) | (units > 0), axis=1)
     item_price = price[np.arange(len(keep)), first_col]
     return series_batch(units, views, price, series.start_day, first_col, series.descriptions[keep],
@@ -126,7 +139,7 @@ def predict(model: torch.nn.Module, batch: SeriesBatch, origins: torch.Tensor) -
 
 def revision(pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """How much forecasts of one target day move between consecutive origins (the volatility
-    of ../shared/EVALUATION.md, all levels): forecasts (B, S, H, Q) at consecutive origin
+    of docs/EVALUATION.md, all levels): forecasts (B, S, H, Q) at consecutive origin
     columns, actuals and mask (B, S, H) -> sum |f(o+1, h-1) - f(o, h)| / sum |y|, mean over Q."""
     both = (mask[:, 1:, :-1] * mask[:, :-1, 1:]).unsqueeze(-1)  # (B, S-1, H-1, 1)
     moved = (pred[:, 1:, :-1] - pred[:, :-1, 1:]).abs() * both
@@ -153,7 +166,7 @@ def validation_forecasts(model: torch.nn.Module, batch: SeriesBatch, first: int,
 
 
 def wql(pred: np.ndarray, y: np.ndarray, quantiles) -> float:
-    """wQL of (M, Q) forecasts for (M,) actuals (../shared/EVALUATION.md)."""
+    """wQL of (M, Q) forecasts for (M,) actuals (docs/EVALUATION.md)."""
     q = np.asarray(quantiles)
     diff = y[:, None].astype(np.float64) - pred
     return float(2 * np.maximum(q * diff, (q - 1) * diff).sum(0).mean() / max(np.abs(y).sum(), 1.0))
@@ -217,15 +230,19 @@ class Split:
 
 
 def fit(name: str, net: torch.nn.Module, batch: SeriesBatch, val_batch: SeriesBatch, split: Split,
-        recipe: Recipe, s: TrainSettings, progress: bool, validate_start: bool = False) -> tuple[float, list[dict]]:
-    """``recipe.epochs`` epochs of Adam with a cosine-decayed step; keeps (loads) the weights of
-    the epoch with the best validation wQL (the starting weights count when
-    ``validate_start``). Deterministic for a seed and a thread count."""
+        recipe: Recipe, s: TrainSettings, progress: bool, validate_start: bool = False,
+        fast: frozenset[str] = frozenset(), fast_factor: float = 1.0) -> tuple[float, list[dict]]:
+    """``recipe.epochs`` epochs of Adam with a cosine-decayed step (``fast_factor`` times larger
+    for the parameters named in ``fast``); keeps (loads) the weights of the epoch with the
+    best validation wQL (the starting weights count when ``validate_start``). Deterministic
+    for a seed and a thread count."""
     torch.manual_seed(s.seed)
     rng = np.random.default_rng(s.seed)
     cfg = net.cfg
     steps_per_epoch = -(-len(batch) // s.batch_items)
-    opt = torch.optim.Adam(net.parameters(), lr=recipe.lr)
+    named = list(net.named_parameters())
+    opt = torch.optim.Adam([{"params": [p for n, p in named if n not in fast], "lr": recipe.lr},
+                            {"params": [p for n, p in named if n in fast], "lr": recipe.lr * fast_factor}])
     total = recipe.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + np.cos(np.pi * min(i, total) / total)))
     t0 = time.monotonic()
@@ -266,6 +283,22 @@ def fit(name: str, net: torch.nn.Module, batch: SeriesBatch, val_batch: SeriesBa
     return best, history
 
 
+NEW_DECODER_INPUTS = frozenset({"decoder.local_mlp.0.weight"})  # its attention columns start at 0
+
+
+def _beat_warm_start(history: list[dict], best: float, keep: bool) -> bool:
+    """Whether an epoch beat the warm start; raises ``WarmStartKept`` if none did, unless ``keep``."""
+    learned = next(h["epoch"] for h in history if h["val_wql"] == best) >= 0
+    if not learned and not keep:
+        start = history[0]["val_wql"]
+        epochs = ", ".join(f"{h['val_wql']:.4f}" for h in history[1:])
+        raise WarmStartKept(f"no MQTransformer epoch beat its MQ-CNN warm start on validation (wQL {start:.4f}; "
+                            f"epochs {epochs}): its attention did not learn, and the checkpoint would be the "
+                            "MQ-CNN's forecasts under another name. Train longer or otherwise, or pass "
+                            "--keep-warm-start to write it anyway (marked as not learned).")
+    return learned
+
+
 def recipe_of(model: str, s: TrainSettings) -> Recipe:
     d = DEFAULTS[model]
     return Recipe(s.epochs or d.epochs, s.lr or d.lr, s.origins_per_item or d.origins_per_item,
@@ -288,10 +321,10 @@ def train(model: str = "mqtransformer", cutoff: str = "2011-05-31", out: Path | 
     t_start = time.monotonic()
     torch.use_deterministic_algorithms(True)
     module_cls, cfg_cls = MODELS[model]
-    cfg = cfg_cls(**(model_config or {}))
+    cfg = cfg_cls(**{**(model_config or {}), "use_views": s.simulated_views})
 
     cutoff_day = to_day(cutoff)
-    batch, _ = training_series(cutoff_day, tx, s.max_items, s.seed)
+    batch, _ = training_series(cutoff_day, tx, s.max_items, s.seed, s.simulated_views)
     cutoff_col = int(cutoff_day - batch.days[0])
     split = Split(cutoff_col, cutoff_col - cfg.horizons - s.val_days + 1, s.val_days)
     rng = np.random.default_rng(s.seed)
@@ -299,7 +332,8 @@ def train(model: str = "mqtransformer", cutoff: str = "2011-05-31", out: Path | 
         batch.select(np.sort(rng.choice(len(batch), s.val_items, replace=False)))
 
     record: dict = {"cutoff": cutoff, "settings": {k: (str(v) if isinstance(v, Path) else v)
-                                                   for k, v in asdict(s).items()}}
+                                                   for k, v in asdict(s).items()},
+                    "page_views": "simulated (models/pageviews.py)" if s.simulated_views else "none"}
     torch.manual_seed(s.seed)
     net = module_cls(cfg)
     history: list[dict] = []
@@ -316,10 +350,17 @@ def train(model: str = "mqtransformer", cutoff: str = "2011-05-31", out: Path | 
             base_recipe = recipe_of("mqcnn", TrainSettings())
             base_val, base_history = fit("mqcnn", base, batch, val_batch, split, base_recipe, s, progress)
             record["warm_start"] = {"recipe": asdict(base_recipe), "val_wql": base_val, "history": base_history}
+        if base.cfg.use_views != cfg.use_views:
+            raise ValueError("the warm start and this run must agree on page views (--simulated-views)")
         net.warm_start(base)
+        fast = frozenset(n for n, _ in net.named_parameters() if n not in base.state_dict()) | NEW_DECODER_INPUTS
+    else:
+        fast = frozenset()
     recipe = recipe_of(model, s)
     best, history = fit(model, net, batch, val_batch, split, recipe, s, progress,
-                        validate_start=model == "mqtransformer")
+                        validate_start=model == "mqtransformer", fast=fast, fast_factor=s.new_lr_factor)
+    if model == "mqtransformer":
+        record["learned"] = _beat_warm_start(history, best, s.keep_warm_start)
     if s.calibrate:
         pred, y = validation_forecasts(net, val_batch, split.val_first, split.val_days, split.cutoff_col)
         factors = fit_calibration(pred, y, cfg.quantiles, s.max_coverage)
@@ -345,6 +386,11 @@ def save_checkpoint(path: Path, name: str, model: torch.nn.Module, record: dict)
     (path / "config.json").write_text(json.dumps({"model": name, "config": asdict(model.cfg),
                                                   "train": record}, indent=2))
     return path
+
+
+def checkpoint_record(path: Path) -> dict:
+    """The training record of a checkpoint (cutoff, settings, scores, ``learned``)."""
+    return json.loads((Path(path) / "config.json").read_text()).get("train", {})
 
 
 def load_checkpoint(path: Path) -> tuple[str, torch.nn.Module]:
@@ -383,6 +429,14 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "(one trained with the defaults gives the same result, faster)")
     p.add_argument("--smoothness", type=float, default=None,
                    help="weight of the revision penalty; default: " + ", ".join(f"{k} {r.smoothness}" for k, r in DEFAULTS.items()))
+    p.add_argument("--simulated-views", action="store_true",
+                   help="train on simulated page views (models/pageviews.py); the checkpoint says so. "
+                        "Default: sales, prices and calendar only")
+    p.add_argument("--keep-warm-start", action="store_true",
+                   help="mqtransformer: write the checkpoint even if no epoch beat the MQ-CNN warm start "
+                        "(it is then marked as not learned; without this flag training fails)")
+    p.add_argument("--new-lr-factor", type=float, default=d.new_lr_factor,
+                   help="mqtransformer: step of the parts the MQ-CNN lacks, times --lr (default %(default)s)")
     p.add_argument("--max-items", type=int, default=None)
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -392,8 +446,14 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     settings = TrainSettings(epochs=args.epochs, lr=args.lr, batch_items=args.batch_items, val_days=args.val_days,
                              seed=args.seed, max_items=args.max_items, warm_start=args.warm_start, smoothness=args.smoothness,
-                             calibrate=args.calibrate, max_coverage=args.max_coverage)
-    r = train(args.model, args.cutoff, args.out, settings, progress=not args.no_progress)
+                             calibrate=args.calibrate, max_coverage=args.max_coverage,
+                             simulated_views=args.simulated_views, keep_warm_start=args.keep_warm_start,
+                             new_lr_factor=args.new_lr_factor)
+    try:
+        r = train(args.model, args.cutoff, args.out, settings, progress=not args.no_progress)
+    except WarmStartKept as exc:
+        print(f"mqstream train: {exc}", file=sys.stderr)
+        return 3
     print(f"{r.name}: best validation wQL {r.val_loss:.4f} after {r.epochs} epochs, "
           f"{r.seconds:.0f} s -> {r.path}")
     return 0

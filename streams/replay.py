@@ -20,7 +20,6 @@ from mqstream.kafka_auth import kafka_options
 from streams.worker import CONTROL_HEADER
 
 VIEWS_HOUR = 12  # a day's simulated views are sent as one event at noon
-LEAD_DAYS = 3  # the simulator reads demand this many days ahead
 
 
 @dataclass(frozen=True)
@@ -44,8 +43,8 @@ def sale_events(tx: pd.DataFrame) -> Iterator[ReplayEvent]:
 def view_events(tx: pd.DataFrame, first_day: int, last_day: int) -> list[ReplayEvent]:
     """Simulated page views (see models/pageviews.py) of every item sold in the window."""
     items = np.array(sorted(tx.loc[to_day(tx["ts"]).between(first_day, last_day), "item_id"].unique()))
-    series = daily_series(tx, items, first_day, last_day + LEAD_DAYS)
-    views = simulate_views(series.items, series.units, first_day)[:, : last_day - first_day + 1]
+    series = daily_series(tx, items, first_day, last_day)
+    views = simulate_views(series.items, series.units, first_day)
     events = []
     for i, j in zip(*np.nonzero(views)):
         day, item = first_day + int(j), str(items[i])

@@ -1,6 +1,7 @@
 import argparse
 import json
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -8,7 +9,8 @@ import pytest
 from models.backtest import (BacktestSplit, StreamingReplay, day_of, history_until, leaked_origins,
                              prepare, run_method)
 from models.dataset import DailySeries
-from models.evaluate import configure_parser, run as evaluate_run
+from models.evaluate import _comparisons, _over_seeds, configure_parser, run as evaluate_run
+from models.metrics import HORIZON_BUCKETS
 from models.pageviews import simulate_views
 from models.seasonal_naive import SeasonalNaive
 from state.refresh import RefreshPolicy
@@ -109,12 +111,12 @@ def test_history_until_keeps_the_day_itself():
 def test_a_method_that_reads_after_its_origin_is_caught():
     series, views = synthetic_series()
     origins = START + np.array([100, 110, 120])
-    assert leaked_origins(NextValue(), series, views, origins) == [int(o) for o in origins]
+    assert leaked_origins(NextValue(), series, origins) == [int(o) for o in origins]
 
 
 def test_a_method_that_uses_only_the_origin_and_before_passes():
     series, views = synthetic_series()
-    assert leaked_origins(LastValue(), series, views, START + np.array([100, 110, 120])) == []
+    assert leaked_origins(LastValue(), series, START + np.array([100, 110, 120]), simulated_views=True) == []
 
 
 def test_crossing_quantiles_are_rejected():
@@ -218,8 +220,8 @@ def test_replay_publishes_as_the_worker_does():
 
 
 def test_seasonal_naive_through_the_replay_uses_only_the_past():
-    series, views = synthetic_series(n_items=2, days=90)
-    assert leaked_origins(StreamingReplay(SeasonalNaive(), feedback_warmup=3), series, views,
+    series, _ = synthetic_series(n_items=2, days=90)
+    assert leaked_origins(StreamingReplay(SeasonalNaive(), feedback_warmup=3), series,
                           START + np.array([60, 61])) == []
 
 
@@ -248,7 +250,35 @@ def test_evaluate_reports_calibration_per_method_in_the_json_and_a_markdown_tabl
     assert "Calibration:" in markdown and f"| zero | {calibration['zero_share']:.3f} | 1.000 |" in markdown
 
 
-def test_evaluate_stops_on_a_method_it_cannot_build_and_names_it(tmp_path, capsys):
-    assert evaluate_run(evaluate_args(tmp_path, "zero,mqcnn")) == 2
-    assert "mqcnn" in capsys.readouterr().err
+def test_evaluate_stops_on_an_unknown_method_and_names_it(tmp_path, capsys):
+    assert evaluate_run(evaluate_args(tmp_path, "zero,nosuch")) == 2
+    assert "nosuch" in capsys.readouterr().err
     assert not (tmp_path / "split.json").exists()
+
+
+def test_evaluate_refuses_a_bad_seed_list_before_any_work(tmp_path, capsys):
+    args = evaluate_args(tmp_path, "zero")
+    args.seeds = "0,0"
+    assert evaluate_run(args) == 2
+    assert "--seeds" in capsys.readouterr().err
+
+
+def test_evaluate_says_that_no_page_views_were_used_unless_simulated(tmp_path):
+    assert evaluate_run(evaluate_args(tmp_path, "zero")) == 0
+    assert json.loads((tmp_path / "split.json").read_text())["split"]["page_views"] == "none"
+    assert "sales, prices and calendar only" in (tmp_path / "split.md").read_text()
+
+
+def test_seeded_scores_are_means_with_their_spread_and_a_paired_interval():
+    runs = [{"seed": k, "wql": w, "volatility": 0.1, "coverage_80": 0.9, "runtime_s": 1.0, "version": "v",
+             "wql_by_bucket": {b: w for b in HORIZON_BUCKETS}, "wql_per_quantile": {"0.5": w}, "calibration": {}}
+            for k, w in enumerate([0.70, 0.72, 0.74])]
+    mean = _over_seeds(runs)
+    assert mean["wql"] == pytest.approx(0.72) and mean["spread"]["wql"]["std"] == pytest.approx(0.02)
+    assert mean["seeds"] == [0, 1, 2] and len(mean["runs"]) == 3
+    data = SimpleNamespace(actuals=np.ones((50, 2, 3)))
+    base = np.random.default_rng(0).uniform(4.0, 6.0, 50)
+    comparisons = _comparisons({"mqtransformer": {}, "mqcnn": {}, "zero": {"wql": 1.0}},
+                               {"mqtransformer": [base * 0.9], "mqcnn": [base], "zero": [base * 2]}, data)
+    assert [(c["a"], c["b"]) for c in comparisons] == [("mqtransformer", "mqcnn"), ("mqtransformer", "zero")]
+    assert all(c["ci95"][1] < 0 for c in comparisons)

@@ -46,10 +46,11 @@ def test_baseline_forecasts_every_cell_with_non_negative_non_decreasing_quantile
     assert forecasts.shape == (4, 6, HORIZONS, 3)
 
 
+@pytest.mark.parametrize("simulated_views", [False, True])
 @pytest.mark.parametrize("name", BASELINES)
-def test_baseline_uses_nothing_after_each_origin(name):
-    series, views = synthetic_series(n_items=3)
-    assert leaked_origins(BASELINES[name](), series, views, CUTOFF + np.array([1, 4])) == []
+def test_baseline_uses_nothing_after_each_origin(name, simulated_views):
+    series, _ = synthetic_series(n_items=3)
+    assert leaked_origins(BASELINES[name](), series, CUTOFF + np.array([1, 4]), simulated_views) == []
 
 
 def test_tree_training_rows_read_nothing_after_the_cutoff():

@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
 
-from models.metrics import (coverage_80, pinball_loss, score, volatility, wql, wql_by_bucket,
-                            wql_per_quantile)
+from models.metrics import (coverage_80, item_losses, paired_bootstrap, pinball_loss, score, volatility, wql,
+                            wql_by_bucket, wql_per_quantile)
 
 LEVELS = (0.1, 0.5, 0.9)
+NINE = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def test_pinball_loss_weighs_under_forecasts_by_q_and_over_forecasts_by_one_minus_q():
@@ -82,3 +83,20 @@ def test_mismatched_shapes_are_rejected():
 def test_coverage_needs_the_p10_and_p90_levels():
     with pytest.raises(ValueError, match="0.9"):
         coverage_80(np.ones((1, 1, 1)), np.ones((1, 1, 1, 2)), (0.1, 0.5))
+
+
+def test_item_losses_add_up_to_the_wql_numerator():
+    rng = np.random.default_rng(3)
+    actuals = rng.poisson(2.0, (5, 4, 3)).astype(float)
+    forecasts = np.sort(rng.gamma(2.0, 1.0, (5, 4, 3, 9)), axis=-1)
+    assert item_losses(actuals, forecasts, NINE).sum() / actuals.sum() == pytest.approx(wql(actuals, forecasts, NINE))
+
+
+def test_paired_bootstrap_separates_a_real_gain_from_a_tie():
+    rng = np.random.default_rng(4)
+    scale = rng.gamma(2.0, 10.0, 500)
+    base = scale * rng.uniform(0.7, 0.9, 500)
+    better = paired_bootstrap(base * 0.95, base, scale)
+    assert better["ci95"][1] < 0 and better["difference"] == pytest.approx((base * -0.05).sum() / scale.sum())
+    noisy = paired_bootstrap(base + rng.normal(0, 2.0, 500), base, scale)
+    assert noisy["ci95"][0] < 0 < noisy["ci95"][1]

@@ -13,8 +13,10 @@ from models.protocol import ItemInfo, Period
 from models.registry import load_model
 from dataclasses import replace
 
-from models.training import (TrainSettings, configure_parser, coverage, fit_calibration, run, targets, train,
-                             training_series, to_day, wql)
+from models.features import VIEWS_INPUT
+from models.registry import WARM_START_SUFFIX
+from models.training import (TrainSettings, WarmStartKept, configure_parser, coverage, fit_calibration, run, targets,
+                             train, training_series, to_day, wql)
 from tests.model_helpers import torch_one_thread  # noqa: F401 (fixture)
 
 TINY = {"channels": 8, "dilations": [1, 2, 4], "item_dim": 4, "context_dim": 4, "agnostic_dim": 4,
@@ -49,8 +51,8 @@ def test_same_seed_gives_the_same_weights_and_version(tx, mqcnn_run, tmp_path):
 
 
 def test_mqtransformer_checkpoint_serves_a_cold_start_item(tx, tmp_path):
-    r = train("mqtransformer", out=tmp_path / "m", settings=replace(QUICK, calibrate=True), model_config=TINY_MQT,
-              tx=tx, progress=False)
+    r = train("mqtransformer", out=tmp_path / "m", settings=replace(QUICK, calibrate=True, keep_warm_start=True),
+              model_config=TINY_MQT, tx=tx, progress=False)
     model = load_model("mqtransformer", r.path)
     factors = json.loads((r.path / "config.json").read_text())["train"]["calibration"]["factors"]
     np.testing.assert_allclose(model.model.decoder.calibration.numpy(), factors, rtol=1e-6)  # stored in the weights
@@ -87,8 +89,9 @@ def test_cli_writes_a_checkpoint(tmp_path):
 def test_mqtransformer_trains_from_the_mqcnn_the_mqcnn_defaults_give(tx, tmp_path):
     defaults = replace(QUICK, epochs=None, origins_per_item=None)  # the MQ-CNN stage runs the MQ-CNN recipe
     base = train("mqcnn", out=tmp_path / "base", settings=defaults, model_config=TINY, tx=tx, progress=False)
-    inside = train("mqtransformer", out=tmp_path / "a", settings=QUICK, model_config=TINY_MQT, tx=tx, progress=False)
-    given = train("mqtransformer", out=tmp_path / "b", settings=replace(QUICK, warm_start=base.path),
+    quick = replace(QUICK, keep_warm_start=True)
+    inside = train("mqtransformer", out=tmp_path / "a", settings=quick, model_config=TINY_MQT, tx=tx, progress=False)
+    given = train("mqtransformer", out=tmp_path / "b", settings=replace(quick, warm_start=base.path),
                   model_config=TINY_MQT, tx=tx, progress=False)
     wa, wb = load_file(str(inside.path / "model.safetensors")), load_file(str(given.path / "model.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -129,3 +132,36 @@ def test_revision_is_zero_when_consecutive_origins_agree_on_every_target_day():
     moving = (steady + torch.arange(5.0)[None, :, None, None]).requires_grad_()
     penalty = revision(moving, y, mask)
     assert penalty > 0 and penalty.requires_grad  # a training loss term: it must carry a gradient
+
+
+def test_mqtransformer_that_does_not_beat_its_warm_start_fails_training(tx, mqcnn_run, tmp_path):
+    frozen = replace(QUICK, lr=1e-30, warm_start=mqcnn_run.path)  # no step moves a weight: the start stays best
+    with pytest.raises(WarmStartKept, match="did not learn"):
+        train("mqtransformer", out=tmp_path / "m", settings=frozen, model_config=TINY_MQT, tx=tx, progress=False)
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_kept_warm_start_is_marked_and_served_under_a_version_that_says_so(tx, mqcnn_run, tmp_path):
+    frozen = replace(QUICK, lr=1e-30, warm_start=mqcnn_run.path, keep_warm_start=True)
+    r = train("mqtransformer", out=tmp_path / "m", settings=frozen, model_config=TINY_MQT, tx=tx, progress=False)
+    assert json.loads((r.path / "config.json").read_text())["train"]["learned"] is False
+    with pytest.warns(UserWarning, match="did not beat its MQ-CNN warm start"):
+        model = load_model("mqtransformer", r.path)
+    assert model.version.endswith(WARM_START_SUFFIX)
+
+
+def test_training_reads_no_page_views_unless_asked(tx, tmp_path):
+    plain, _ = training_series(to_day("2011-05-31"), tx, max_items=8)
+    simulated, _ = training_series(to_day("2011-05-31"), tx, max_items=8, simulated_views=True)
+    assert plain.past[..., VIEWS_INPUT].abs().sum() == 0 and simulated.past[..., VIEWS_INPUT].abs().sum() > 0
+    r = train("mqcnn", out=tmp_path / "v", settings=replace(QUICK, simulated_views=True), model_config=TINY,
+              tx=tx, progress=False)
+    assert json.loads((r.path / "config.json").read_text())["train"]["page_views"].startswith("simulated")
+    assert load_model("mqcnn", r.path).model.cfg.use_views
+
+
+def test_a_model_without_views_forecasts_the_same_whatever_views_it_is_fed(mqcnn_run):
+    model = load_model("mqcnn", mqcnn_run.path)
+    state = model.new_state(ItemInfo("1", "MUG", 2.0), 15000)
+    (quiet,), (busy,) = (model.advance([state], [Period(15000, 3.0, views, 2.0)]) for views in (0.0, 5_000.0))
+    np.testing.assert_array_equal(model.forecast([quiet]), model.forecast([busy]))
