@@ -44,7 +44,11 @@ SPLITS = {  # name -> (cutoff, first origin, last origin); docs/EVALUATION.md
     "dev": ("2011-05-31", "2011-06-01", "2011-08-03"),  # summer: the split of EVALUATION.md
     "peak": ("2010-10-31", "2010-11-01", "2010-11-25"),  # targets run into the Christmas ramp of 2010
 }
-SEEDED = ("mqcnn", "mqtransformer", "nhits")  # trained per seed; the rest are deterministic
+ABLATIONS = {  # MQTransformer without one of its attentions, trained from the same warm start
+    "mqt-no-encoder-attention": {"encoder_attention": False},
+    "mqt-no-feedback-attention": {"feedback_attention": False},
+}
+SEEDED = ("mqcnn", "mqtransformer", "nhits", *ABLATIONS)  # trained per seed; the rest are deterministic
 BOOTSTRAP_DRAWS = 2000
 
 
@@ -75,7 +79,7 @@ def _trained(name: str) -> MethodFactory:
         from models.registry import load_model
 
         path = _ensure_trained(source, name, seed)
-        model = load_model(name, path)
+        model = load_model("mqtransformer" if name in ABLATIONS else name, path)
         split = source.split
         if model.horizons != split.horizons or tuple(model.quantiles) != tuple(split.quantiles):
             raise MethodUnavailable(f"{name}: forecasts {model.horizons} horizons at {model.quantiles}; "
@@ -93,12 +97,13 @@ def _ensure_trained(source: MethodSource, name: str, seed: int) -> Path:
               "max_items": source.train_items}
     if (path / "config.json").is_file() and _record_matches(checkpoint_record(path), wanted):
         return path
-    warm = _ensure_trained(source, "mqcnn", seed) if name == "mqtransformer" else None
+    model = "mqtransformer" if name in ABLATIONS else name
+    warm = _ensure_trained(source, "mqcnn", seed) if model == "mqtransformer" else None
     print(f"training {name} seed {seed} up to {wanted['cutoff']} -> {path}", flush=True)
     # keep_warm_start: the backtest reports a model that did not learn (marked), it does not hide it
     settings = TrainSettings(seed=seed, simulated_views=source.simulated_views, max_items=source.train_items,
                              warm_start=warm, keep_warm_start=True)
-    train(name, wanted["cutoff"], path, settings)
+    train(model, wanted["cutoff"], path, settings, model_config=ABLATIONS.get(name))
     return path
 
 
@@ -131,6 +136,7 @@ METHODS: dict[str, MethodFactory] = {
     "autoets": lambda s, seed: _baselines().AutoETSBaseline(),
     "mqcnn": _trained("mqcnn"),
     "mqtransformer": _trained("mqtransformer"),
+    **{name: _trained(name) for name in ABLATIONS},
 }
 BASELINES = ("zero", "seasonal-naive", "qrf", "lightgbm", "autoets")
 
@@ -142,8 +148,8 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--start", help="first origin, YYYY-MM-DD")
     p.add_argument("--end", help="last origin; its 28th horizon must be in the data")
     p.add_argument("--cutoff", help="last day the learned methods train on")
-    p.add_argument("--methods", default=",".join(METHODS),
-                   help="comma-separated, from: %(default)s (the default: all)")
+    p.add_argument("--methods", default=",".join(n for n in METHODS if n not in ABLATIONS),
+                   help=f"comma-separated, from: %(default)s (the default), {', '.join(ABLATIONS)}")
     p.add_argument("--seeds", default="0,1,2",
                    help="seeds of the neural methods (%(default)s): each is trained and scored per seed")
     p.add_argument("--checkpoints", default=None,
@@ -243,15 +249,17 @@ def _over_seeds(runs: list[dict]) -> dict:
 
 
 def _comparisons(results: dict, losses: dict[str, list[np.ndarray]], data: BacktestData) -> list[dict]:
-    """MQTransformer against MQ-CNN and against the best baseline: the wQL difference of the
-    seed-mean forecasts' losses, with a 95% paired bootstrap interval over products."""
+    """MQTransformer against MQ-CNN, the best baseline and each ablation run: the wQL
+    difference of the seed-mean forecasts' losses, with a 95% paired bootstrap interval over
+    products."""
     if "mqtransformer" not in losses:
         return []
     scale = np.abs(data.actuals).sum(axis=(1, 2), dtype=np.float64)  # (N,) each product's Σ|y|
     mean_loss = {name: np.mean(v, axis=0) for name, v in losses.items()}  # (N,) over seeds
     baselines = [n for n in results if n in BASELINES]
     others = (["mqcnn"] if "mqcnn" in results else []) + \
-             ([min(baselines, key=lambda n: results[n]["wql"])] if baselines else [])
+             ([min(baselines, key=lambda n: results[n]["wql"])] if baselines else []) + \
+             [n for n in ABLATIONS if n in results]
     return [{"a": "mqtransformer", "b": other,
              **paired_bootstrap(mean_loss["mqtransformer"], mean_loss[other], scale, BOOTSTRAP_DRAWS)}
             for other in others]

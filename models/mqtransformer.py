@@ -73,6 +73,9 @@ class MQTransformerConfig(MQCNNConfig):
     feedback_days: int = 14  # error memory: target days t-13..t ...
     feedback_horizons: tuple[int, ...] = (1, 7, 14, 28)  # ... at these horizons
     feedback_dim: int = 16
+    # ablations: without one, its attention output enters the decoder as zeros
+    encoder_attention: bool = True  # (b) decoder-encoder attention
+    feedback_attention: bool = True  # (c) feedback-aware attention over the error memory
 
     def __post_init__(self):
         super().__post_init__()
@@ -214,6 +217,7 @@ class MQTransformer(nn.Module):
         fk = self.fb_key(torch.cat([feats, pe_err], -1)).unsqueeze(-2)  # (..., D*K, 1, fd)
         fv = self.fb_value(feats).unsqueeze(-2)
         fb = attend(self.fb_query(qin).unsqueeze(-2), fk, fv, err_valid, 0.0, self.fb_null_k, self.fb_null_v)
+        att, fb = att * cfg.encoder_attention, fb * cfg.feedback_attention  # an ablated branch adds nothing
 
         return self.decoder.quantiles(ctx, agn, cal, torch.cat([att, fb], -1)) * (1 + ema)[..., None, None]
 

@@ -1,5 +1,7 @@
 """MQTransformer: incremental serving (conv ring buffers, attention memory, error memory)
 is the full forking-sequence path one day at a time, feedback included."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -147,3 +149,24 @@ def test_state_size_with_the_defaults_is_what_the_docstring_says():
     """The year-ago attention keeps 371 projected encoder states: 11,872 of the 17,268 bytes."""
     f = MQTransformerForecaster(MQTransformer(MQTransformerConfig()))
     assert len(f.new_state(ItemInfo("1", "A", 1.0), 15000)) == f.layout.nbytes == 17268
+
+
+def test_without_feedback_attention_the_errors_change_nothing():
+    torch.manual_seed(0)
+    f = MQTransformerForecaster(MQTransformer(replace(TINY, feedback_attention=False)))
+    state = _with_history(f, 30)
+    errors = [ErrorRecord(15029 - h, 15029, 9.0, np.linspace(0, 4, 9) * h) for h in (1, 4)]
+    np.testing.assert_array_equal(f.forecast([f.observe_errors(state, errors)]), f.forecast([state]))
+
+
+def test_without_encoder_attention_the_attended_history_changes_nothing():
+    f = forecaster()
+    ablated = MQTransformerForecaster(MQTransformer(replace(TINY, encoder_attention=False)))
+    ablated.model.load_state_dict(f.model.state_dict())
+    state = _with_history(ablated, 30)
+    before = ablated.forecast([state])
+    with torch.no_grad():
+        ablated.model.lag_bias.normal_(0, 3)  # attention weights move; the ablated output must not
+        ablated.model.value_mem.weight.normal_(0, 3)
+    np.testing.assert_array_equal(ablated.forecast([state]), before)
+    assert not np.array_equal(f.forecast([_with_history(f, 30)]), before)
