@@ -122,6 +122,15 @@ def _baselines():
     return models.baselines
 
 
+def _nhits(source: MethodSource, seed: int) -> ForecastMethod:
+    try:
+        from models.peers import NHITSPeer
+
+        return NHITSPeer(source.split.cutoff, source.split.horizons, source.split.quantiles, seed=seed)
+    except ImportError as exc:
+        raise MethodUnavailable(f"nhits: {exc}") from exc
+
+
 def _seasonal_naive(source: MethodSource, seed: int) -> ForecastMethod:
     from models.registry import load_model
 
@@ -134,6 +143,7 @@ METHODS: dict[str, MethodFactory] = {
     "qrf": lambda s, seed: _baselines().QuantileForestBaseline(s.split.cutoff),
     "lightgbm": lambda s, seed: _baselines().LightGBMBaseline(s.split.cutoff),
     "autoets": lambda s, seed: _baselines().AutoETSBaseline(),
+    "nhits": _nhits,  # Nixtla's N-HiTS, the maintained neural peer (the `peers` extra)
     "mqcnn": _trained("mqcnn"),
     "mqtransformer": _trained("mqtransformer"),
     **{name: _trained(name) for name in ABLATIONS},
@@ -188,12 +198,16 @@ def run(args: argparse.Namespace) -> int:
         runs = []
         for seed in (seeds if name in SEEDED else [None]):
             began = time.perf_counter()
-            method = METHODS[name](source, seed)
+            try:
+                method = METHODS[name](source, seed)
+            except MethodUnavailable as exc:
+                print(f"mqstream evaluate: {exc}", file=sys.stderr)
+                return 2
             forecasts = run_method(method, data, split)
             r = score(data.actuals, forecasts, split.quantiles)
             r.update(seed=seed, runtime_s=round(time.perf_counter() - began, 1),
                      calibration=calibration(data.actuals, forecasts, split.quantiles))
-            if seed is not None:
+            if isinstance(method, StreamingReplay):
                 r["version"] = method.model.version
             losses.setdefault(name, []).append(item_losses(data.actuals, forecasts, split.quantiles))
             runs.append(r)
@@ -241,10 +255,9 @@ def _over_seeds(runs: list[dict]) -> dict:
     if len(runs) > 1:
         out["spread"] = {k: {"min": float(min(r[k] for r in runs)), "max": float(max(r[k] for r in runs)),
                              "std": float(np.std([r[k] for r in runs], ddof=1))} for k in ("wql", "volatility")}
-        out["runs"] = [{k: r[k] for k in ("seed", "wql", "volatility", "coverage_80", "runtime_s", "version")}
+    if runs[0]["seed"] is not None:
+        out["runs"] = [{k: r.get(k) for k in ("seed", "wql", "volatility", "coverage_80", "runtime_s", "version")}
                        for r in runs]
-    elif runs[0]["seed"] is not None:
-        out["runs"] = [{k: runs[0][k] for k in ("seed", "wql", "volatility", "coverage_80", "runtime_s", "version")}]
     return out
 
 
@@ -356,8 +369,9 @@ def _runs_markdown(methods: dict) -> list[str]:
     lines = ["", "Per seed:", "", "| method | seed | wQL | coverage 80% | volatility | version |",
              "| --- | ---: | ---: | ---: | ---: | --- |"]
     for name, run in rows:
+        version = f"`{run['version']}`" if run["version"] else "–"
         lines.append(f"| {name} | {run['seed']} | {run['wql']:.4f} | {run['coverage_80']:.3f} | "
-                     f"{run['volatility']:.4f} | `{run['version']}` |")
+                     f"{run['volatility']:.4f} | {version} |")
     return lines
 
 
