@@ -182,7 +182,8 @@ class ForecastClient:
     def latest(self, timeout: float = 30.0, item: str | None = None) -> dict[str, Forecast]:
         """Every item's current forecast: `forecasts-latest` read from the start to its end as
         of the call; the last value of each key wins and a tombstone removes the item. With
-        ``item``, only that item's partition is read."""
+        ``item``, only that item's partition is read. ``timeout``: seconds without a record
+        before the read gives up (TimeoutError)."""
         current: dict[str, Forecast] = {}
         for record in self._read_to_end("forecasts-latest", timeout, item):
             key = record.key.decode()
@@ -246,11 +247,14 @@ class ForecastClient:
             ends = consumer.end_offsets(partitions)
             consumer.assign(partitions)
             consumer.seek_to_beginning()
+            # a stall, not the whole read, is bounded: a large topic on a busy machine takes
+            # as long as it takes while records keep coming
             deadline = time.monotonic() + timeout
             while any(consumer.position(tp) < end for tp, end in ends.items()):
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"reading {topic} to its end took more than {timeout}s")
+                    raise TimeoutError(f"reading {topic} to its end: no record for {timeout}s")
                 for records in consumer.poll(timeout_ms=500).values():
+                    deadline = time.monotonic() + timeout
                     # records past the end as of the call belong to a later read
                     yield from (r for r in records if r.offset < ends[TopicPartition(r.topic, r.partition)])
         finally:
