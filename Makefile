@@ -13,7 +13,7 @@ demo: $(STAMP)
 	$(VENV)/bin/mqstream demo
 
 test: $(STAMP) system
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest --durations=15
 
 unit: $(STAMP)
 	$(PYTHON) -m pytest -m "not slow"
