@@ -79,7 +79,7 @@ def _trained(name: str) -> MethodFactory:
         from models.registry import load_model
 
         path = _ensure_trained(source, name, seed)
-        model = load_model("mqtransformer" if name in ABLATIONS else name, path)
+        model = load_model(_model_of(name), path)
         split = source.split
         if model.horizons != split.horizons or tuple(model.quantiles) != tuple(split.quantiles):
             raise MethodUnavailable(f"{name}: forecasts {model.horizons} horizons at {model.quantiles}; "
@@ -97,7 +97,7 @@ def _ensure_trained(source: MethodSource, name: str, seed: int) -> Path:
               "max_items": source.train_items}
     if (path / "config.json").is_file() and _record_matches(checkpoint_record(path), wanted):
         return path
-    model = "mqtransformer" if name in ABLATIONS else name
+    model = _model_of(name)
     warm = _ensure_trained(source, "mqcnn", seed) if model == "mqtransformer" else None
     print(f"training {name} seed {seed} up to {wanted['cutoff']} -> {path}", flush=True)
     # keep_warm_start: the backtest reports a model that did not learn (marked), it does not hide it
@@ -105,6 +105,11 @@ def _ensure_trained(source: MethodSource, name: str, seed: int) -> Path:
                              warm_start=warm, keep_warm_start=True)
     train(model, wanted["cutoff"], path, settings, model_config=ABLATIONS.get(name))
     return path
+
+
+def _model_of(method: str) -> str:
+    """The model a neural method trains: an ablation is an MQTransformer."""
+    return "mqtransformer" if method in ABLATIONS else method
 
 
 def _record_matches(record: dict, wanted: dict) -> bool:
@@ -238,8 +243,9 @@ def _seeds(spec: str) -> list[int]:
 
 
 def _over_seeds(runs: list[dict]) -> dict:
-    """One method's scores: the mean over its runs (one per seed) of every number, the runs
-    themselves, and the spread of wQL and volatility."""
+    """One method's scores: the mean over its runs (one per seed) of every score, the runs
+    themselves, the spread of wQL and volatility, and the first run's calibration
+    diagnostics (shares of cells, shown for one seed)."""
     mean = lambda key: float(np.mean([r[key] for r in runs]))
     out = {
         "wql": mean("wql"),
@@ -263,8 +269,8 @@ def _over_seeds(runs: list[dict]) -> dict:
 
 def _comparisons(results: dict, losses: dict[str, list[np.ndarray]], data: BacktestData) -> list[dict]:
     """MQTransformer against MQ-CNN, the best baseline and each ablation run: the wQL
-    difference of the seed-mean forecasts' losses, with a 95% paired bootstrap interval over
-    products."""
+    difference of the seed-mean forecasts' losses with a 95% paired bootstrap interval over
+    products, the difference seed by seed, and the verdict (``verdict``)."""
     if "mqtransformer" not in losses:
         return []
     scale = np.abs(data.actuals).sum(axis=(1, 2), dtype=np.float64)  # (N,) each product's Σ|y|
@@ -273,9 +279,34 @@ def _comparisons(results: dict, losses: dict[str, list[np.ndarray]], data: Backt
     others = (["mqcnn"] if "mqcnn" in results else []) + \
              ([min(baselines, key=lambda n: results[n]["wql"])] if baselines else []) + \
              [n for n in ABLATIONS if n in results]
-    return [{"a": "mqtransformer", "b": other,
-             **paired_bootstrap(mean_loss["mqtransformer"], mean_loss[other], scale, BOOTSTRAP_DRAWS)}
-            for other in others]
+    comparisons = []
+    for other in others:
+        c = {"a": "mqtransformer", "b": other,
+             **paired_bootstrap(mean_loss["mqtransformer"], mean_loss[other], scale, BOOTSTRAP_DRAWS),
+             "per_seed": per_seed_differences(results["mqtransformer"], results[other])}
+        comparisons.append({**c, "verdict": verdict(c)})
+    return comparisons
+
+
+def per_seed_differences(a: dict, b: dict) -> list[float]:
+    """wQL(a) − wQL(b) seed by seed (a deterministic method's one score pairs with every seed)."""
+    wql_a = [r["wql"] for r in a.get("runs", [])] or [a["wql"]]
+    wql_b = [r["wql"] for r in b.get("runs", [])] or [b["wql"]]
+    if len(wql_b) == 1:
+        wql_b = wql_b * len(wql_a)
+    return [float(x - y) for x, y in zip(wql_a, wql_b)]
+
+
+def verdict(comparison: dict) -> str:
+    """"better" or "worse" only when the products' interval excludes 0 *and* every seed
+    agrees on the sign: a difference that the choice of seed can reverse is a tie."""
+    lo, hi = comparison["ci95"]
+    seeds = comparison["per_seed"]
+    if hi < 0 and all(d < 0 for d in seeds):
+        return "better"
+    if lo > 0 and all(d > 0 for d in seeds):
+        return "worse"
+    return "tie"
 
 
 def _method_names(spec: str) -> list[str]:
@@ -352,13 +383,16 @@ def _comparison_markdown(comparisons: list[dict]) -> list[str]:
     if not comparisons:
         return []
     lines = ["", "Paired differences (seed-mean forecasts, products resampled with replacement, "
-                 f"{comparisons[0]['draws']} draws; below 0: the first method is better; an interval "
-                 "that contains 0 is a tie):", "",
-             "| comparison | wQL difference | 95% interval | verdict |", "| --- | ---: | ---: | --- |"]
+                 f"{comparisons[0]['draws']} draws; below 0: the first method is better). A verdict "
+                 "other than tie needs an interval that excludes 0 and every seed's difference of the "
+                 "same sign:", "",
+             "| comparison | wQL difference | 95% interval | per seed | verdict |",
+             "| --- | ---: | ---: | ---: | --- |"]
     for c in comparisons:
         lo, hi = c["ci95"]
-        verdict = "better" if hi < 0 else "worse" if lo > 0 else "tie"
-        lines.append(f"| {c['a']} − {c['b']} | {c['difference']:+.4f} | [{lo:+.4f}, {hi:+.4f}] | {verdict} |")
+        seeds = ", ".join(f"{d:+.4f}" for d in c["per_seed"])
+        lines.append(f"| {c['a']} − {c['b']} | {c['difference']:+.4f} | [{lo:+.4f}, {hi:+.4f}] | {seeds} | "
+                     f"{c['verdict']} |")
     return lines
 
 
@@ -384,7 +418,7 @@ def _calibration_markdown(methods: dict) -> list[str]:
     def bracket(c: dict, level: str) -> str:
         return f"[{c['below'][level]:.3f}, {c['at_or_below'][level]:.3f}]"
 
-    lines = ["Calibration:", "",
+    lines = ["Calibration (a neural method: its first seed):", "",
              "| method | zero share | coverage 80%, y = 0 | coverage 80%, y > 0 | P10 [P(y<f), P(y≤f)] "
              "| P90 [P(y<f), P(y≤f)] |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]

@@ -9,7 +9,8 @@ import pytest
 from models.backtest import (BacktestSplit, StreamingReplay, day_of, history_until, leaked_origins,
                              prepare, run_method)
 from models.dataset import DailySeries
-from models.evaluate import _comparisons, _over_seeds, configure_parser, run as evaluate_run
+from models.evaluate import (_comparisons, _over_seeds, configure_parser, per_seed_differences, run as evaluate_run,
+                             verdict)
 from models.metrics import HORIZON_BUCKETS
 from models.pageviews import simulate_views
 from models.seasonal_naive import SeasonalNaive
@@ -247,7 +248,7 @@ def test_evaluate_reports_calibration_per_method_in_the_json_and_a_markdown_tabl
     assert calibration["coverage_80_zero_days"] == 1.0  # P10 = P90 = 0 holds every zero day
     assert calibration["below"]["0.1"] == 0.0
     markdown = (tmp_path / "split.md").read_text()
-    assert "Calibration:" in markdown and f"| zero | {calibration['zero_share']:.3f} | 1.000 |" in markdown
+    assert "Calibration (" in markdown and f"| zero | {calibration['zero_share']:.3f} | 1.000 |" in markdown
 
 
 def test_evaluate_stops_on_an_unknown_method_and_names_it(tmp_path, capsys):
@@ -278,7 +279,18 @@ def test_seeded_scores_are_means_with_their_spread_and_a_paired_interval():
     assert mean["seeds"] == [0, 1, 2] and len(mean["runs"]) == 3
     data = SimpleNamespace(actuals=np.ones((50, 2, 3)))
     base = np.random.default_rng(0).uniform(4.0, 6.0, 50)
-    comparisons = _comparisons({"mqtransformer": {}, "mqcnn": {}, "zero": {"wql": 1.0}},
+    comparisons = _comparisons({"mqtransformer": {"wql": 0.45}, "mqcnn": {"wql": 0.5}, "zero": {"wql": 1.0}},
                                {"mqtransformer": [base * 0.9], "mqcnn": [base], "zero": [base * 2]}, data)
     assert [(c["a"], c["b"]) for c in comparisons] == [("mqtransformer", "mqcnn"), ("mqtransformer", "zero")]
-    assert all(c["ci95"][1] < 0 for c in comparisons)
+    assert all(c["ci95"][1] < 0 and c["verdict"] == "better" for c in comparisons)
+
+
+def test_a_difference_that_a_seed_reverses_is_a_tie_whatever_the_interval():
+    mqt = {"wql": 0.73, "runs": [{"wql": w} for w in (0.731, 0.741, 0.726)]}
+    lightgbm = {"wql": 0.7377}
+    seeds = per_seed_differences(mqt, lightgbm)
+    assert seeds == pytest.approx([-0.0067, 0.0033, -0.0117])
+    assert verdict({"ci95": [-0.008, -0.002], "per_seed": seeds}) == "tie"
+    assert verdict({"ci95": [-0.008, -0.002], "per_seed": [-0.01, -0.002]}) == "better"
+    assert verdict({"ci95": [0.002, 0.005], "per_seed": [0.002, 0.004, 0.004]}) == "worse"
+    assert verdict({"ci95": [-0.001, 0.005], "per_seed": [0.002, 0.004]}) == "tie"
