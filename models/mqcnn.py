@@ -319,8 +319,8 @@ def base_step(encoder: CausalConvEncoder, cfg: MQCNNConfig, st: dict[str, np.nda
     day = np.array([p.day for p in periods])
     units = np.array([p.units for p in periods], np.float32)
     price = np.array([p.price for p in periods], np.float32)
-    views = np.array([p.views if cfg.use_views else 0.0 for p in periods])
-    x = torch.from_numpy(past_inputs(units, views, price, day))  # (R, N_PAST)
+    views = np.array([p.views for p in periods])
+    x = encoder_inputs(torch.from_numpy(past_inputs(units, views, price, day)), cfg.use_views)  # (R, N_PAST)
     buf = torch.from_numpy(st["conv"][rows].astype(np.float32))  # (R, Rb, C)
     h = encoder.step(x, buf, torch.from_numpy(day))
     ema = st["ema"][rows, 0]
