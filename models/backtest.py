@@ -24,7 +24,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from models.dataset import DailySeries, select_products
-from models.pageviews import simulate_views
+from models.pageviews import page_views
 from models.protocol import (DEFAULT_HORIZONS, DEFAULT_QUANTILES, ErrorRecord, ItemInfo,
                              Period, QuantileForecaster)
 
@@ -81,13 +81,6 @@ class ForecastMethod(Protocol):
         """(N, O, H, Q) quantiles for horizons 1..H after each origin, using days <= origin only."""
 
 
-def derived_views(series: DailySeries, simulated: bool) -> np.ndarray:
-    """(N, T) the page views a method reads: simulated from the series (causal), or 0."""
-    if simulated:
-        return simulate_views(series.items, series.units, series.start_day)
-    return np.zeros(series.units.shape, np.int64)
-
-
 def prepare(series: DailySeries, split: BacktestSplit, simulated_views: bool = False) -> BacktestData:
     """Select the scored products and lay out their actuals."""
     last_target = split.last_origin + split.horizons
@@ -99,7 +92,7 @@ def prepare(series: DailySeries, split: BacktestSplit, simulated_views: bool = F
     scored = replace(series, items=series.items[keep], descriptions=series.descriptions[keep],
                      units=series.units[keep, :stop], price=series.price[keep, :stop])
     cols = scored.column(split.origins)[:, None] + np.arange(1, split.horizons + 1)  # (O, H)
-    return BacktestData(series=scored, views=derived_views(scored, simulated_views), simulated_views=simulated_views,
+    return BacktestData(series=scored, views=page_views(scored.items, scored.units, scored.start_day, simulated_views), simulated_views=simulated_views,
                         origins=split.origins, actuals=scored.units[:, cols])
 
 
@@ -128,7 +121,7 @@ def leaked_origins(method: ForecastMethod, series: DailySeries, origins: np.ndar
     """Origins whose forecast changes when the sales and prices of every day after them are
     replaced by noise and the views are derived again from the changed sales. Empty for a
     method that uses only what was known at each origin, inputs derived from it included."""
-    reference = method.forecast(series, derived_views(series, simulated_views), origins)
+    reference = method.forecast(series, page_views(series.items, series.units, series.start_day, simulated_views), origins)
     rng = np.random.default_rng(seed)
     leaked = []
     for k, origin in enumerate(origins):
@@ -137,7 +130,7 @@ def leaked_origins(method: ForecastMethod, series: DailySeries, origins: np.ndar
         units[:, after] = rng.poisson(20.0, units[:, after].shape)
         price[:, after] = rng.uniform(0.5, 5.0, price[:, after].shape)
         changed = replace(series, units=units, price=price)
-        perturbed = method.forecast(changed, derived_views(changed, simulated_views), origins)
+        perturbed = method.forecast(changed, page_views(changed.items, changed.units, changed.start_day, simulated_views), origins)
         if not np.array_equal(perturbed[:, k], reference[:, k]):  # deterministic: any change is a leak
             leaked.append(int(origin))
     return leaked

@@ -22,6 +22,11 @@ NOISE_SIGMA = 0.4
 NOISE_EPOCH_DAY = 14_000  # noise is drawn per absolute day from here, so any window agrees
 
 
+def page_views(item_ids: np.ndarray, units: np.ndarray, start_day: int, simulated: bool) -> np.ndarray:
+    """(N, T) the page views a model reads where no real ones exist: simulated, or 0."""
+    return simulate_views(item_ids, units, start_day) if simulated else np.zeros(units.shape, np.int64)
+
+
 def simulate_views(item_ids: np.ndarray, units: np.ndarray, start_day: int) -> np.ndarray:
     """(N, T) integer page views for (N, T) daily demand of ``item_ids`` from ``start_day``;
     column t depends on columns <= t only."""

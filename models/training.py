@@ -41,7 +41,7 @@ from models.dataset import daily_series, load_transactions, select_products
 from models.features import SeriesBatch, series_batch
 from models.mqcnn import MQCNN, MQCNNConfig, pinball_loss
 from models.mqtransformer import MQTransformer, MQTransformerConfig, asdict_base
-from models.pageviews import simulate_views
+from models.pageviews import page_views
 
 MODELS = {"mqcnn": (MQCNN, MQCNNConfig), "mqtransformer": (MQTransformer, MQTransformerConfig)}
 
@@ -114,7 +114,7 @@ def training_series(cutoff_day: int, tx: pd.DataFrame | None = None, max_items: 
     if max_items is not None and max_items < len(keep):
         keep = np.sort(np.random.default_rng(seed).choice(keep, max_items, replace=False))
     units, price, items = series.units[keep], series.price[keep], series.items[keep]
-    views = simulate_views(items, units, series.start_day) if simulated_views else np.zeros_like(units)
+    views = page_views(items, units, series.start_day, simulated_views)
     first_col = np.argmax((price > 0) | (units > 0), axis=1)
     item_price = price[np.arange(len(keep)), first_col]
     return series_batch(units, views, price, series.start_day, first_col, series.descriptions[keep],
