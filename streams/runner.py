@@ -40,8 +40,9 @@ def run_worker(settings: Settings, loglevel: str = "warn") -> int:
     return 0
 
 
-def spawn_worker(settings: Settings, name: str, log_path: Path) -> subprocess.Popen:
-    """A worker in its own process with these settings (state under data_dir/name)."""
+def spawn_worker(settings: Settings, name: str, log_path: Path, detached: bool = False) -> subprocess.Popen:
+    """A worker in its own process with these settings (state under data_dir/name);
+    ``detached``: in a session of its own, so it outlives the command that started it."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     for field in fields(Settings):
         value = getattr(settings, field.name)
@@ -50,4 +51,5 @@ def spawn_worker(settings: Settings, name: str, log_path: Path) -> subprocess.Po
         env["MQSTREAM_" + ("KAFKA_BOOTSTRAP" if field.name == "bootstrap" else field.name.upper())] = str(value)
     with open(log_path, "ab") as log:
         return subprocess.Popen([sys.executable, "-m", "mqstream", "worker"], env=env,
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=detached)
