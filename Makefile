@@ -7,10 +7,17 @@ STAMP   := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 SYSTEM_TOOLS := prometheus promtool kcat docker-compose java mvn
 APT_PACKAGES := prometheus kcat docker-compose default-jre-headless maven
 
-.PHONY: demo test e2e unit bench system clean
+.PHONY: demo up down test e2e unit bench system clean
 
 demo: $(STAMP)
 	$(VENV)/bin/mqstream demo
+
+# the demo's loop left running (broker, worker, Prometheus) to look around; `make down` stops it
+up: $(STAMP) system
+	$(VENV)/bin/mqstream up
+
+down: $(STAMP)
+	$(VENV)/bin/mqstream down
 
 test: $(STAMP) system
 	$(PYTHON) -m pytest --durations=15

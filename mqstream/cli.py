@@ -58,6 +58,20 @@ def _parser() -> argparse.ArgumentParser:
     _model_args(demo)
     demo.set_defaults(run=_demo)
 
+    up = sub.add_parser("up", help="the demo's loop left running: broker, worker, replay and Prometheus, "
+                                   "with their addresses; `mqstream down` stops them")
+    up.add_argument("--start", default="2011-06-01", help="first day replayed (only if sales is empty)")
+    up.add_argument("--end", default="2011-06-28", help="last day replayed")
+    up.add_argument("--prometheus-port", type=int, default=9090, help="where the local Prometheus answers")
+    up.add_argument("--no-wait", action="store_true", help="return once the replay is sent, not once the "
+                                                           "worker has caught up")
+    _model_args(up)
+    up.set_defaults(run=_up)
+
+    down = sub.add_parser("down", help="stop what `mqstream up` started (state stays on disk)")
+    down.add_argument("--data-dir", help="the data_dir `up` ran with")
+    down.set_defaults(run=_down)
+
     tail = sub.add_parser("tail", help="print forecasts as they arrive, a line each (or JSON lines)")
     tail.add_argument("--item", help="only this item's forecasts")
     tail.add_argument("--format", choices=("table", "json"), default="table",
@@ -165,6 +179,22 @@ def _demo(args, settings: Settings) -> int:
     from mqstream.demo import run_demo
 
     return run_demo(settings, args.start, args.end)
+
+
+def _up(args, settings: Settings) -> int:
+    from mqstream.local_stack import StackError, run_up
+
+    try:
+        return run_up(settings, args.start, args.end, args.prometheus_port, wait=not args.no_wait)
+    except StackError as exc:
+        print(f"mqstream: {exc} (mqstream down stops what was started)", file=sys.stderr)
+        return 2
+
+
+def _down(args, settings: Settings) -> int:
+    from mqstream.local_stack import run_down
+
+    return run_down(settings)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def run_demo(settings: Settings, start: str, end: str) -> int:
         print(f"replaying {start}..{end}: {n_sales:,} real sales events and "
               f"{len(events) - n_sales:,} SIMULATED page-view events, model {demo.model}")
         worker = spawn_worker(demo, "worker", Path(demo.data_dir) / "worker.log")
-        _follow(demo, worker, send(events, demo))
+        follow(demo, worker, send(events, demo))
         _stop(worker)
         worker = None
         _summary(demo, len(events))
@@ -78,7 +78,7 @@ def ensure_checkpoint(settings: Settings) -> None:
         print("note: this MQTransformer did not beat its MQ-CNN warm start; it is served marked -warm-start")
 
 
-def _follow(settings: Settings, worker: subprocess.Popen, total: int) -> None:
+def follow(settings: Settings, worker: subprocess.Popen, total: int) -> None:
     """A live line until the worker has committed everything it was sent (``total`` messages,
     watermark markers included) and the errors it published came back."""
     settled_at = None

@@ -59,7 +59,7 @@ class LocalBroker:
         """Start the broker unless it already runs; return once it accepts connections."""
         if self.pid() is not None:
             return
-        if _port_open(self.port):
+        if port_open(self.port):
             raise BrokerError(f"port {self.port} is taken by another process; choose another kafka_port")
         libs = fetch_jars()
         self.home.mkdir(parents=True, exist_ok=True)
@@ -85,9 +85,9 @@ class LocalBroker:
             return False
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if _alive(pid):
+        if alive(pid):
             os.kill(pid, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
         return True
@@ -97,14 +97,14 @@ class LocalBroker:
             pid = int(self.pid_file.read_text())
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid) else None
+        return pid if alive(pid) else None
 
     def _wait_ready(self, proc: subprocess.Popen, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise BrokerError(f"broker exited with {proc.returncode}; see {self.log_file}")
-            if _port_open(self.port) and _answers(self.bootstrap):
+            if port_open(self.port) and _answers(self.bootstrap):
                 return
             time.sleep(0.3)
         raise BrokerError(f"broker did not answer on {self.bootstrap} within {timeout:.0f}s; see {self.log_file}")
@@ -197,10 +197,10 @@ def _answers(bootstrap: str) -> bool:
         return False
 
 
-def _port_open(port: int) -> bool:
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        return s.connect_ex((host, port)) == 0
 
 
 def free_port() -> int:
@@ -210,7 +210,7 @@ def free_port() -> int:
 
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
