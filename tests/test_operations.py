@@ -53,6 +53,18 @@ def value(port: int, query: str) -> float:
     return float(result[0]["value"][1])
 
 
+def eventually(port: int, query: str, expected: float, timeout: float = 120.0) -> None:
+    """Wait until the query's one value equals ``expected`` (a scrape that saw the end)."""
+    deadline, seen = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        result = promql(port, query)
+        seen = float(result[0]["value"][1]) if len(result) == 1 else result
+        if seen == expected:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{query}: {seen} after {timeout:.0f}s, expected {expected}")
+
+
 @pytest.fixture
 def prometheus_for(tmp_path):
     """Start a real Prometheus scraping one target every second; yields its API port."""
@@ -101,14 +113,14 @@ def test_prometheus_sees_what_the_worker_did_during_a_replay(kafka_settings, tmp
         metrics_port = int(port_file.read_text())
         prom = prometheus_for(metrics_port)
         wait_caught_up(settings, worker)
-        time.sleep(12)  # two lag samples (every 5 s) and a few scrapes after the last event
         markers = 2 * settings.partitions  # the replay's closing watermark markers, one per partition and topic
         inputs = f'{settings.topic_prefix.replace(".", "[.]")}(sales|page-views)'
-        assert value(prom, f'sum(mqstream_events_consumed_total{{topic=~"{inputs}"}})') == len(events) + markers
-        assert value(prom, "sum(mqstream_dead_letters_total) or vector(0)") == 0
-        assert value(prom, "sum(mqstream_consumer_lag_messages)") == 0
         forecasts = sum(end_offsets(settings, settings.topic("forecasts")).values())
-        assert value(prom, "mqstream_forecasts_published_total") == forecasts
+        # the worker is done; each value reaches Prometheus at a later scrape (lag: a sample every 5 s)
+        eventually(prom, f'sum(mqstream_events_consumed_total{{topic=~"{inputs}"}})', len(events) + markers)
+        eventually(prom, "mqstream_forecasts_published_total", forecasts)
+        eventually(prom, "sum(mqstream_consumer_lag_messages)", 0)
+        assert value(prom, "sum(mqstream_dead_letters_total) or vector(0)") == 0
         assert value(prom, 'count(mqstream_model_info{name="seasonal-naive"})') == 1
         wql = value(prom, 'mqstream_quantile_loss{quantile="0.5", horizon_bucket="1-7"}')
         assert wql == pytest.approx(offline_p50_wql(settings), rel=1e-6)
