@@ -4,7 +4,7 @@ The answer comes from the item's model side, so it is the forecast of the last c
 worker made, in the `forecasts` message format (``created_at`` is the time of the answer).
 Only the worker that owns the item's partition answers; any other redirects (307) to it,
 found through faust's partition assignment, whose URLs are the workers' HTTP addresses
-(``canonical_url``).
+(``canonical_url``). The explorer pages (streams/explorer.py) read through the same rules.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import asyncio
 import re
 import urllib.parse
 from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Callable, Coroutine, Iterator, TypeVar
 
 import faust
 import orjson
@@ -24,6 +25,20 @@ from streams import messages
 
 ROUTE = re.compile(r"^/forecasts/(?P<item>[^/?#]+)(?P<errors>/errors)?/?$")
 Answer = tuple[int, bytes, dict[str, str]]
+Say = Callable[[int, str, dict[str, str]], Answer]  # (status, text, headers) -> an answer in the route's format
+T = TypeVar("T")
+
+
+def on_loop(app: faust.App, work: Coroutine[None, None, T], timeout: float) -> T:
+    """For the HTTP server's threads: ``work`` runs on the worker's event loop, between events,
+    so it never reads a table while an event changes it. Raises concurrent.futures'
+    TimeoutError when the loop does not finish it in time."""
+    future = asyncio.run_coroutine_threadsafe(work, app.loop)
+    try:
+        return future.result(timeout)
+    except FutureTimeout:
+        future.cancel()
+        raise
 
 
 class ForecastLookup:
@@ -33,13 +48,9 @@ class ForecastLookup:
         self.model, self.policy = model, policy
 
     def answer_from_thread(self, path: str, timeout: float = 10.0) -> Answer:
-        """For the HTTP server's threads: the answer is made on the worker's event loop, between
-        events, so it never reads a table while an event changes it."""
-        future = asyncio.run_coroutine_threadsafe(self.answer(path), self.app.loop)
         try:
-            return future.result(timeout)
+            return on_loop(self.app, self.answer(path), timeout)
         except FutureTimeout:
-            future.cancel()
             return _error(503, "the worker is busy; try again", {"Retry-After": "1"})
 
     async def answer(self, path: str) -> Answer:
@@ -47,46 +58,80 @@ class ForecastLookup:
         if match is None:
             return _error(404, "use /forecasts/{item_id} or /forecasts/{item_id}/errors")
         item_id = urllib.parse.unquote(match["item"])
-        owner = self._owner(item_id.encode())
-        if owner is None:
-            return _error(503, "partitions are being assigned; try again", {"Retry-After": "2"})
-        if owner != self._own_url():
-            return _error(307, f"item {item_id} is served by {owner}", {"Location": owner + path})
-        raw = self.sides.get(item_id.encode())
-        ledger = None if raw is None else self._ledger(ItemModel.from_bytes(raw))
+        elsewhere = self.elsewhere(item_id, path, _error)
+        if elsewhere is not None:
+            return elsewhere
+        side = self.side(item_id)
+        ledger = None if side is None else self.ledger(side)
         latest = None if ledger is None else ledger.latest()
         if latest is None:
             return _error(404, f"no forecast of item {item_id} yet")
         if match["errors"]:
-            return 200, self._errors(item_id, ItemModel.from_bytes(raw), ledger), {}
+            now = messages.utc_now()
+            found = [orjson.loads(messages.error_message(scored, self.model, now, self.policy.decimals))
+                     for scored in self.scored_days(self.item(item_id), side, ledger)]
+            return 200, orjson.dumps({"item_id": item_id, "errors": found}), {}
         issued = IssuedForecast(item_id, *latest)
         return 200, messages.forecast_message(issued, self.model, messages.utc_now()), {}
 
-    def _errors(self, item_id: str, side: ItemModel, ledger: ForecastLedger) -> bytes:
-        """The errors of the forecasts still kept (made within the last horizon), per target day
-        already closed, as `forecast-errors` messages."""
-        item = ItemState.from_bytes(self.items.get(item_id.encode()))
-        now, found = messages.utc_now(), []
+    def elsewhere(self, item_id: str, path: str, say: Say) -> Answer | None:
+        """The answer where this worker does not own the item's partition: a redirect (307) to
+        the worker that does, or 503 while partitions are being assigned. None where it owns it."""
+        owner = self._owner(item_id.encode())
+        if owner is None:
+            return say(503, "partitions are being assigned; try again", {"Retry-After": "2"})
+        if owner != self.own_url():
+            return say(307, f"item {item_id} is served by {owner}", {"Location": owner + path})
+        return None
+
+    def item(self, item_id: str) -> ItemState | None:
+        raw = self.items.get(item_id.encode())
+        return None if raw is None else ItemState.from_bytes(raw)
+
+    def side(self, item_id: str) -> ItemModel | None:
+        raw = self.sides.get(item_id.encode())
+        return None if raw is None else ItemModel.from_bytes(raw)
+
+    def ledger(self, side: ItemModel) -> ForecastLedger:
+        return ForecastLedger.from_bytes(side.ledger, self.model.horizons, len(self.model.quantiles))
+
+    def scored_days(self, item: ItemState, side: ItemModel, ledger: ForecastLedger) -> list[ScoredDay]:
+        """The forecasts still kept (made within the last horizon) scored, per target day already
+        closed, oldest first: what the `forecast-errors` messages of those days said."""
+        found = []
         for target in range(side.closed_through - self.model.horizons + 1, side.closed_through + 1):
             actual = float(item.daily(UNITS, target, target)[0])
             records = ledger.score(target, actual)
             if records:
-                scored = ScoredDay(item_id, target, actual, records)
-                found.append(orjson.loads(messages.error_message(scored, self.model, now, self.policy.decimals)))
-        return orjson.dumps({"item_id": item_id, "errors": found})
+                found.append(ScoredDay(item.item_id, target, actual, records))
+        return found
 
-    def _ledger(self, side: ItemModel) -> ForecastLedger:
-        return ForecastLedger.from_bytes(side.ledger, self.model.horizons, len(self.model.quantiles))
+    def own_items(self) -> Iterator[ItemState]:
+        """The items of the partitions this worker owns (not those it keeps as a standby)."""
+        topic = self._items_topic()
+        for tp in sorted(self.app.assignor.assigned_actives()):
+            if tp.topic == topic:
+                for _, raw in self.items.data.partition_items(tp.partition):
+                    yield ItemState.from_bytes(raw)
+
+    def item_owner_urls(self) -> list[str]:
+        """The HTTP addresses of the workers that own partitions of items, this one included if
+        it does (none before the group's first assignment)."""
+        owners = self.app.assignor.table_metadata(self._items_topic())
+        return sorted({str(url).rstrip("/") for url, partitions in owners.items() if any(partitions.values())})
+
+    def own_url(self) -> str:
+        return str(self.app.conf.canonical_url).rstrip("/")
 
     def _owner(self, key: bytes) -> str | None:
         try:
-            url = self.app.assignor.key_store(self.items.changelog_topic.get_topic_name(), key)
+            url = self.app.assignor.key_store(self._items_topic(), key)
         except (KeyError, TypeError):  # no assignment yet
             return None
         return str(url).rstrip("/")
 
-    def _own_url(self) -> str:
-        return str(self.app.conf.canonical_url).rstrip("/")
+    def _items_topic(self) -> str:
+        return self.items.changelog_topic.get_topic_name()
 
 
 def _error(status: int, text: str, headers: dict[str, str] | None = None) -> Answer:

@@ -8,6 +8,7 @@ never collide: give each a different port, or 0 to pick a free one (logged at st
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
@@ -70,6 +71,13 @@ class WorkerMetrics:
         self.model = Info("mqstream_model", "The model the worker serves", registry=r)
 
 
+@dataclass(frozen=True)
+class BucketQuality:
+    wql: np.ndarray  # (Q,) weighted quantile loss of each quantile
+    coverage: float  # share of actuals inside P10..P90
+    forecasts: int  # scored forecasts in the window
+
+
 class QualityWindow:
     """Rolling wQL and coverage from the worker's own scored forecasts, per horizon bucket."""
 
@@ -84,9 +92,11 @@ class QualityWindow:
         sums[-2] += covered
         sums[-1] += 1
 
-    def publish(self, metrics: WorkerMetrics) -> None:
+    def by_bucket(self) -> dict[str, BucketQuality]:
+        """Quality over the target days of the last ``QUALITY_WINDOW_DAYS`` up to the newest, in
+        ``HORIZON_BUCKETS`` order (older days are dropped here)."""
         if not self.days:
-            return
+            return {}
         newest = max(self.days)
         for day in [d for d in self.days if d <= newest - QUALITY_WINDOW_DAYS]:
             del self.days[day]
@@ -94,20 +104,26 @@ class QualityWindow:
         for per_bucket in self.days.values():
             for bucket, sums in per_bucket.items():
                 totals[bucket] = totals.get(bucket, 0) + sums
-        for bucket, sums in totals.items():
-            denominator = max(sums[-3], 1e-9)
-            for q, loss in zip(self.quantiles, sums[: len(self.quantiles)]):
-                metrics.quantile_loss.labels(f"{q:g}", bucket).set(2 * loss / denominator)
-            metrics.coverage.labels(bucket).set(sums[-2] / max(sums[-1], 1))
+        order = [f"{lo}-{hi}" for lo, hi in HORIZON_BUCKETS] + ["other"]
+        return {bucket: BucketQuality(2 * sums[: len(self.quantiles)] / max(sums[-3], 1e-9),
+                                      sums[-2] / max(sums[-1], 1), int(sums[-1]))
+                for bucket, sums in sorted(totals.items(), key=lambda pair: order.index(pair[0]))}
+
+    def publish(self, metrics: WorkerMetrics) -> None:
+        for bucket, quality in self.by_bucket().items():
+            for q, loss in zip(self.quantiles, quality.wql):
+                metrics.quantile_loss.labels(f"{q:g}", bucket).set(loss)
+            metrics.coverage.labels(bucket).set(quality.coverage)
 
 
-Lookup = Callable[[str], tuple[int, bytes, dict[str, str]]]  # path -> (status, JSON body, headers)
+Lookup = Callable[[str], tuple[int, bytes, dict[str, str]]]  # path -> (status, body, headers)
 
 
 def serve(metrics: WorkerMetrics, host: str, port: int, ready: Callable[[], bool],
-          lookup: Lookup | None = None) -> ThreadingHTTPServer:
-    """/metrics, /healthz (the process answers), /readyz (partitions recovered and consuming)
-    and, with ``lookup``, /forecasts/... (an item's latest forecast and recent errors)."""
+          lookup: Lookup | None = None, explorer: Lookup | None = None) -> ThreadingHTTPServer:
+    """/metrics, /healthz (the process answers), /readyz (partitions recovered and consuming),
+    with ``lookup`` /forecasts/... (an item's latest forecast and recent errors) and with
+    ``explorer`` /explorer... (HTML pages; ``explorer`` names any other content type)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
@@ -121,6 +137,10 @@ def serve(metrics: WorkerMetrics, host: str, port: int, ready: Callable[[], bool
             elif lookup is not None and self.path.startswith("/forecasts/"):
                 status, body, headers = lookup(self.path)
                 self._reply(status, body, {"Content-Type": "application/json", **headers})
+            elif explorer is not None and (self.path == "/explorer"
+                                           or self.path.startswith(("/explorer/", "/explorer?"))):
+                status, body, headers = explorer(self.path)
+                self._reply(status, body, {"Content-Type": "text/html; charset=utf-8", **headers})
             else:
                 self._reply(404, b"not found\n")
 

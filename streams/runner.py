@@ -13,6 +13,7 @@ from faust.worker import Worker
 
 from mqstream.config import Settings
 from mqstream.local_broker import free_port
+from streams.explorer import ForecastExplorer
 from streams.lookup import ForecastLookup
 from streams.topics import create_topics
 from streams.metrics import serve
@@ -29,9 +30,12 @@ def run_worker(settings: Settings, loglevel: str = "warn") -> int:
     app, processor = build_app(settings, model, f"http://{host}:{port}")
     logging.getLogger("mqstream").setLevel(logging.INFO)
     lookup = ForecastLookup(app, processor.items, processor.sides, model, processor.policy)
-    serve(processor.metrics, settings.metrics_host, port, lambda: is_ready(app), lookup.answer_from_thread)
+    explorer = ForecastExplorer(lookup, processor.quality)
+    serve(processor.metrics, settings.metrics_host, port, lambda: is_ready(app), lookup.answer_from_thread,
+          explorer.answer_from_thread)
     (Path(settings.data_dir) / "metrics.port").write_text(str(port))
-    logging.getLogger("mqstream").info("metrics on http://%s:%d/metrics", settings.metrics_host, port)
+    logging.getLogger("mqstream").info("metrics on http://%s:%d/metrics, explorer on /explorer",
+                                       settings.metrics_host, port)
     worker = Worker(app, loglevel=loglevel, quiet=True)
     # faust's start-up spinner sets the root logger to DEBUG and spins on every record, so
     # each message sent built a debug record (a tenth of the ingest CPU): no spinner

@@ -1,19 +1,23 @@
 """What readers get from two real workers over the real broker: every message valid against
 its schema (read with kcat, an independent client), one current forecast per item on the
-compacted topic, change events exactly where the rule puts them, and HTTP lookups routed to
-the worker that owns the item."""
+compacted topic, change events exactly where the rule puts them, HTTP lookups routed to the
+worker that owns the item, and the explorer pages as headless Chromium shows them."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import orjson
 import pytest
+from selenium import webdriver
+from selenium.webdriver.common.by import By
 
-from models.dataset import load_transactions
+from models.dataset import daily_series, load_transactions, to_day
 from mqstream.client import ForecastClient
 from mqstream.schemas import validate, validate_headers
 from state.refresh import IssuedForecast
@@ -151,3 +155,92 @@ def test_the_errors_lookup_equals_the_published_errors_of_the_kept_forecasts(ser
         np.testing.assert_allclose(served_error["pinball"], published["pinball"], atol=1e-6)
         for e in body["errors"]:
             validate("forecast-error", e)
+
+
+# --- the explorer in a real browser -----------------------------------------------------------
+CHART_SERIES = """const chart = Chart.getChart("fan");
+return {labels: chart.data.labels, series: Object.fromEntries(chart.data.datasets.map(d => [d.label, d.data]))};"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium through its own chromedriver: nothing is downloaded."""
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1100,1500"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options, webdriver.ChromeService(shutil.which("chromedriver")))
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def window_sales():
+    tx = load_transactions()
+    return tx[to_day(tx["ts"]).between(FIRST, LAST)]
+
+
+def test_the_explorer_charts_an_items_forecast_and_actuals_and_redirects_to_its_owner(served, browser, window_sales):
+    settings, urls = served
+    series = daily_series(window_sales, start_day=FIRST, end_day=LAST)
+    item = str(series.items[np.argmax(series.units.sum(axis=1))])  # the best seller: a chart worth seeing
+    status, forecast, owner = get(f"{urls['w1']}/forecasts/{item}")
+    assert status == 200
+    owner = owner.rsplit("/forecasts/", 1)[0]
+    values, origin = np.array(forecast["values"]), iso_day(forecast["origin"])
+    for base in urls.values():  # one of them redirects
+        browser.get(f"{base}/explorer/items/{item}")
+        assert browser.current_url == f"{owner}/explorer/items/{item}"
+        assert browser.find_element(By.TAG_NAME, "h1").text == item
+        chart = browser.execute_script(CHART_SERIES)
+        days = [iso_day(label) for label in chart["labels"]]
+        assert days == list(range(FIRST, origin + HORIZONS + 1))  # the item sold on FIRST
+        n_actual = origin - FIRST + 1
+        for label, column in (("P10", 0), ("P50", 4), ("P90", 8)):
+            assert chart["series"][label] == [None] * n_actual + values[:, column].tolist()
+        sold = daily_series(window_sales, np.array([item]), FIRST, origin).units[0]
+        assert chart["series"]["actual"] == sold.tolist() + [None] * HORIZONS
+        assert browser.find_elements(By.CSS_SELECTOR, "#scored tbody tr")
+        assert browser.find_elements(By.CSS_SELECTOR, "#quality tbody tr")
+
+
+def test_the_explorer_page_of_an_unknown_item_says_so_with_a_404(served, browser):
+    _, urls = served
+    for base in urls.values():
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(f"{base}/explorer/items/NO-SUCH-ITEM", timeout=15)
+        assert answer.value.code == 404
+        browser.get(f"{base}/explorer/items/NO-SUCH-ITEM")
+        assert "No item NO-SUCH-ITEM" in browser.find_element(By.ID, "message").text
+
+
+def found_items(browser, base: str, query: str) -> dict[str, str]:
+    """{item id: description} listed by the explorer's search page."""
+    browser.get(f"{base}/explorer?q={urllib.parse.quote(query)}")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#matches tbody tr")
+    return dict(tuple(cell.text for cell in row.find_elements(By.TAG_NAME, "td")) for row in rows)
+
+
+def test_the_explorer_search_by_description_finds_the_matching_items_of_every_worker(served, browser, window_sales):
+    _, urls = served
+    # each of these items has one description in the window, so which one its state keeps is moot
+    matching = window_sales[window_sales["description"].str.casefold().str.contains("jumbo bag")]
+    expected = dict(zip(matching["item_id"], matching["description"]))
+    owners = {get(f"{urls['w1']}/forecasts/{item}")[2].rsplit("/forecasts/", 1)[0] for item in expected}
+    assert owners == set(urls.values())  # the answer needs both workers' items
+    for base in urls.values():
+        assert found_items(browser, base, "Jumbo BAG") == expected
+
+
+def test_the_explorer_search_by_id_finds_the_item_and_its_page(served, browser, window_sales):
+    _, urls = served
+    item = str(window_sales["item_id"].iloc[0])
+    assert item in found_items(browser, urls["w2"], item.lower())
+    browser.find_element(By.LINK_TEXT, item).click()
+    assert browser.find_element(By.TAG_NAME, "h1").text == item
+
+
+def test_a_search_lists_at_most_50_items_and_says_that_there_are_more(served, browser):
+    _, urls = served
+    assert len(found_items(browser, urls["w1"], "a")) == 50
+    assert "more exist" in browser.find_element(By.TAG_NAME, "body").text
