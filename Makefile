@@ -3,9 +3,10 @@ VENV    := .venv
 PYTHON  := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-# Debian packages the tests use: a real Prometheus (and promtool), kcat, docker-compose.
-SYSTEM_TOOLS := prometheus promtool kcat docker-compose java mvn
-APT_PACKAGES := prometheus kcat docker-compose default-jre-headless maven
+# Debian packages the tests use: a real Prometheus (and promtool), kcat, docker-compose,
+# Chromium and its driver (the explorer page in a real browser).
+SYSTEM_TOOLS := prometheus promtool kcat docker-compose java mvn chromium chromedriver
+APT_PACKAGES := prometheus kcat docker-compose default-jre-headless maven chromium chromium-driver
 
 .PHONY: demo up down test e2e unit bench system clean
 
