@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from functools import cache
+from functools import cache, partial
 from importlib.resources import files
 from typing import Sequence
 
+import fastjsonschema
 import numpy as np
 import orjson
 from jsonschema import Draft202012Validator
@@ -36,6 +37,30 @@ def _validator(kind: str, version: int) -> Draft202012Validator:
     return Draft202012Validator(schema(kind, version), format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
+@cache
+def _compiled(kind: str, version: int):
+    """The same schema compiled to Python code (fastjsonschema, about 20 times faster): the
+    check every message passes through. jsonschema runs only on a message this refuses, to
+    name the fault, and stays the reference: what it accepts is accepted."""
+    checker = Draft202012Validator.FORMAT_CHECKER
+    formats = {name: partial(checker.conforms, format=name) for name in ("date", "date-time")}
+    return fastjsonschema.compile(_as_draft7(schema(kind, version)), formats=formats)
+
+
+def _as_draft7(node):
+    """fastjsonschema knows drafts up to 7: 2020-12's ``prefixItems`` + ``items`` are draft 7's
+    ``items`` (a list) + ``additionalItems``; ``$defs`` are reached by JSON pointer either way."""
+    if isinstance(node, list):
+        return [_as_draft7(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _as_draft7(v) for k, v in node.items() if k != "$schema"}
+    if "prefixItems" in node:
+        node["additionalItems"] = node.pop("items", True)
+        node["items"] = node.pop("prefixItems")
+    return node
+
+
 def validate(kind: str, body: bytes | str | dict) -> dict:
     """The message as a dict, if it keeps the schema of the version its ``schema_version``
     names and the array shapes that JSON Schema cannot state; raises InvalidMessage naming
@@ -50,7 +75,11 @@ def validate(kind: str, body: bytes | str | dict) -> dict:
     version = body.get("schema_version")
     if type(version) is not int:
         raise InvalidMessage(f"{kind}: schema_version must be an integer, got {version!r}")
-    error = best_match(_validator(kind, version).iter_errors(body))  # schema() rejects unknown versions
+    try:
+        _compiled(kind, version)(body)  # schema() rejects unknown versions
+        error = None
+    except fastjsonschema.JsonSchemaException:
+        error = best_match(_validator(kind, version).iter_errors(body))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
         # a message names the whole offending value; a short one is clearer than 28 rows of numbers
