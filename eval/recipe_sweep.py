@@ -71,7 +71,8 @@ def run_one(args) -> int:
     import numpy as np
 
     from models.backtest import BacktestSplit, StreamingReplay, prepare, run_method
-    from models.dataset import daily_series, load_transactions
+    from models.dataset import daily_series
+    from models.history import load_history
     from models.metrics import score
     from models.registry import load_model
     from models.training import TrainSettings, recipe_of, train
@@ -80,7 +81,8 @@ def run_one(args) -> int:
     base = {"variant": name, "settings_change": v.get("settings", {}), "config_change": v.get("config", {}),
             "threads": torch.get_num_threads(), "torch": torch.__version__}
     t0 = time.monotonic()
-    tx = load_transactions()
+    history = load_history()
+    tx = history.sales
     assert 1.2e9 < tx["ts"].min() < tx["ts"].max() < 1.4e9, (tx["ts"].min(), tx["ts"].max())
     load_s = time.monotonic() - t0
     if "eval_only" in v:
@@ -96,7 +98,7 @@ def run_one(args) -> int:
         s = TrainSettings(warm_start=CHECKPOINTS / "mqcnn", max_items=args.max_items, **kw)
         ckpt = Path(args.ckpt_dir) / name
         t1 = time.monotonic()
-        r = train("mqtransformer", args.cutoff, ckpt, s, model_config=v.get("config") or None, tx=tx,
+        r = train("mqtransformer", args.cutoff, ckpt, s, model_config=v.get("config") or None, data=history,
                   progress=False)
         train_s = time.monotonic() - t1
         rec = dict(base, recipe=asdict(recipe_of("mqtransformer", s)), val_wql=r.val_loss,

@@ -8,14 +8,16 @@ origin (``history_until``), and ``leaked_origins`` checks the rest: replacing th
 prices of every day after an origin, and deriving every input from the changed data again
 (the page views too), must leave that origin's forecast unchanged.
 
-Page views are 0 unless a run asks for the simulator (``simulated_views``): no public data
-pairs views with these sales, and simulated inputs never enter a headline score.
+Page views are a retailer's real ones where a file gives them (``real_views``), else 0
+unless a run asks for the simulator (``simulated_views``): no public data pairs views with
+the shipped sales, and simulated inputs never enter a headline score.
 
 ``StreamingReplay`` turns any ``QuantileForecaster`` into such a method by driving it as
 the streaming worker does, so the backtest measures what serving publishes.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -23,7 +25,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from models.dataset import DailySeries, select_products
+from models.dataset import PRODUCT_CODE, DailySeries, select_products
 from models.pageviews import page_views
 from models.protocol import (DEFAULT_HORIZONS, DEFAULT_QUANTILES, ErrorRecord, ItemInfo,
                              Period, QuantileForecaster)
@@ -48,6 +50,7 @@ class BacktestSplit:
     horizons: int = DEFAULT_HORIZONS
     quantiles: tuple[float, ...] = DEFAULT_QUANTILES
     min_sale_days: int = 50  # a product is scored with sales on this many days before the first origin
+    products: re.Pattern | None = PRODUCT_CODE  # ids that are products: the shipped data's codes; None: every id
 
     def __post_init__(self):
         if not self.cutoff < self.first_origin <= self.last_origin:
@@ -81,18 +84,25 @@ class ForecastMethod(Protocol):
         """(N, O, H, Q) quantiles for horizons 1..H after each origin, using days <= origin only."""
 
 
-def prepare(series: DailySeries, split: BacktestSplit, simulated_views: bool = False) -> BacktestData:
-    """Select the scored products and lay out their actuals."""
+def prepare(series: DailySeries, split: BacktestSplit, simulated_views: bool = False,
+            real_views: np.ndarray | None = None) -> BacktestData:
+    """Select the scored products and lay out their actuals; ``real_views`` (N, T): a file's
+    page views aligned with ``series``."""
     last_target = split.last_origin + split.horizons
     if series.start_day >= split.cutoff or series.days[-1] < last_target:
         raise ValueError(f"series covers {iso_of(series.start_day)}..{iso_of(series.days[-1])}; "
                          f"the split needs data before {iso_of(split.cutoff)} and up to {iso_of(last_target)}")
-    keep = select_products(series, split.first_origin, split.min_sale_days)
+    keep = select_products(series, split.first_origin, split.min_sale_days, split.products)
+    if not keep.any():
+        raise ValueError(f"no item sold on {split.min_sale_days} days before the first origin "
+                         f"{iso_of(split.first_origin)}: nothing to score")
     stop = series.column(last_target) + 1
     scored = replace(series, items=series.items[keep], descriptions=series.descriptions[keep],
                      units=series.units[keep, :stop], price=series.price[keep, :stop])
     cols = scored.column(split.origins)[:, None] + np.arange(1, split.horizons + 1)  # (O, H)
-    return BacktestData(series=scored, views=page_views(scored.items, scored.units, scored.start_day, simulated_views), simulated_views=simulated_views,
+    real = None if real_views is None else real_views[keep, :stop]
+    views = page_views(scored.items, scored.units, scored.start_day, simulated_views, real)
+    return BacktestData(series=scored, views=views, simulated_views=simulated_views,
                         origins=split.origins, actuals=scored.units[:, cols])
 
 

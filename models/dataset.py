@@ -1,8 +1,9 @@
-"""The shipped transactions as events and as daily demand series.
+"""Transactions as events and as daily demand series.
 
 Demand follows docs/EVALUATION.md: units sold on a calendar day are the sum of
 ``Quantity`` over lines whose invoice does not start with ``C`` and whose quantity and
 price are both positive. Cancellations and adjustments stay events for the stream.
+Any retailer's files are read by ``models.history``; ``load_transactions`` is the shipped file.
 """
 from __future__ import annotations
 
@@ -13,31 +14,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.protocol import DAY_SECONDS
-
-DATA_PATH = (
-    Path(__file__).resolve().parent.parent
-    / "data" / "online-retail-ii" / "transactions-2009-12-01-to-2011-08-31.csv.xz"
-)
-PRODUCT_CODE = re.compile(r"^\d{5}[A-Za-z]*$")
+from models.history import DATA_PATH, PRODUCT_CODE, SHIPPED, read_sales
+from models.protocol import to_day
 
 
 def load_transactions(path: Path = DATA_PATH) -> pd.DataFrame:
-    """Every invoice line, in file order, with ``row`` its 0-based position in the file
-    (the stable source of event ids: 31,550 lines are exact copies of another line)."""
-    raw = pd.read_csv(path, dtype={"Invoice": str, "StockCode": str, "Description": str},
-                      keep_default_na=False)
-    ts = pd.to_datetime(raw["InvoiceDate"], format="%m/%d/%Y %H:%M")
-    return pd.DataFrame({
-        "row": np.arange(len(raw), dtype=np.int64),
-        "invoice": raw["Invoice"],
-        "item_id": raw["StockCode"],
-        "description": raw["Description"].str.strip(),
-        "quantity": raw["Quantity"].astype(np.int64),
-        # local time read as UTC seconds, whatever resolution pandas parsed at (pandas 3: µs)
-        "ts": (ts - pd.Timestamp(0)) // pd.Timedelta(seconds=1),
-        "price": raw["Price"].astype(np.float64),
-    })
+    """Every invoice line of the shipped file, in file order (``models.history.read_sales``):
+    ``row`` is its 0-based position in the file and ``event_id`` is "orii-<row>" (31,550
+    lines are exact copies of another line, and separate sales)."""
+    return read_sales(path, SHIPPED).frame
 
 
 def is_demand(invoice: str, quantity: float, price: float) -> bool:
@@ -47,10 +32,6 @@ def is_demand(invoice: str, quantity: float, price: float) -> bool:
 
 def demand_mask(tx: pd.DataFrame) -> pd.Series:
     return (tx["quantity"] > 0) & (tx["price"] > 0) & ~tx["invoice"].str.startswith("C")
-
-
-def to_day(ts_seconds: np.ndarray | int) -> np.ndarray | int:
-    return ts_seconds // DAY_SECONDS
 
 
 @dataclass(frozen=True)
@@ -107,9 +88,22 @@ def _forward_fill(a: np.ndarray) -> np.ndarray:
     return np.nan_to_num(filled, nan=0.0)
 
 
-def select_products(series: DailySeries, before_day: int, min_days: int = 50) -> np.ndarray:
-    """Boolean mask of the items scored by EVALUATION.md: product-like codes with sales on at
-    least ``min_days`` distinct days before ``before_day``."""
-    codes = np.array([bool(PRODUCT_CODE.match(c)) for c in series.items])
+def select_products(series: DailySeries, before_day: int, min_days: int = 50,
+                    products: re.Pattern | None = PRODUCT_CODE) -> np.ndarray:
+    """Boolean mask of the items scored by EVALUATION.md: ids that ``products`` matches (the
+    shipped data's product-like codes; None: every id) with sales on at least ``min_days``
+    distinct days before ``before_day``."""
+    codes = np.array([products is None or bool(products.match(c)) for c in series.items], bool)
     active_days = (series.units[:, : series.column(before_day)] > 0).sum(axis=1)
     return codes & (active_days >= min_days)
+
+
+def daily_views(views: pd.DataFrame, items: np.ndarray, start_day: int, end_day: int) -> np.ndarray:
+    """(N, T) real page views of ``items`` summed per day over [start_day, end_day]
+    (``models.history.read_views`` rows; 0 where an item-day has none)."""
+    row = pd.Index(items).get_indexer(views["item_id"])
+    col = to_day(views["ts"].to_numpy()) - start_day
+    keep = (row >= 0) & (col >= 0) & (col <= end_day - start_day)
+    out = np.zeros((len(items), end_day - start_day + 1), np.float64)
+    np.add.at(out, (row[keep], col[keep]), views["views"].to_numpy()[keep])
+    return out

@@ -1,12 +1,14 @@
-"""Backtest forecasting methods on a named split and write the scores.
+"""Backtest forecasting methods on a named split, or on a retailer's own data, and write the scores.
 
 ``mqstream evaluate --split dev|peak`` runs every named method through ``models.backtest``
 on the same products, origins, horizons and quantiles (docs/EVALUATION.md). The neural
 methods are trained up to the split's cutoff once per seed (``--seeds``, default 0,1,2;
 checkpoints are reused when already trained so) and scored per seed; MQTransformer is
 compared with MQ-CNN and with the best baseline by the wQL difference and a 95% paired
-bootstrap interval over products. Sales, prices and calendar only, unless
-``--simulated-views`` (and then every output says so). For ``--out eval/dev`` it writes:
+bootstrap interval over products. Sales, prices and calendar only, unless ``--views`` (a
+file's real page views) or ``--simulated-views``; every output says which. With ``--data``
+(the format: docs/DATA.md) the split is derived from the data's dates (``derived_split``;
+docs/EVALUATION.md) unless ``--cutoff/--start/--end`` say otherwise. For ``--out eval/dev`` it writes:
 
 - ``eval/dev.json``: per method the seed means of wQL (overall, per horizon bucket, per
   quantile), 80% coverage and volatility, their spread and per-seed runs, runtime and
@@ -33,8 +35,12 @@ import numpy as np
 
 from models.backtest import (BacktestData, BacktestSplit, ForecastMethod, StreamingReplay, iso_of,
                              prepare, run_method)
-from models.dataset import daily_series, load_transactions
+from models.dataset import daily_series, daily_views
+from models.history import (SHIPPED_DATA_ID, History, add_history_arguments, history_flags,
+                            history_from_args)
 from models.metrics import HORIZON_BUCKETS, calibration, item_losses, paired_bootstrap, score
+from models.pageviews import views_label
+from models.protocol import DEFAULT_HORIZONS
 
 FAN_ITEMS = 3  # items charted: the largest, one at the 90th and one at the 50th volume percentile
 FAN_HISTORY_DAYS = 56  # days of history left of the origin in a fan chart
@@ -44,6 +50,7 @@ SPLITS = {  # name -> (cutoff, first origin, last origin); docs/EVALUATION.md
     "dev": ("2011-05-31", "2011-06-01", "2011-08-03"),  # summer: the split of EVALUATION.md
     "peak": ("2010-10-31", "2010-11-01", "2010-11-25"),  # targets run into the Christmas ramp of 2010
 }
+DERIVED_ORIGINS = 28  # origins of a split derived from a retailer's data: its last four weeks
 ABLATIONS = {  # MQTransformer without one of its attentions, trained from the same warm start
     "mqt-no-encoder-attention": {"encoder_attention": False},
     "mqt-no-feedback-attention": {"feedback_attention": False},
@@ -60,6 +67,7 @@ class MethodUnavailable(Exception):
 class MethodSource:
     split: BacktestSplit
     checkpoints: Path  # neural method ``name`` at seed k loads or trains ``checkpoints / f"{name}-seed{k}"``
+    history: History  # what the neural methods train on
     simulated_views: bool = False
     train_items: int | None = None  # train on a random subset (quick checks, tests)
 
@@ -94,7 +102,7 @@ def _ensure_trained(source: MethodSource, name: str, seed: int) -> Path:
 
     path = checkpoint_dir(source, name, seed)
     wanted = {"cutoff": iso_of(source.split.cutoff), "seed": seed, "simulated_views": source.simulated_views,
-              "max_items": source.train_items}
+              "max_items": source.train_items, "data": source.history.data_id}
     if (path / "config.json").is_file() and _record_matches(checkpoint_record(path), wanted):
         return path
     model = _model_of(name)
@@ -103,7 +111,7 @@ def _ensure_trained(source: MethodSource, name: str, seed: int) -> Path:
     # keep_warm_start: the backtest reports a model that did not learn (marked), it does not hide it
     settings = TrainSettings(seed=seed, simulated_views=source.simulated_views, max_items=source.train_items,
                              warm_start=warm, keep_warm_start=True)
-    train(model, wanted["cutoff"], path, settings, model_config=ABLATIONS.get(name))
+    train(model, wanted["cutoff"], path, settings, model_config=ABLATIONS.get(name), data=source.history)
     return path
 
 
@@ -114,9 +122,11 @@ def _model_of(method: str) -> str:
 
 def _record_matches(record: dict, wanted: dict) -> bool:
     s = record.get("settings", {})
+    # a checkpoint from before --data existed was trained on the shipped data
+    data = record.get("data", {}).get("id", SHIPPED_DATA_ID)
     return (record.get("cutoff") == wanted["cutoff"] and s.get("seed") == wanted["seed"]
             and s.get("simulated_views", False) == wanted["simulated_views"]
-            and s.get("max_items") == wanted["max_items"])
+            and s.get("max_items") == wanted["max_items"] and data == wanted["data"])
 
 
 def _baselines():
@@ -157,9 +167,11 @@ BASELINES = ("zero", "seasonal-naive", "qrf", "lightgbm", "autoets")
 
 
 def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--split", choices=sorted(SPLITS), default="dev",
-                   help="named split: dev = cutoff 2011-05-31, origins 2011-06-01..08-03; peak = cutoff "
-                        "2010-10-31, origins 2010-11-01..11-25 (the Christmas ramp). --cutoff/--start/--end override")
+    p.add_argument("--split", choices=sorted(SPLITS), default=None,
+                   help="named split of the shipped data (default dev): dev = cutoff 2011-05-31, origins "
+                        "2011-06-01..08-03; peak = cutoff 2010-10-31, origins 2010-11-01..11-25 (the Christmas "
+                        f"ramp). With --data: the last {DERIVED_ORIGINS} origins whose horizons the data covers. "
+                        "--cutoff/--start/--end override")
     p.add_argument("--start", help="first origin, YYYY-MM-DD")
     p.add_argument("--end", help="last origin; its 28th horizon must be in the data")
     p.add_argument("--cutoff", help="last day the learned methods train on")
@@ -169,7 +181,8 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="seeds of the neural methods (%(default)s): each is trained and scored per seed")
     p.add_argument("--checkpoints", default=None,
                    help="where the neural methods' checkpoints are trained to and reused from, one "
-                        "directory per method and seed (default checkpoints/eval-<split>)")
+                        "directory per method and seed (default checkpoints/eval-<split>; with --data "
+                        "the sales file's name instead of the split's)")
     p.add_argument("--simulated-views", action="store_true",
                    help="feed every method simulated page views (models/pageviews.py); every output says so. "
                         "Default: sales, prices and calendar only")
@@ -177,7 +190,8 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="train the neural methods on this many random items (quick checks; not for a table)")
     p.add_argument("--out", default=None,
                    help="output path without extension: writes OUT.json, OUT.md and OUT-fan-*.png "
-                        "(default eval/<split>)")
+                        "(default eval/<split>, or eval/<sales file's name> with --data)")
+    add_history_arguments(p)
     return p
 
 
@@ -185,18 +199,23 @@ def run(args: argparse.Namespace) -> int:
     try:
         names = _method_names(args.methods)
         seeds = _seeds(args.seeds)
-        cutoff, start, end = (given or default for given, default in
-                              zip((args.cutoff, args.start, args.end), SPLITS[args.split]))
-        split = BacktestSplit.from_dates(cutoff, start, end)
-    except (MethodUnavailable, ValueError) as exc:
+        history = history_from_args(args)
+        split_name, dates = _split_dates(args, history)
+        cutoff, start, end = (given or default for given, default in zip((args.cutoff, args.start, args.end), dates))
+        split = BacktestSplit.from_dates(cutoff, start, end, products=history.products)
+        series = daily_series(history.sales)
+        real = None if history.views is None else \
+            daily_views(history.views, series.items, series.start_day, int(series.days[-1]))
+        data = prepare(series, split, args.simulated_views, real)
+    except (MethodUnavailable, ValueError) as exc:  # HistoryError is a ValueError
         print(f"mqstream evaluate: {exc}", file=sys.stderr)
         return 2
-    checkpoints = Path(args.checkpoints or f"checkpoints/eval-{args.split}")
-    source = MethodSource(split, checkpoints, args.simulated_views, args.train_items)
-    data = prepare(daily_series(load_transactions()), split, args.simulated_views)
+    checkpoints = Path(args.checkpoints or f"checkpoints/eval-{split_name}")
+    source = MethodSource(split, checkpoints, history, args.simulated_views, args.train_items)
+    views = views_label(args.simulated_views, history.views_path)
     print(f"{len(data.series.items)} products, {len(data.origins)} origins "
           f"{iso_of(split.first_origin)}..{iso_of(split.last_origin)}, cutoff {iso_of(split.cutoff)}, "
-          f"page views: {'SIMULATED' if args.simulated_views else 'none'}", flush=True)
+          f"page views: {views}", flush=True)
     fan_rows = _fan_rows(data)
     results, losses, fans = {}, {}, {}
     for name in names:
@@ -221,15 +240,39 @@ def run(args: argparse.Namespace) -> int:
                   f"in {r['runtime_s']:.0f} s", flush=True)
         results[name] = _over_seeds(runs)
     comparisons = _comparisons(results, losses, data)
-    out = Path(args.out or f"eval/{args.split}")
+    out = Path(args.out or f"eval/{split_name}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    report = _report(results, comparisons, split, data, _command(args), args.split)
+    report = _report(results, comparisons, split, data, _command(args), split_name, views, history)
     out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     out.with_suffix(".md").write_text(_markdown(report))
     for path in _fan_charts(out, data, fan_rows, fans, split):
         print(f"wrote {path}")
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
     return 0
+
+
+def _split_dates(args: argparse.Namespace, history: History) -> tuple[str, tuple[str, str, str]]:
+    """The split's name and its default (cutoff, first origin, last origin): a named split of
+    the shipped data, or the one derived from the dates of ``--data``."""
+    if args.data is None:
+        return args.split or "dev", SPLITS[args.split or "dev"]
+    if args.split is not None:
+        raise ValueError(f"--split {args.split} is a split of the shipped data; with --data the split is derived "
+                         "from its dates, or given with --cutoff/--start/--end")
+    return history.name, derived_split(history.first_day, history.last_day)
+
+
+def derived_split(first_day: int, last_day: int, horizons: int = DEFAULT_HORIZONS,
+                  origins: int = DERIVED_ORIGINS) -> tuple[str, str, str]:
+    """(cutoff, first origin, last origin) of data covering days first_day..last_day: the last
+    ``origins`` days whose every horizon is in the data, trained up to the day before them
+    (docs/EVALUATION.md, "A retailer's own data")."""
+    last_origin = last_day - horizons
+    first_origin = last_origin - origins + 1
+    if first_origin - 1 <= first_day:
+        raise ValueError(f"the data covers {iso_of(first_day)}..{iso_of(last_day)}: too short for {origins} origins "
+                         f"with {horizons} horizons and training days before them")
+    return iso_of(first_origin - 1), iso_of(first_origin), iso_of(last_origin)
 
 
 def _seeds(spec: str) -> list[int]:
@@ -323,19 +366,19 @@ def _command(args: argparse.Namespace) -> str:
                                        ("checkpoints", args.checkpoints), ("train-items", args.train_items),
                                        ("out", args.out)) if v is not None]
     views = ["--simulated-views"] if args.simulated_views else []
-    return " ".join(["mqstream evaluate", f"--split {args.split}", *given, f"--methods {args.methods}",
+    split = [f"--split {args.split or 'dev'}"] if args.data is None else []
+    return " ".join(["mqstream evaluate", *split, *history_flags(args), *given, f"--methods {args.methods}",
                      f"--seeds {args.seeds}", *views])
 
 
 def _report(results: dict, comparisons: list[dict], split: BacktestSplit, data: BacktestData, command: str,
-            name: str) -> dict:
+            name: str, views: str, history: History) -> dict:
     return {
         "command": command,
         "split": {"name": name, "cutoff": iso_of(split.cutoff), "first_origin": iso_of(split.first_origin),
                   "last_origin": iso_of(split.last_origin), "horizons": split.horizons,
                   "quantiles": list(split.quantiles), "products": int(len(data.series.items)),
-                  "origins": int(len(data.origins)),
-                  "page_views": "simulated (models/pageviews.py)" if data.simulated_views else "none"},
+                  "origins": int(len(data.origins)), "page_views": views, "data": history.describe()},
         "methods": results,
         "comparisons": comparisons,
     }
@@ -344,8 +387,10 @@ def _report(results: dict, comparisons: list[dict], split: BacktestSplit, data: 
 def _markdown(report: dict) -> str:
     split, methods = report["split"], report["methods"]
     buckets = list(HORIZON_BUCKETS)
-    views = ("Page views: **SIMULATED** (models/pageviews.py): not a headline score."
-             if split["page_views"] != "none" else "Inputs: sales, prices and calendar only (no page views).")
+    views = ("Inputs: sales, prices and calendar only (no page views)." if split["page_views"] == "none" else
+             f"Inputs: sales, prices, calendar and page views {split['page_views']}."
+             if split["page_views"].startswith("real") else
+             "Page views: **SIMULATED** (models/pageviews.py): not a headline score.")
     lines = [
         f"# Backtest scores: split `{split['name']}`", "",
         f"{split['products']} products, origins {split['first_origin']}..{split['last_origin']} "

@@ -1,5 +1,5 @@
 """Simulated product page views, for exercising the page-view path (the demo's replay, the
-tests) when no real views exist. No public data pairs page views with these sales, so every
+tests) when no real views exist (a retailer's own come from a file: ``models.history``). No public data pairs page views with these sales, so every
 output that shows or uses them says they are simulated, and no headline score or default
 model uses them (``--simulated-views`` asks for them).
 
@@ -12,6 +12,7 @@ and absolute day; the interest level averages the days given, from the window's 
 from __future__ import annotations
 
 import zlib
+from pathlib import Path
 
 import numpy as np
 
@@ -22,9 +23,23 @@ NOISE_SIGMA = 0.4
 NOISE_EPOCH_DAY = 14_000  # noise is drawn per absolute day from here, so any window agrees
 
 
-def page_views(item_ids: np.ndarray, units: np.ndarray, start_day: int, simulated: bool) -> np.ndarray:
-    """(N, T) the page views a model reads where no real ones exist: simulated, or 0."""
+def page_views(item_ids: np.ndarray, units: np.ndarray, start_day: int, simulated: bool,
+               real: np.ndarray | None = None) -> np.ndarray:
+    """(N, T) the page views a model reads: ``real`` ones (a file's, per day) when given, else
+    simulated when asked, else 0."""
+    if real is not None:
+        if simulated:
+            raise ValueError("real page views and simulated ones exclude each other")
+        return real
     return simulate_views(item_ids, units, start_day) if simulated else np.zeros(units.shape, np.int64)
+
+
+def views_label(simulated: bool, real: Path | str | None = None) -> str:
+    """Which page views a run read, as its outputs say it: real ones may enter a score,
+    simulated ones never a headline."""
+    if real is not None:
+        return f"real ({real})"
+    return "simulated (models/pageviews.py)" if simulated else "none"
 
 
 def simulate_views(item_ids: np.ndarray, units: np.ndarray, start_day: int) -> np.ndarray:

@@ -27,6 +27,11 @@ DEFAULT_HORIZONS = 28
 DAY_SECONDS = 86_400
 
 
+def to_day(ts_seconds: np.ndarray | int) -> np.ndarray | int:
+    """The day (days since 1970-01-01) of event times in epoch seconds: the one period rule."""
+    return ts_seconds // DAY_SECONDS
+
+
 @dataclass(frozen=True)
 class ItemInfo:
     """What is known of an item when it first appears (a new product has nothing else)."""

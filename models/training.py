@@ -5,9 +5,9 @@ Public API
 - ``TrainSettings``, ``DEFAULTS`` (per model ``Recipe``: a fixed number of epochs, so a run
   does the same work on a busy machine as on an idle one; each default run < 10 minutes on
   2 CPU cores).
-- ``train(model, cutoff, out, settings, model_config, tx, progress) -> TrainResult``:
-  daily series of product-like items from the transactions up to ``cutoff`` (nothing later
-  is read), sales, prices and calendar (page views only with ``simulated_views``, and the
+- ``train(model, cutoff, out, settings, model_config, data, progress) -> TrainResult``:
+  daily series of the products of ``data`` (a ``models.history.History``; default the shipped
+  data, whose products are its product-like codes) up to ``cutoff`` (nothing later is read), sales, prices and calendar (page views only with ``simulated_views``, and the
   checkpoint then says so), a validation block of the last ``val_days`` origins whose
   28 horizons end by the cutoff (training targets stop before it); the weights of the best
   validation epoch, then optionally per-quantile calibration factors fitted on the validation
@@ -37,13 +37,15 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from models.dataset import daily_series, load_transactions, select_products
+from models.dataset import daily_series, daily_views, select_products
 from models.features import SeriesBatch, series_batch
+from models.history import History, HistoryError, add_history_arguments, history_from_args, load_history
 from models.mqcnn import MQCNN, MQCNNConfig, pinball_loss
 from models.mqtransformer import MQTransformer, MQTransformerConfig, asdict_base
-from models.pageviews import page_views
+from models.pageviews import page_views, views_label
 
 MODELS = {"mqcnn": (MQCNN, MQCNNConfig), "mqtransformer": (MQTransformer, MQTransformerConfig)}
+SHIPPED_CUTOFF = "2011-05-31"  # the dev split's (docs/EVALUATION.md)
 
 
 @dataclass
@@ -93,6 +95,7 @@ class TrainResult:
     seconds: float
     history: list[dict] = field(default_factory=list)
     path: Path | None = None
+    items: int = 0  # series trained on
 
 
 def to_day(iso: str) -> int:
@@ -103,18 +106,22 @@ class WarmStartKept(Exception):
     """MQTransformer training ended with its MQ-CNN warm start as the best checkpoint."""
 
 
-def training_series(cutoff_day: int, tx: pd.DataFrame | None = None, max_items: int | None = None,
+def training_series(cutoff_day: int, data: History | None = None, max_items: int | None = None,
                     seed: int = 0, simulated_views: bool = False) -> tuple[SeriesBatch, np.ndarray]:
-    """Product-like items with >= 50 selling days up to the cutoff, as a batch of dense series
-    (an item exists from its first priced day); page views 0 unless ``simulated_views``.
-    Returns the batch and item ids."""
-    tx = load_transactions() if tx is None else tx
-    series = daily_series(tx, end_day=cutoff_day)
-    keep = np.flatnonzero(select_products(series, cutoff_day + 1))
+    """Products of ``data`` (``History.products``) with >= 50 selling days up to the cutoff, as
+    a batch of dense series (an item exists from its first priced day); page views: the
+    data's real ones, else simulated if asked, else 0. Returns the batch and item ids."""
+    data = load_history() if data is None else data
+    series = daily_series(data.sales, end_day=cutoff_day)
+    keep = np.flatnonzero(select_products(series, cutoff_day + 1, products=data.products))
+    if not len(keep):
+        raise HistoryError(f"no item sold on 50 days up to the cutoff {pd.Timestamp(cutoff_day, unit='D').date()}: "
+                           "nothing to train on")
     if max_items is not None and max_items < len(keep):
         keep = np.sort(np.random.default_rng(seed).choice(keep, max_items, replace=False))
     units, price, items = series.units[keep], series.price[keep], series.items[keep]
-    views = page_views(items, units, series.start_day, simulated_views)
+    real = None if data.views is None else daily_views(data.views, items, series.start_day, cutoff_day)
+    views = page_views(items, units, series.start_day, simulated_views, real)
     first_col = np.argmax((price > 0) | (units > 0), axis=1)
     item_price = price[np.arange(len(keep)), first_col]
     return series_batch(units, views, price, series.start_day, first_col, series.descriptions[keep],
@@ -305,10 +312,10 @@ def recipe_of(model: str, s: TrainSettings) -> Recipe:
                   d.smoothness if s.smoothness is None else s.smoothness)
 
 
-def train(model: str = "mqtransformer", cutoff: str = "2011-05-31", out: Path | None = None,
+def train(model: str = "mqtransformer", cutoff: str = SHIPPED_CUTOFF, out: Path | None = None,
           settings: TrainSettings | None = None, model_config: dict | None = None,
-          tx: pd.DataFrame | None = None, progress: bool = True) -> TrainResult:
-    """Train ``model`` on data up to ``cutoff`` (inclusive) for a fixed number of epochs; keep
+          data: History | None = None, progress: bool = True) -> TrainResult:
+    """Train ``model`` on ``data`` (default: the shipped data) up to ``cutoff`` (inclusive) for a fixed number of epochs; keep
     the weights of the best validation epoch; with ``settings.calibrate``, fit calibration
     factors on the validation block; write a checkpoint to ``out`` when given. Deterministic for a seed and a
     ``torch.get_num_threads()``. An MQTransformer starts from an MQ-CNN with the shared
@@ -321,10 +328,11 @@ def train(model: str = "mqtransformer", cutoff: str = "2011-05-31", out: Path | 
     t_start = time.monotonic()
     torch.use_deterministic_algorithms(True)
     module_cls, cfg_cls = MODELS[model]
-    cfg = cfg_cls(**{**(model_config or {}), "use_views": s.simulated_views})
+    data = load_history() if data is None else data
+    cfg = cfg_cls(**{**(model_config or {}), "use_views": s.simulated_views or data.views is not None})
 
     cutoff_day = to_day(cutoff)
-    batch, _ = training_series(cutoff_day, tx, s.max_items, s.seed, s.simulated_views)
+    batch, _ = training_series(cutoff_day, data, s.max_items, s.seed, s.simulated_views)
     cutoff_col = int(cutoff_day - batch.days[0])
     split = Split(cutoff_col, cutoff_col - cfg.horizons - s.val_days + 1, s.val_days)
     rng = np.random.default_rng(s.seed)
@@ -333,7 +341,7 @@ def train(model: str = "mqtransformer", cutoff: str = "2011-05-31", out: Path | 
 
     record: dict = {"cutoff": cutoff, "settings": {k: (str(v) if isinstance(v, Path) else v)
                                                    for k, v in asdict(s).items()},
-                    "page_views": "simulated (models/pageviews.py)" if s.simulated_views else "none"}
+                    "page_views": views_label(s.simulated_views, data.views_path), "data": data.describe()}
     torch.manual_seed(s.seed)
     net = module_cls(cfg)
     history: list[dict] = []
@@ -351,7 +359,7 @@ def train(model: str = "mqtransformer", cutoff: str = "2011-05-31", out: Path | 
             base_val, base_history = fit("mqcnn", base, batch, val_batch, split, base_recipe, s, progress)
             record["warm_start"] = {"recipe": asdict(base_recipe), "val_wql": base_val, "history": base_history}
         if base.cfg.use_views != cfg.use_views:
-            raise ValueError("the warm start and this run must agree on page views (--simulated-views)")
+            raise ValueError("the warm start and this run must agree on page views (--simulated-views, --views)")
         net.warm_start(base)
         fast = frozenset(n for n, _ in net.named_parameters() if n not in base.state_dict()) | NEW_DECODER_INPUTS
     else:
@@ -372,7 +380,8 @@ def train(model: str = "mqtransformer", cutoff: str = "2011-05-31", out: Path | 
         if progress:
             tqdm.write(f"{model} calibration: {record['calibration']}")
     seconds = time.monotonic() - t_start
-    result = TrainResult(model, net, best, len([h for h in history if h["epoch"] >= 0]), seconds, history)
+    result = TrainResult(model, net, best, len([h for h in history if h["epoch"] >= 0]), seconds, history,
+                         items=len(batch))
     if out is not None:
         record.update({"recipe": asdict(recipe), "val_wql": best, "history": history, "seconds": round(seconds, 1),
                        "threads": torch.get_num_threads(), "items": len(batch)})
@@ -409,7 +418,8 @@ def load_checkpoint(path: Path) -> tuple[str, torch.nn.Module]:
 def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     d = TrainSettings()
     p.add_argument("--model", choices=sorted(MODELS), default="mqtransformer")
-    p.add_argument("--cutoff", default="2011-05-31", help="last day of training data (YYYY-MM-DD)")
+    p.add_argument("--cutoff", default=None, help="last day of training data (YYYY-MM-DD); default "
+                                                  f"{SHIPPED_CUTOFF} for the shipped data, the last day of --data")
     p.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (results depend on it)")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -439,6 +449,7 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="mqtransformer: step of the parts the MQ-CNN lacks, times --lr (default %(default)s)")
     p.add_argument("--max-items", type=int, default=None)
     p.add_argument("--no-progress", action="store_true")
+    add_history_arguments(p)
     return p
 
 
@@ -450,12 +461,18 @@ def run(args: argparse.Namespace) -> int:
                              simulated_views=args.simulated_views, keep_warm_start=args.keep_warm_start,
                              new_lr_factor=args.new_lr_factor)
     try:
-        r = train(args.model, args.cutoff, args.out, settings, progress=not args.no_progress)
+        history = history_from_args(args)
+        cutoff = args.cutoff or (SHIPPED_CUTOFF if args.data is None else
+                                 pd.Timestamp(history.last_day, unit="D").date().isoformat())
+        r = train(args.model, cutoff, args.out, settings, data=history, progress=not args.no_progress)
+    except HistoryError as exc:
+        print(f"mqstream train: {exc}", file=sys.stderr)
+        return 2
     except WarmStartKept as exc:
         print(f"mqstream train: {exc}", file=sys.stderr)
         return 3
-    print(f"{r.name}: best validation wQL {r.val_loss:.4f} after {r.epochs} epochs, "
-          f"{r.seconds:.0f} s -> {r.path}")
+    print(f"{r.name}: best validation wQL {r.val_loss:.4f} after {r.epochs} epochs on {r.items} items up to "
+          f"{cutoff}, {r.seconds:.0f} s -> {r.path}")
     return 0
 
 

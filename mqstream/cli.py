@@ -44,12 +44,15 @@ def _parser() -> argparse.ArgumentParser:
     _model_args(worker)
     worker.set_defaults(run=_worker)
 
-    replay = sub.add_parser("replay", help="stream the shipped transactions into the sales topic")
-    replay.add_argument("--start", default="2011-06-01", help="first day replayed (YYYY-MM-DD)")
-    replay.add_argument("--end", default="2011-07-31", help="last day replayed")
+    replay = sub.add_parser("replay", help="stream transactions (the shipped ones, or --data) into the sales topic")
+    replay.add_argument("--start", help="first day replayed (YYYY-MM-DD; default 2011-06-01, with --data its first day)")
+    replay.add_argument("--end", help="last day replayed (default 2011-07-31, with --data its last day)")
     replay.add_argument("--speedup", type=float, default=0.0,
                         help="event-time seconds per wall second; 0 sends as fast as possible")
-    replay.add_argument("--no-views", action="store_true", help="send no simulated page views")
+    replay.add_argument("--no-views", action="store_true", help="send no page views (simulated, or --views)")
+    from models.history import add_history_arguments
+
+    add_history_arguments(replay)  # --data, --views, --items, ... as train and evaluate take them
     replay.set_defaults(run=_replay)
 
     demo = sub.add_parser("demo", help="broker, topics, worker and a replay, with a live summary")
@@ -152,13 +155,24 @@ def _worker(args, settings: Settings) -> int:
 
 
 def _replay(args, settings: Settings) -> int:
-    from streams.messages import iso_day
+    from models.history import HistoryError, history_from_args
+    from models.pageviews import views_label
+    from streams.messages import day_iso, iso_day
     from streams.replay import replay_events, send
     from streams.topics import create_topics
 
+    try:
+        history = history_from_args(args)
+    except HistoryError as exc:
+        print(f"mqstream replay: {exc}", file=sys.stderr)
+        return 2
+    shipped = args.data is None
+    first = iso_day(args.start) if args.start else (iso_day("2011-06-01") if shipped else history.first_day)
+    last = iso_day(args.end) if args.end else (iso_day("2011-07-31") if shipped else history.last_day)
     create_topics(settings)
-    events = replay_events(iso_day(args.start), iso_day(args.end), views=not args.no_views)
-    print(f"replaying {len(events):,} events ({args.start}..{args.end}; page views are SIMULATED)")
+    events = replay_events(first, last, history.sales, views=not args.no_views, real_views=history.views)
+    views = "none" if args.no_views else views_label(history.views is None, history.views_path)
+    print(f"replaying {len(events):,} events ({day_iso(first)}..{day_iso(last)}; page views: {views})")
     send(events, settings, speedup=args.speedup)
     return 0
 

@@ -1,5 +1,5 @@
-"""Replay the shipped transactions into ``sales`` (and simulated views into ``page-views``)
-in event-time order, as a real producer would send them."""
+"""Replay transactions into ``sales`` (and page views into ``page-views``: a file's real ones,
+or simulated ones) in event-time order, as a real producer would send them."""
 from __future__ import annotations
 
 import time
@@ -31,13 +31,20 @@ class ReplayEvent:
 
 
 def sale_events(tx: pd.DataFrame) -> Iterator[ReplayEvent]:
-    """One event per invoice line; the id is the line's position in the file, because
-    identical lines are separate sales."""
+    """One event per invoice line, with the loader's event id (``models.history``: the file's,
+    or from the line's position in the file, because identical lines are separate sales)."""
     for row in tx.itertuples(index=False):
-        body = {"event_id": f"orii-{row.row}", "item_id": row.item_id, "ts": int(row.ts),
-                "quantity": int(row.quantity), "price": float(row.price),
+        body = {"event_id": row.event_id, "item_id": row.item_id, "ts": int(row.ts),
+                "quantity": row.quantity, "price": float(row.price),  # quantity: int, or float if the file's are
                 "invoice": row.invoice, "description": row.description}
         yield ReplayEvent("sales", row.item_id.encode(), orjson.dumps(body), int(row.ts))
+
+
+def real_view_events(views: pd.DataFrame) -> Iterator[ReplayEvent]:
+    """One event per row of a page-views file (``models.history.read_views``)."""
+    for row in views.itertuples(index=False):
+        body = {"event_id": row.event_id, "item_id": row.item_id, "ts": int(row.ts), "views": row.views}
+        yield ReplayEvent("page-views", row.item_id.encode(), orjson.dumps(body), int(row.ts))
 
 
 def view_events(tx: pd.DataFrame, first_day: int, last_day: int) -> list[ReplayEvent]:
@@ -55,12 +62,16 @@ def view_events(tx: pd.DataFrame, first_day: int, last_day: int) -> list[ReplayE
 
 
 def replay_events(first_day: int, last_day: int, tx: pd.DataFrame | None = None,
-                  views: bool = True) -> list[ReplayEvent]:
-    """Every event of days first_day..last_day, sales and views merged in event-time order."""
+                  views: bool = True, real_views: pd.DataFrame | None = None) -> list[ReplayEvent]:
+    """Every event of days first_day..last_day, sales and views merged in event-time order.
+    The views are ``real_views`` (a page-views file's rows) when given, else simulated;
+    none without ``views``."""
     tx = load_transactions() if tx is None else tx
     window = tx[to_day(tx["ts"]).between(first_day, last_day)]
     events = list(sale_events(window))
-    if views:
+    if views and real_views is not None:
+        events += real_view_events(real_views[to_day(real_views["ts"]).between(first_day, last_day)])
+    elif views:
         events += view_events(tx, first_day, last_day)
     events.sort(key=lambda e: e.ts)  # stable: file order within a minute
     return events

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from models.dataset import load_transactions
+from models.history import load_history
 from models.protocol import ItemInfo, Period
 from models.registry import load_model
 from dataclasses import replace
@@ -30,18 +30,18 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
-def tx():
-    return load_transactions()
+def shipped():
+    return load_history()
 
 
 @pytest.fixture(scope="module")
-def mqcnn_run(tx, tmp_path_factory):
-    return train("mqcnn", out=tmp_path_factory.mktemp("a"), settings=QUICK, model_config=TINY, tx=tx, progress=False)
+def mqcnn_run(shipped, tmp_path_factory):
+    return train("mqcnn", out=tmp_path_factory.mktemp("a"), settings=QUICK, model_config=TINY, data=shipped, progress=False)
 
 
-def test_same_seed_gives_the_same_weights_and_version(tx, mqcnn_run, tmp_path):
+def test_same_seed_gives_the_same_weights_and_version(shipped, mqcnn_run, tmp_path):
     a = mqcnn_run
-    b = train("mqcnn", out=tmp_path / "b", settings=QUICK, model_config=TINY, tx=tx, progress=False)
+    b = train("mqcnn", out=tmp_path / "b", settings=QUICK, model_config=TINY, data=shipped, progress=False)
     wa, wb = load_file(str(a.path / "model.safetensors")), load_file(str(b.path / "model.safetensors"))
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     assert load_model("mqcnn", a.path).version == load_model("mqcnn", b.path).version
@@ -50,9 +50,9 @@ def test_same_seed_gives_the_same_weights_and_version(tx, mqcnn_run, tmp_path):
     assert np.isfinite(a.val_loss) and a.epochs == 1
 
 
-def test_mqtransformer_checkpoint_serves_a_cold_start_item(tx, tmp_path):
+def test_mqtransformer_checkpoint_serves_a_cold_start_item(shipped, tmp_path):
     r = train("mqtransformer", out=tmp_path / "m", settings=replace(QUICK, calibrate=True, keep_warm_start=True),
-              model_config=TINY_MQT, tx=tx, progress=False)
+              model_config=TINY_MQT, data=shipped, progress=False)
     model = load_model("mqtransformer", r.path)
     factors = json.loads((r.path / "config.json").read_text())["train"]["calibration"]["factors"]
     np.testing.assert_allclose(model.model.decoder.calibration.numpy(), factors, rtol=1e-6)  # stored in the weights
@@ -68,8 +68,8 @@ def test_loading_a_checkpoint_as_the_other_model_is_refused(mqcnn_run):
         load_model("mqtransformer", mqcnn_run.path)
 
 
-def test_training_targets_stop_before_the_validation_block(tx):
-    batch, _ = training_series(to_day("2011-05-31"), tx, max_items=4)
+def test_training_targets_stop_before_the_validation_block(shipped):
+    batch, _ = training_series(to_day("2011-05-31"), shipped, max_items=4)
     origins = torch.arange(400, 480).expand(4, 80)
     _, mask = targets(batch, origins, 28, last_col=450)
     target_col = origins[..., None] + torch.arange(1, 29)
@@ -86,13 +86,13 @@ def test_cli_writes_a_checkpoint(tmp_path):
     assert model.forecast([model.new_state(ItemInfo("1"), 15000)]).shape == (1, 28, 9)
 
 
-def test_mqtransformer_trains_from_the_mqcnn_the_mqcnn_defaults_give(tx, tmp_path):
+def test_mqtransformer_trains_from_the_mqcnn_the_mqcnn_defaults_give(shipped, tmp_path):
     defaults = replace(QUICK, epochs=None, origins_per_item=None)  # the MQ-CNN stage runs the MQ-CNN recipe
-    base = train("mqcnn", out=tmp_path / "base", settings=defaults, model_config=TINY, tx=tx, progress=False)
+    base = train("mqcnn", out=tmp_path / "base", settings=defaults, model_config=TINY, data=shipped, progress=False)
     quick = replace(QUICK, keep_warm_start=True)
-    inside = train("mqtransformer", out=tmp_path / "a", settings=quick, model_config=TINY_MQT, tx=tx, progress=False)
+    inside = train("mqtransformer", out=tmp_path / "a", settings=quick, model_config=TINY_MQT, data=shipped, progress=False)
     given = train("mqtransformer", out=tmp_path / "b", settings=replace(quick, warm_start=base.path),
-                  model_config=TINY_MQT, tx=tx, progress=False)
+                  model_config=TINY_MQT, data=shipped, progress=False)
     wa, wb = load_file(str(inside.path / "model.safetensors")), load_file(str(given.path / "model.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     record = json.loads((inside.path / "config.json").read_text())
@@ -134,28 +134,28 @@ def test_revision_is_zero_when_consecutive_origins_agree_on_every_target_day():
     assert penalty > 0 and penalty.requires_grad  # a training loss term: it must carry a gradient
 
 
-def test_mqtransformer_that_does_not_beat_its_warm_start_fails_training(tx, mqcnn_run, tmp_path):
+def test_mqtransformer_that_does_not_beat_its_warm_start_fails_training(shipped, mqcnn_run, tmp_path):
     frozen = replace(QUICK, lr=1e-30, warm_start=mqcnn_run.path)  # no step moves a weight: the start stays best
     with pytest.raises(WarmStartKept, match="did not learn"):
-        train("mqtransformer", out=tmp_path / "m", settings=frozen, model_config=TINY_MQT, tx=tx, progress=False)
+        train("mqtransformer", out=tmp_path / "m", settings=frozen, model_config=TINY_MQT, data=shipped, progress=False)
     assert not (tmp_path / "m").exists()
 
 
-def test_a_kept_warm_start_is_marked_and_served_under_a_version_that_says_so(tx, mqcnn_run, tmp_path):
+def test_a_kept_warm_start_is_marked_and_served_under_a_version_that_says_so(shipped, mqcnn_run, tmp_path):
     frozen = replace(QUICK, lr=1e-30, warm_start=mqcnn_run.path, keep_warm_start=True)
-    r = train("mqtransformer", out=tmp_path / "m", settings=frozen, model_config=TINY_MQT, tx=tx, progress=False)
+    r = train("mqtransformer", out=tmp_path / "m", settings=frozen, model_config=TINY_MQT, data=shipped, progress=False)
     assert json.loads((r.path / "config.json").read_text())["train"]["learned"] is False
     with pytest.warns(UserWarning, match="did not beat its MQ-CNN warm start"):
         model = load_model("mqtransformer", r.path)
     assert model.version.endswith(WARM_START_SUFFIX)
 
 
-def test_training_reads_no_page_views_unless_asked(tx, tmp_path):
-    plain, _ = training_series(to_day("2011-05-31"), tx, max_items=8)
-    simulated, _ = training_series(to_day("2011-05-31"), tx, max_items=8, simulated_views=True)
+def test_training_reads_no_page_views_unless_asked(shipped, tmp_path):
+    plain, _ = training_series(to_day("2011-05-31"), shipped, max_items=8)
+    simulated, _ = training_series(to_day("2011-05-31"), shipped, max_items=8, simulated_views=True)
     assert plain.past[..., VIEWS_INPUT].abs().sum() == 0 and simulated.past[..., VIEWS_INPUT].abs().sum() > 0
     r = train("mqcnn", out=tmp_path / "v", settings=replace(QUICK, simulated_views=True), model_config=TINY,
-              tx=tx, progress=False)
+              data=shipped, progress=False)
     assert json.loads((r.path / "config.json").read_text())["train"]["page_views"].startswith("simulated")
     assert load_model("mqcnn", r.path).model.cfg.use_views
 
