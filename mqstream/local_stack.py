@@ -9,9 +9,7 @@ it and stops those processes, the broker last. State stays on disk, so a later `
 """
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import time
 import urllib.request
@@ -22,7 +20,7 @@ import orjson
 
 from mqstream.config import Settings
 from mqstream.demo import ensure_checkpoint, follow
-from mqstream.local_broker import LocalBroker, alive, port_open
+from mqstream.local_broker import LocalBroker, alive, port_open, terminate
 from streams.messages import iso_day
 from streams.offsets import end_offsets
 from streams.replay import replay_events, send
@@ -100,7 +98,7 @@ def run_down(settings: Settings) -> int:
         print(f"nothing is up (no {Stack.path(settings)})")
         return 0
     for name, pid in (("worker", stack.worker_pid), ("prometheus", stack.prometheus_pid)):
-        if pid is not None and _stop(pid):
+        if pid is not None and terminate(pid, STOP_SECONDS):
             print(f"{name} stopped")
     if stack.broker_started and LocalBroker(Path(settings.data_dir) / "kafka", settings.kafka_port).stop():
         print("kafka stopped")
@@ -168,19 +166,6 @@ def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60
         except OSError:
             time.sleep(0.3)
     raise StackError(f"prometheus did not answer on {url} within {timeout:.0f}s; see {log}")
-
-
-def _stop(pid: int) -> bool:
-    """SIGTERM, then SIGKILL after STOP_SECONDS; False if it was not running."""
-    if not alive(pid):
-        return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_SECONDS
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if alive(pid):
-        os.kill(pid, signal.SIGKILL)
-    return True
 
 
 def _print_addresses(stack: Stack) -> None:
