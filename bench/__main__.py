@@ -12,12 +12,12 @@ import json
 import signal
 from pathlib import Path
 
-from bench import ingest, latency, memory, recovery, refresh, scaleout
+from bench import ingest, latency, memory, readers, recovery, refresh, scaleout
 from bench.live import describe_run
 
 HERE = Path(__file__).resolve().parent
 BENCHES = {"ingest": ingest, "refresh": refresh, "latency": latency, "memory": memory, "recovery": recovery,
-           "scaleout": scaleout}
+           "scaleout": scaleout, "readers": readers}
 MODELS = ("seasonal-naive", "mqcnn", "mqtransformer")
 
 
@@ -33,6 +33,10 @@ def main() -> None:
     parser.add_argument("--events", type=int, help="ingest: events (default 300,000); scaleout: default 1,000,000")
     parser.add_argument("--table-items", default="100000,1000000",
                         help="memory: sizes at which table values are built in-process and measured")
+    parser.add_argument("--reader-items", default="10000,1000000",
+                        help="readers: sizes of forecasts-latest at which ForecastClient.latest() is timed")
+    parser.add_argument("--lookup-items", type=int, default=2_000,
+                        help="readers: items of the real worker whose HTTP lookup is timed")
     parser.add_argument("--partitions", type=int, default=4, help="of every topic")
     parser.add_argument("--profile", type=int, default=0, metavar="SECONDS",
                         help="ingest: py-spy the worker this long from the start of the steady window and write "

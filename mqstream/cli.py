@@ -5,12 +5,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from mqstream.bootstrap import BrokerUnreachable, check_bootstrap
 from mqstream.config import ConfigError, Settings, load_settings
 from mqstream.local_broker import BrokerError, LocalBroker
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = _parser(argv)
     args = parser.parse_args(argv)
     if not hasattr(args, "run"):
         parser.print_help()
@@ -21,9 +23,28 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, BrokerError) as exc:
         print(f"mqstream: {exc}", file=sys.stderr)
         return 2
+    except BrokerUnreachable as exc:
+        print(f"mqstream: kafka at {exc.bootstrap}: {exc}. {_what_to_check(settings)}", file=sys.stderr)
+        return 2
 
 
-def _parser() -> argparse.ArgumentParser:
+def _what_to_check(settings: Settings) -> str:
+    if settings.uses_local_broker:
+        return ("Is the local broker running (`mqstream kafka start`; its port is --kafka-port or "
+                "MQSTREAM_KAFKA_PORT)? An external broker is named by --bootstrap or MQSTREAM_KAFKA_BOOTSTRAP.")
+    return ("Is --bootstrap / MQSTREAM_KAFKA_BOOTSTRAP right, is the broker up, and can this machine reach it "
+            "(network, firewall)?")
+
+
+def _require_broker(settings: Settings) -> None:
+    """Before a command's Kafka clients are made: kafka-python and faust take 30 s or more to
+    say that no broker answers."""
+    from mqstream.kafka_auth import kafka_options
+
+    check_bootstrap(**kafka_options(settings))
+
+
+def _parser(argv: list[str]) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mqstream", description="Streaming multi-horizon quantile demand forecasts over Kafka.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--config", help="TOML settings file (also MQSTREAM_CONFIG); see README")
@@ -88,10 +109,13 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("item", help="item id")
     show.add_argument("--plot", type=Path, metavar="FILE.png", help="write past actuals and the quantile fan here")
     show.add_argument("--history-days", type=int, default=28, help="days of actuals before the origin in the plot")
+    show.add_argument("--worker", metavar="URL", help="worker HTTP address asked first (default: "
+                                                      "http://metrics_host:metrics_port, none if that port is 0); "
+                                                      "Kafka is read when no worker answers")
     show.set_defaults(run=_show)
 
     for name, module in (("train", "models.training"), ("evaluate", "models.evaluate")):
-        _module_command(sub, name, module)
+        _module_command(sub, name, module, load=name in argv)
     return p
 
 
@@ -101,13 +125,24 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="where worker state and logs go")
 
 
-def _module_command(sub, name: str, module: str) -> None:
-    """Training and evaluation live in models/; import them only when asked for."""
+def _module_command(sub, name: str, module: str, load: bool) -> None:
+    """Training and evaluation live in models/ and import torch, seconds that every other
+    command would wait: unless the command line names the command (``load``), it is listed
+    with its module's docstring, read without importing the module."""
+    import ast
     import importlib
+    import importlib.util
 
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        return
+    if not load:
+        doc = ast.get_docstring(ast.parse(Path(spec.origin).read_text())) or name
+        sub.add_parser(name, help=doc.strip().split("\n")[0])
+        return
     try:
         mod = importlib.import_module(module)
-    except ImportError:
+    except ImportError:  # installed without what training needs: the command is not offered
         return
     p = sub.add_parser(name, help=(mod.__doc__ or name).strip().split("\n")[0])
     mod.configure_parser(p)
@@ -141,6 +176,7 @@ def _kafka(args, settings: Settings) -> int:
 
 
 def _topics(args, settings: Settings) -> int:
+    _require_broker(settings)
     from streams.topics import create_topics
 
     created = create_topics(settings)
@@ -149,12 +185,14 @@ def _topics(args, settings: Settings) -> int:
 
 
 def _worker(args, settings: Settings) -> int:
+    _require_broker(settings)  # before the worker's imports, a second or more of their own
     from streams.runner import run_worker
 
     return run_worker(settings)
 
 
 def _replay(args, settings: Settings) -> int:
+    _require_broker(settings)
     from models.history import HistoryError, history_from_args
     from models.pageviews import views_label
     from streams.messages import day_iso, iso_day
@@ -184,12 +222,14 @@ def _tail(args, settings: Settings) -> int:
 
 
 def _show(args, settings: Settings) -> int:
-    from mqstream.forecast_views import run_show
+    from mqstream.forecast_views import run_show, worker_url
 
-    return run_show(settings, args.item, args.plot, args.history_days)
+    return run_show(settings, args.item, args.plot, args.history_days, args.worker or worker_url(settings))
 
 
 def _demo(args, settings: Settings) -> int:
+    if not settings.uses_local_broker:  # else the demo starts the local broker itself
+        _require_broker(settings)
     from mqstream.demo import run_demo
 
     return run_demo(settings, args.start, args.end)

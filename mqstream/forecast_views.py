@@ -1,5 +1,7 @@
 """Forecasts for a person to read: `mqstream tail` (a line per forecast as it arrives) and
-`mqstream show` (one item's current forecast as a table, and a fan chart)."""
+`mqstream show` (one item's current forecast as a table, and a fan chart). `show` asks the
+worker's HTTP lookup first, whose answer costs the same whatever the size of the topics, and
+reads Kafka when no worker answers."""
 from __future__ import annotations
 
 import datetime as dt
@@ -10,7 +12,7 @@ from typing import TextIO
 
 from kafka.errors import KafkaError
 
-from mqstream.client import Forecast, ForecastClient, ForecastError
+from mqstream.client import Forecast, ForecastClient, ForecastError, LookupUnavailable
 from mqstream.config import Settings
 from mqstream.kafka_auth import kafka_options
 
@@ -67,11 +69,11 @@ def run_tail(settings: Settings, item: str | None, fmt: str, from_beginning: boo
     client = _client(settings)
     try:
         if fmt == "json":
-            bodies = client.raw("forecasts", group, from_beginning, item)
-            lines = (body.decode() for body in bodies)
+            lines = (body.decode() for body in client.raw("forecasts", group, from_beginning, item))
         else:
+            forecasts = client.updates(group, from_beginning, item)
             print(TAIL_HEADER, file=out, flush=True)
-            lines = (tail_line(f) for f in client.updates(group, from_beginning, item))
+            lines = (tail_line(f) for f in forecasts)
         for line in itertools.islice(lines, limit):
             print(line, file=out, flush=True)
     except KeyboardInterrupt:
@@ -81,27 +83,54 @@ def run_tail(settings: Settings, item: str | None, fmt: str, from_beginning: boo
     return 0
 
 
-def run_show(settings: Settings, item: str, plot: Path | None, history_days: int, out: TextIO = sys.stdout) -> int:
-    client = _client(settings)
+def run_show(settings: Settings, item: str, plot: Path | None, history_days: int, worker: str | None,
+             out: TextIO = sys.stdout) -> int:
+    """``worker``: the HTTP address of a worker to ask first; None: read Kafka only."""
     try:
-        forecast = client.latest(item=item).get(item)
+        forecast, history, source = _item(settings, item, worker, with_history=plot is not None)
         if forecast is None:
-            print(f"mqstream: no forecast for item {item!r} in {settings.topic('forecasts-latest')} "
+            print(f"mqstream: no forecast for item {item!r} in {source} "
                   "(an item gets one once it has sold within active_days and a day has closed)", file=sys.stderr)
             return 2
         print(show_table(forecast), file=out)
         if plot is not None:
             since = forecast.origin - dt.timedelta(days=history_days)
-            plot_fan(forecast, [e for e in client.errors(item) if since < e.target <= forecast.origin], plot)
+            plot_fan(forecast, [e for e in history if since < e.target <= forecast.origin], plot)
             print(f"fan chart: {plot}", file=out)
     except (KafkaError, LookupError, TimeoutError) as exc:
         return _fail(settings, exc)
     return 0
 
 
-def _client(settings: Settings) -> ForecastClient:
+def worker_url(settings: Settings) -> str | None:
+    """The settings' worker HTTP address as a client reaches it; None when the port is picked
+    at start (metrics_port 0)."""
+    if not settings.metrics_port:
+        return None
+    host = "127.0.0.1" if settings.metrics_host in ("0.0.0.0", "::") else settings.metrics_host
+    return f"http://{host}:{settings.metrics_port}"
+
+
+def _item(settings: Settings, item: str, worker: str | None,
+          with_history: bool) -> tuple[Forecast | None, list[ForecastError], str]:
+    """(current forecast, scored forecasts if ``with_history``, where they came from): from the
+    worker when one answers at ``worker`` (a GET each), else from Kafka (the item's partition
+    of each topic, read to its end)."""
+    if worker is not None:
+        try:
+            return *_read_item(_client(settings, worker), item, with_history), f"the worker at {worker}"
+        except LookupUnavailable as exc:
+            print(f"mqstream: {exc}; reading the item's partitions in Kafka instead", file=sys.stderr)
+    return *_read_item(_client(settings), item, with_history), settings.topic("forecasts-latest")
+
+
+def _read_item(client: ForecastClient, item: str, with_history: bool) -> tuple[Forecast | None, list[ForecastError]]:
+    return client.latest(items=[item]).get(item), client.errors(item) if with_history else []
+
+
+def _client(settings: Settings, worker: str | None = None) -> ForecastClient:
     options = kafka_options(settings)
-    return ForecastClient(options.pop("bootstrap_servers"), settings.topic_prefix, **options)
+    return ForecastClient(options.pop("bootstrap_servers"), settings.topic_prefix, lookup_url=worker, **options)
 
 
 def _fail(settings: Settings, exc: Exception) -> int:

@@ -1,20 +1,24 @@
 """The Python client (mqstream/client.py): quantiles between the stored ones, stock levels,
-and reading every topic it reads from a real broker."""
+reading every topic it reads from a real broker, and asking the worker's HTTP lookup."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import numpy as np
 import orjson
 import pytest
 
-from mqstream.client import Forecast, ForecastChange, ForecastClient, interpolate
+from mqstream.bootstrap import BrokerUnreachable
+from mqstream.client import Forecast, ForecastChange, ForecastClient, LookupUnavailable, interpolate
+from mqstream.local_broker import free_port
 from mqstream.schemas import InvalidMessage
 from streams.changes import ChangeRule, change_message, material_change
 from streams.messages import day_iso
 from streams.topics import create_topics
 from tests.forecast_helpers import CREATED_AT, MODEL, error_bytes, forecast_bytes, issued, produce
 from tests.kafka_helpers import fresh_settings
+from tests.lookup_helpers import errors_answer, lookups, worker_answering
 
 ORIGIN = 15_000  # 2011-01-26
 STORED = MODEL.quantiles
@@ -93,6 +97,56 @@ def test_order_up_to_grows_with_service_level_and_lead_time(forecast):
         forecast.order_up_to(0.95, 7)
 
 
+# --- the worker's HTTP lookup (no broker: the bootstrap address is closed) ---------------------
+def no_broker() -> str:
+    return f"127.0.0.1:{free_port()}"
+
+
+def test_a_few_items_come_from_the_worker_that_owns_them_through_the_redirect():
+    current = issued("A", ORIGIN, level=5.0)
+    with lookups({"/forecasts/A": forecast_bytes(current)}) as (redirecting, _):
+        got = ForecastClient(no_broker(), lookup_url=redirecting, validate=True).latest(items=["A", "NOPE"])
+    assert list(got) == ["A"]  # 404: no forecast, absent
+    np.testing.assert_array_equal(got["A"].values, current.values)
+
+
+def test_errors_come_from_the_worker_lookup_by_target_day():
+    earlier = [issued("A", ORIGIN - 2), issued("A", ORIGIN - 1)]
+    answer = errors_answer("A", [error_bytes("A", ORIGIN, 3.0, earlier), error_bytes("A", ORIGIN - 1, 2.0, earlier[:1])])
+    with lookups({"/forecasts/A/errors": answer}) as (redirecting, _):
+        client = ForecastClient(no_broker(), lookup_url=redirecting, validate=True)
+        got, unknown = client.errors("A"), client.errors("NOPE")
+    assert [(e.target, e.actual) for e in got] == [(dt.date.fromisoformat(day_iso(ORIGIN - 1)), 2.0),
+                                                   (dt.date.fromisoformat(day_iso(ORIGIN)), 3.0)]
+    assert unknown == []
+
+
+def test_an_item_id_is_sent_as_one_path_segment():
+    with lookups({"/forecasts/A%2FB%20C": forecast_bytes(issued("A/B C", ORIGIN))}) as (_, owner):
+        assert list(ForecastClient(no_broker(), lookup_url=owner).latest(item="A/B C")) == ["A/B C"]
+
+
+def test_a_worker_that_does_not_answer_is_named():
+    closed = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(LookupUnavailable, match=f"no worker answers at {closed}/forecasts/A/errors"):
+        ForecastClient(no_broker(), lookup_url=closed).errors("A")
+
+
+def test_a_busy_worker_is_named_with_its_answer():
+    busy = (503, b'{"error": "the worker is busy; try again"}', {"Retry-After": "1"})
+    with worker_answering(lambda path: busy) as worker:
+        with pytest.raises(LookupUnavailable, match=f"{worker}/forecasts/A: HTTP 503 .*busy"):
+            ForecastClient(no_broker(), lookup_url=worker).latest(item="A")
+
+
+def test_a_broker_that_does_not_answer_is_named_within_seconds():
+    bootstrap = no_broker()
+    started = time.monotonic()
+    with pytest.raises(BrokerUnreachable, match=f"{bootstrap}: Connection refused"):
+        ForecastClient(bootstrap).latest()
+    assert time.monotonic() - started < 1
+
+
 # --- against the real broker -------------------------------------------------------------------
 @pytest.fixture
 def topics(kafka_settings, tmp_path):
@@ -114,6 +168,25 @@ def test_latest_holds_exactly_the_last_forecast_of_every_item(topics):
         np.testing.assert_array_equal(f.values, issued(item, ORIGIN + 3, seed=3).values)
     assert list(client.latest(item="POST")) == ["POST"]
     assert client.latest(item="NEVER") == {}
+
+
+@pytest.mark.consumers
+def test_latest_of_a_few_items_holds_only_theirs(topics):
+    items = [f"I{i}" for i in range(20)]  # on every partition
+    produce(topics, "forecasts-latest", [(item, forecast_bytes(issued(item, ORIGIN))) for item in items]
+            + [("I3", None)])
+    got = ForecastClient(topics.kafka_bootstrap, topics.topic_prefix).latest(timeout=60, items=["I1", "I3", "NEVER"])
+    assert list(got) == ["I1"] and got["I1"].item_id == "I1"
+
+
+@pytest.mark.consumers
+def test_latest_decodes_a_message_when_its_item_is_looked_up(topics):
+    newer = {**orjson.loads(forecast_bytes(issued("B", ORIGIN))), "schema_version": 2}
+    produce(topics, "forecasts-latest", [("A", forecast_bytes(issued("A", ORIGIN))), ("B", orjson.dumps(newer))])
+    current = ForecastClient(topics.kafka_bootstrap, topics.topic_prefix).latest(timeout=60)
+    assert sorted(current) == ["A", "B"] and current["A"].item_id == "A"
+    with pytest.raises(ValueError, match="schema_version 2"):
+        current["B"]
 
 
 @pytest.mark.consumers

@@ -1,4 +1,5 @@
-"""`mqstream tail` and `mqstream show`, run as a user runs them, against the real broker."""
+"""`mqstream tail` and `mqstream show`, run as a user runs them, against the real broker and
+(`show`) a worker's HTTP lookup."""
 from __future__ import annotations
 
 import os
@@ -10,11 +11,13 @@ import numpy as np
 import orjson
 import pytest
 
+from mqstream.config import Settings
 from mqstream.local_broker import free_port
 from streams.messages import day_iso
 from streams.topics import create_topics
 from tests.forecast_helpers import MODEL, error_bytes, forecast_bytes, issued, produce
 from tests.kafka_helpers import fresh_settings
+from tests.lookup_helpers import errors_answer, lookups
 
 pytestmark = pytest.mark.consumers
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +33,8 @@ def topics(kafka_settings, tmp_path):
 
 
 def mqstream(settings, *args: str, timeout: float = 90) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MQSTREAM_TOPIC_PREFIX": settings.topic_prefix}
+    # metrics_port 0: no worker address in the settings, so `show` reads Kafka unless given --worker
+    env = {**os.environ, "MQSTREAM_TOPIC_PREFIX": settings.topic_prefix, "MQSTREAM_METRICS_PORT": "0"}
     env.pop("MQSTREAM_CONFIG", None)
     return subprocess.run([sys.executable, "-m", "mqstream", "--kafka-port", str(settings.kafka_port), *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
@@ -96,8 +100,25 @@ def test_show_of_an_item_without_a_forecast_says_so_and_exits_2(topics):
     assert f"no forecast for item 'NOSUCH' in {topics.topic('forecasts-latest')}" in run.stderr
 
 
-def test_tail_without_a_broker_says_so_and_exits_2(topics):
-    settings = topics.__class__(**{**topics.__dict__, "kafka_port": free_port()})
-    run = mqstream(settings, "tail")
-    assert run.returncode == 2
-    assert run.stderr.startswith(f"mqstream: kafka at 127.0.0.1:{settings.kafka_port}: ")
+def test_show_plot_asks_the_worker_and_needs_no_broker_then(tmp_path):
+    history = [issued("A", ORIGIN - d) for d in range(6, 0, -1)]
+    answers = {"/forecasts/A": forecast_bytes(issued("A", ORIGIN, level=5.0)),
+               "/forecasts/A/errors": errors_answer("A", [error_bytes("A", ORIGIN - d, float(d), history[:6 - d])
+                                                          for d in range(5, -1, -1)])}
+    closed = Settings(kafka_port=free_port())  # no broker
+    png = tmp_path / "fan.png"
+    with lookups(answers) as (redirecting, _):
+        run = mqstream(closed, "show", "A", "--plot", str(png), "--worker", redirecting)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+    assert run.stdout.startswith(f"item A  origin {day_iso(ORIGIN)}")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_show_reads_kafka_when_no_worker_answers_and_says_so(topics):
+    produce(topics, "forecasts-latest", [("A", forecast_bytes(issued("A", ORIGIN)))])
+    worker = f"http://127.0.0.1:{free_port()}"
+    run = mqstream(topics, "show", "A", "--worker", worker)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith(f"item A  origin {day_iso(ORIGIN)}")
+    assert run.stderr.startswith(f"mqstream: no worker answers at {worker}/forecasts/A ")
+    assert run.stderr.rstrip().endswith("reading the item's partitions in Kafka instead")
