@@ -236,6 +236,8 @@ def _demo(args, settings: Settings) -> int:
 
 
 def _up(args, settings: Settings) -> int:
+    if not settings.uses_local_broker:  # else `up` starts the local broker itself
+        _require_broker(settings)
     from mqstream.local_stack import StackError, run_up
 
     try:

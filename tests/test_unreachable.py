@@ -53,9 +53,10 @@ def test_every_command_reports_a_closed_local_port_within_5_s(name, tmp_path):
     assert seconds <= LIMIT_SECONDS, f"{name}: {seconds:.1f} s"
 
 
-def test_the_demo_on_an_external_broker_reports_it_within_5_s():
+@pytest.mark.parametrize("command", ["demo", "up"])
+def test_the_demo_and_up_on_an_external_broker_report_it_within_5_s(command):
     bootstrap = f"127.0.0.1:{free_port()}"
-    run, seconds = mqstream("--bootstrap", bootstrap, "demo")
+    run, seconds = mqstream("--bootstrap", bootstrap, command)
     assert run.returncode == 2, run.stderr
     assert f"mqstream: kafka at {bootstrap}: no broker answers" in run.stderr and EXTERNAL_HINT in run.stderr
     assert seconds <= LIMIT_SECONDS
