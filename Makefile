@@ -29,7 +29,7 @@ unit: $(STAMP)
 e2e: $(STAMP) system
 	$(PYTHON) -m pytest -m e2e
 
-# The six benchmarks at the sizes the targets name, one after another on this tree (~25 min),
+# The seven benchmarks at the sizes the targets name, one after another on this tree (~35 min),
 # and a py-spy profile of the ingest path (bench/profile-ingest.md)
 bench: $(STAMP) system
 	rm -f bench/results.json
@@ -37,6 +37,7 @@ bench: $(STAMP) system
 	nice -n 10 $(PYTHON) -m bench ingest --profile 30
 	nice -n 10 $(PYTHON) -m bench latency memory recovery --items 100000
 	nice -n 10 $(PYTHON) -m bench refresh
+	nice -n 10 $(PYTHON) -m bench readers
 
 system:
 	@for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing=1; done; \
