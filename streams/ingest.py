@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Awaitable, Callable, Sequence
 
-from aiokafka.errors import IllegalStateError
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, Message
@@ -35,11 +34,9 @@ class BatchConsumer(driver.Consumer):
             if not records or self.should_stop:
                 continue
             generation = self.app.consumer_generation_id
-            batches = list(records.items())
-            for index, (tp, batch) in enumerate(batches):
+            for tp, batch in records.items():
                 if not self.flow_active or self.app.consumer_generation_id != generation:
-                    await self._read_again(batches[index:])  # a rebalance began
-                    break
+                    break  # a rebalance began: the rest is fetched again from committed offsets
                 messages = await self._fresh(tp, batch)
                 if not messages:
                     continue
@@ -52,17 +49,6 @@ class BatchConsumer(driver.Consumer):
             if self._commit_every is not None and self._n_acked >= self._commit_every:
                 self._n_acked = 0
                 await self.commit()
-
-    async def _read_again(self, batches) -> None:
-        """Seek each partition of the batches not handled back to their first record. faust's
-        seek after a rebalance covers only partitions with a committed offset: a dropped batch
-        of one without (a partition no commit has reached yet) was never read again, and the
-        group's lag on it never went to 0."""
-        for tp, records in batches:
-            try:
-                await self.seek(tp, records[0].offset)
-            except IllegalStateError:  # revoked meanwhile: its new owner reads from committed offsets
-                pass
 
     async def _fresh(self, tp: TP, records) -> list[Message]:
         """Messages not read yet, as faust messages; a gap in offsets (compaction, aborted
