@@ -54,7 +54,7 @@ def check_bootstrap(bootstrap_servers: str, **kafka_kwargs) -> None:
             connected = True
         except OSError as exc:
             failures[f"{host}:{port}"] = _reason(exc)
-    if connected and _kafka_answers(bootstrap_servers, kafka_kwargs):
+    if connected and kafka_answers(bootstrap_servers, **kafka_kwargs):
         return
     silent = (f"accepts connections, but no Kafka broker answered within {ANSWER_SECONDS:g} s (another "
               "service on that port, or TLS/SASL settings that do not match the listener)")
@@ -62,7 +62,8 @@ def check_bootstrap(bootstrap_servers: str, **kafka_kwargs) -> None:
     raise BrokerUnreachable(bootstrap_servers, {address: failures.get(address, silent) for address in tried})
 
 
-def _kafka_answers(bootstrap_servers: str, kafka_kwargs: dict) -> bool:
+def kafka_answers(bootstrap_servers: str, **kafka_kwargs) -> bool:
+    """A Kafka broker of the list completes a bootstrap within ANSWER_SECONDS."""
     try:
         KafkaConsumer(bootstrap_servers=bootstrap_servers, client_id="mqstream-check",
                       bootstrap_timeout_ms=int(ANSWER_SECONDS * 1000), **kafka_kwargs).close()

@@ -43,10 +43,7 @@ def run_demo(settings: Settings, start: str, end: str) -> int:
             print(f"starting Kafka {broker.bootstrap} ...", flush=True)
             broker.start()
         create_topics(demo)
-        events = replay_events(iso_day(start), iso_day(end))
-        n_sales = sum(e.topic == "sales" for e in events)
-        print(f"replaying {start}..{end}: {n_sales:,} real sales events and "
-              f"{len(events) - n_sales:,} SIMULATED page-view events, model {demo.model}")
+        events = demo_events(demo, start, end)
         worker = spawn_worker(demo, "worker", Path(demo.data_dir) / "worker.log")
         follow(demo, worker, send(events, demo))
         _stop(worker)
@@ -59,6 +56,15 @@ def run_demo(settings: Settings, start: str, end: str) -> int:
         if started_broker:
             broker.stop()
             print("Kafka stopped")
+
+
+def demo_events(settings: Settings, start: str, end: str) -> list:
+    """The shipped sales of start..end with simulated page views, said as such."""
+    events = replay_events(iso_day(start), iso_day(end))
+    n_sales = sum(e.topic == "sales" for e in events)
+    print(f"replaying {start}..{end}: {n_sales:,} real sales events and "
+          f"{len(events) - n_sales:,} SIMULATED page-view events, model {settings.model}")
+    return events
 
 
 def ensure_checkpoint(settings: Settings) -> None:

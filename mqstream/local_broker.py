@@ -16,6 +16,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from mqstream.bootstrap import kafka_answers
+
 KAFKA_VERSION = "4.4.0"
 POM = Path(__file__).parent / "kafka" / "pom.xml"
 LOG4J = Path(__file__).parent / "kafka" / "log4j2.yaml"
@@ -99,7 +101,7 @@ class LocalBroker:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise BrokerError(f"broker exited with {proc.returncode}; see {self.log_file}")
-            if port_open(self.port) and _answers(self.bootstrap):
+            if port_open(self.port) and kafka_answers(self.bootstrap):
                 return
             time.sleep(0.3)
         raise BrokerError(f"broker did not answer on {self.bootstrap} within {timeout:.0f}s; see {self.log_file}")
@@ -179,17 +181,6 @@ def _java(libs: Path, main: str, *args: str) -> None:
     done = subprocess.run(_java_command(libs, main, *args), capture_output=True, text=True)
     if done.returncode != 0:
         raise BrokerError(f"{main} failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
-
-
-def _answers(bootstrap: str) -> bool:
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError
-
-    try:
-        KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000).close()
-        return True
-    except KafkaError:
-        return False
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

@@ -19,11 +19,10 @@ from pathlib import Path
 import orjson
 
 from mqstream.config import Settings
-from mqstream.demo import ensure_checkpoint, follow
+from mqstream.demo import demo_events, ensure_checkpoint, follow
 from mqstream.local_broker import LocalBroker, alive, port_open, terminate
-from streams.messages import iso_day
 from streams.offsets import end_offsets
-from streams.replay import replay_events, send
+from streams.replay import send
 from streams.runner import spawn_worker
 from streams.topics import create_topics
 
@@ -123,11 +122,7 @@ def _replay_once(settings: Settings, start: str, end: str) -> int:
     if held:
         print(f"{settings.topic('sales')} holds {held:,} events already: not replaying (resuming)")
         return held + sum(end_offsets(settings, settings.topic("page-views")).values())
-    events = replay_events(iso_day(start), iso_day(end))
-    n_sales = sum(e.topic == "sales" for e in events)
-    print(f"replaying {start}..{end}: {n_sales:,} real sales events and "
-          f"{len(events) - n_sales:,} SIMULATED page-view events, model {settings.model}")
-    return send(events, settings)
+    return send(demo_events(settings, start, end), settings)
 
 
 def _start_prometheus(settings: Settings, port: int) -> subprocess.Popen | None:
