@@ -20,8 +20,8 @@ import numpy as np
 
 from bench import pyspy, synthetic
 from bench.live import bare_consumer_rate, follow, local_broker, running, steady_rate, total, wait_committed
-from streams.replay import send
-from streams.topics import create_topics
+from mqstream.streams.replay import send
+from mqstream.streams.topics import create_topics
 
 HERE = Path(__file__).resolve().parent
 TARGET_EVENTS_PER_SECOND = 50_000

@@ -24,11 +24,11 @@ from kafka.admin import NewTopic
 
 from bench import synthetic
 from bench.live import follow, local_broker, model_for_bench, running, total
+from mqstream.periods import iso_of_day
 from mqstream.kafka_auth import kafka_options
-from streams.messages import day_iso
-from streams.offsets import end_offsets, group_lag, read_topic
-from streams.replay import send
-from streams.topics import TOPICS, create_topics
+from mqstream.streams.offsets import end_offsets, group_lag, read_topic
+from mqstream.streams.replay import send
+from mqstream.streams.topics import TOPICS, create_topics
 
 TARGET_P99_SECONDS = 1.0
 LOG_APPEND_TIME = 1  # kafka-python's timestamp_type for broker-stamped messages
@@ -57,7 +57,7 @@ def run(options) -> dict[str, dict]:
             if record.timestamp_type != LOG_APPEND_TIME:
                 raise RuntimeError("forecasts are not stamped with LogAppendTime")
             body = orjson.loads(record.value)
-            if body["origin"] == day_iso(day + 1):
+            if body["origin"] == iso_of_day(day + 1):
                 readable.append(record.timestamp / 1000)
     if len(readable) != items:
         raise RuntimeError(f"{len(readable)} forecasts of the measured close, expected {items}")

@@ -25,8 +25,8 @@ import orjson
 
 from mqstream.config import Settings
 from mqstream.local_broker import LocalBroker, free_port
-from streams.offsets import group_lag
-from streams.runner import spawn_worker
+from mqstream.streams.offsets import group_lag
+from mqstream.streams.runner import spawn_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = 100  # /proc/<pid>/stat counts CPU time in USER_HZ ticks, 100 on Linux

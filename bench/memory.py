@@ -26,12 +26,12 @@ import torch
 
 from bench import synthetic
 from bench.live import ROOT, follow, local_broker, model_for_bench, running, total
-from models.protocol import DAY_SECONDS
-from models.registry import load_model
-from state.item import UNITS
-from state.refresh import RefreshPolicy, close_items, new_item, new_model
-from streams.offsets import group_lag
-from streams.replay import send
+from mqstream.periods import DAY_SECONDS
+from mqstream.models.registry import load_model
+from mqstream.state.item import UNITS
+from mqstream.state.refresh import RefreshPolicy, close_items, new_item, new_model
+from mqstream.streams.offsets import group_lag
+from mqstream.streams.replay import send
 
 BATCH = 10_000
 SCAN_SECONDS = 60  # the worker's sample_state timer

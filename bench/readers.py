@@ -37,15 +37,15 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from bench import synthetic
 from bench.live import follow, local_broker, running, total
-from models.seasonal_naive import SeasonalNaive
+from mqstream.models.seasonal_naive import SeasonalNaive
 from mqstream.client import BULK_FETCH, ForecastClient
 from mqstream.config import Settings
 from mqstream.kafka_auth import kafka_options
-from state.ledger import DECIMALS, ForecastLedger
-from state.refresh import IssuedForecast, ScoredDay
-from streams import messages
-from streams.replay import send
-from streams.topics import create_topics
+from mqstream.state.ledger import DECIMALS, ForecastLedger
+from mqstream.state.refresh import IssuedForecast, ScoredDay
+from mqstream.streams import messages
+from mqstream.streams.replay import send
+from mqstream.streams.topics import create_topics
 
 MODEL = SeasonalNaive()  # its message shape is the served models': 28 horizons, P10..P90
 ORIGIN = synthetic.DAY

@@ -20,9 +20,9 @@ import time
 
 from bench import synthetic
 from bench.live import follow, local_broker, model_for_bench, running, topic_bytes, total
-from models.protocol import DAY_SECONDS
-from streams.offsets import end_offsets, group_lag
-from streams.replay import send
+from mqstream.periods import DAY_SECONDS
+from mqstream.streams.offsets import end_offsets, group_lag
+from mqstream.streams.replay import send
 
 
 def run(options) -> dict[str, dict]:

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models.dataset import daily_series, load_transactions, select_products
-from models.pageviews import simulate_views
-from models.protocol import ItemInfo, Period, QuantileForecaster
-from models.registry import load_model
+from mqstream.models.dataset import daily_series, load_transactions, select_products
+from mqstream.models.pageviews import simulate_views
+from mqstream.models.protocol import ItemInfo, Period, QuantileForecaster
+from mqstream.models.registry import load_model
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 HISTORIES = (100, 1000)  # days of history before the timed refresh
@@ -29,8 +29,8 @@ def bench_model(name: str) -> QuantileForecaster:
     (weights do not change the cost)."""
     if (CHECKPOINTS / name / "config.json").exists():
         return load_model(name, CHECKPOINTS / name)
-    from models.mqcnn import MQCNN, MQCNNConfig, MQCNNForecaster
-    from models.mqtransformer import MQTransformer, MQTransformerConfig, MQTransformerForecaster
+    from mqstream.models.mqcnn import MQCNN, MQCNNConfig, MQCNNForecaster
+    from mqstream.models.mqtransformer import MQTransformer, MQTransformerConfig, MQTransformerForecaster
 
     if name == "mqtransformer":
         return MQTransformerForecaster(MQTransformer(MQTransformerConfig()))

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from bench import synthetic
 from bench.live import bare_consumer_rate, follow, local_broker, running, steady_rate, total, wait_committed
-from streams.replay import send
-from streams.topics import create_topics
+from mqstream.streams.replay import send
+from mqstream.streams.topics import create_topics
 
 
 def run(options) -> dict[str, dict]:

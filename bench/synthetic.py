@@ -14,8 +14,8 @@ import numpy as np
 import orjson
 from kafka.partitioner.default import murmur2
 
-from models.protocol import DAY_SECONDS
-from streams.replay import ReplayEvent
+from mqstream.periods import DAY_SECONDS
+from mqstream.streams.replay import ReplayEvent
 
 DAY = 19_787  # 2024-03-04, a Monday: well past EARLIEST_TS and never in the future
 HOUR = 3600
@@ -33,7 +33,7 @@ class Catalogue:
 
 def catalogue(n: int, seed: int = 0) -> Catalogue:
     """``n`` items: ids ``S`` + six digits, descriptions and prices of real products."""
-    from models.dataset import load_transactions
+    from mqstream.models.dataset import load_transactions
 
     tx = load_transactions()
     real = tx.drop_duplicates("item_id")[["description", "price"]]

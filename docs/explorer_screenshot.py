@@ -21,16 +21,16 @@ import numpy as np
 import orjson
 from selenium import webdriver
 
-from models.dataset import daily_series, load_transactions, to_day
+from mqstream.periods import day_of_iso, day_of_ts
+from mqstream.models.dataset import daily_series, load_transactions
 from mqstream.config import Settings
 from mqstream.local_broker import LocalBroker, free_port
-from streams.messages import iso_day
-from streams.offsets import group_lag
-from streams.replay import replay_events, send
-from streams.runner import spawn_worker
-from streams.topics import create_topics
+from mqstream.streams.offsets import group_lag
+from mqstream.streams.replay import replay_events, send
+from mqstream.streams.runner import spawn_worker
+from mqstream.streams.topics import create_topics
 
-FIRST, LAST = iso_day("2011-03-01"), iso_day("2011-04-11")
+FIRST, LAST = day_of_iso("2011-03-01"), day_of_iso("2011-04-11")
 WIDTH = 1100  # CSS pixels of the page
 
 
@@ -45,7 +45,7 @@ def main(out: Path) -> None:
             worker = spawn_worker(settings, "w1", Path(tmp) / "worker.log")
             try:
                 tx = load_transactions()
-                window = tx[to_day(tx["ts"]).between(FIRST, LAST)]
+                window = tx[day_of_ts(tx["ts"]).between(FIRST, LAST)]
                 series = daily_series(window, start_day=FIRST, end_day=LAST)
                 item = str(series.items[np.argmax(series.units.sum(axis=1))])
                 send(replay_events(FIRST, LAST, tx), settings, progress=False)
@@ -67,7 +67,7 @@ def wait_for_origin(url: str, origin: int, timeout: float = 900) -> None:
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(url, timeout=15) as reply:
-                if iso_day(orjson.loads(reply.read())["origin"]) == origin:
+                if day_of_iso(orjson.loads(reply.read())["origin"]) == origin:
                     return
         except urllib.error.HTTPError:  # no forecast yet (404) or partitions being assigned (503)
             pass

@@ -3,7 +3,7 @@
 Each variant: train the MQTransformer stage warm-started from checkpoints/mqcnn (MQ-CNN is
 not retrained), save a checkpoint to a temp dir, load it back through
 models.registry.load_model (what `mqstream evaluate --methods mqtransformer` does) and score
-it on the dev split with models.backtest + models.metrics.score. One process per variant, 1
+it on the dev split with models.backtest + models.scores.score. One process per variant, 1
 torch thread each: made for a many-core machine (16 variants ran in ~6 minutes on 16 cores;
 eval/mqtransformer-recipes.md holds that run).
 
@@ -70,12 +70,12 @@ def run_one(args) -> int:
 
     import numpy as np
 
-    from models.backtest import BacktestSplit, StreamingReplay, prepare, run_method
-    from models.dataset import daily_series
-    from models.history import load_history
-    from models.metrics import score
-    from models.registry import load_model
-    from models.training import TrainSettings, recipe_of, train
+    from mqstream.models.backtest import BacktestSplit, StreamingReplay, prepare, run_method
+    from mqstream.models.dataset import daily_series
+    from mqstream.models.history import load_history
+    from mqstream.models.scores import score
+    from mqstream.models.registry import load_model
+    from mqstream.models.training import TrainSettings, recipe_of, train
 
     name, v, out = args.one, VARIANTS[args.one], Path(args.out)
     base = {"variant": name, "settings_change": v.get("settings", {}), "config_change": v.get("config", {}),

@@ -22,22 +22,13 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
-import pandas as pd
 from tqdm import tqdm
 
-from models.dataset import PRODUCT_CODE, DailySeries, select_products
-from models.pageviews import page_views
-from models.protocol import (DEFAULT_HORIZONS, DEFAULT_QUANTILES, ErrorRecord, ItemInfo,
-                             Period, QuantileForecaster)
-
-
-def day_of(iso_date: str) -> int:
-    """Day index (days since 1970-01-01) of an ISO date."""
-    return int(pd.Timestamp(iso_date).value // (86_400 * 10**9))
-
-
-def iso_of(day: int) -> str:
-    return pd.Timestamp(day, unit="D").date().isoformat()
+from mqstream.periods import day_of_iso, iso_of_day
+from mqstream.models.dataset import PRODUCT_CODE, DailySeries, select_products
+from mqstream.models.pageviews import page_views
+from mqstream.models.protocol import (DEFAULT_HORIZONS, DEFAULT_QUANTILES, ErrorRecord, ItemInfo,
+                                      Period, QuantileForecaster)
 
 
 @dataclass(frozen=True)
@@ -54,12 +45,12 @@ class BacktestSplit:
 
     def __post_init__(self):
         if not self.cutoff < self.first_origin <= self.last_origin:
-            raise ValueError(f"need cutoff < first origin <= last origin; got {iso_of(self.cutoff)}, "
-                             f"{iso_of(self.first_origin)}, {iso_of(self.last_origin)}")
+            raise ValueError(f"need cutoff < first origin <= last origin; got {iso_of_day(self.cutoff)}, "
+                             f"{iso_of_day(self.first_origin)}, {iso_of_day(self.last_origin)}")
 
     @classmethod
     def from_dates(cls, cutoff: str, start: str, end: str, **kwargs) -> "BacktestSplit":
-        return cls(day_of(cutoff), day_of(start), day_of(end), **kwargs)
+        return cls(day_of_iso(cutoff), day_of_iso(start), day_of_iso(end), **kwargs)
 
     @property
     def origins(self) -> np.ndarray:
@@ -90,12 +81,12 @@ def prepare(series: DailySeries, split: BacktestSplit, simulated_views: bool = F
     page views aligned with ``series``."""
     last_target = split.last_origin + split.horizons
     if series.start_day >= split.cutoff or series.days[-1] < last_target:
-        raise ValueError(f"series covers {iso_of(series.start_day)}..{iso_of(series.days[-1])}; "
-                         f"the split needs data before {iso_of(split.cutoff)} and up to {iso_of(last_target)}")
+        raise ValueError(f"series covers {iso_of_day(series.start_day)}..{iso_of_day(series.days[-1])}; "
+                         f"the split needs data before {iso_of_day(split.cutoff)} and up to {iso_of_day(last_target)}")
     keep = select_products(series, split.first_origin, split.min_sale_days, split.products)
     if not keep.any():
         raise ValueError(f"no item sold on {split.min_sale_days} days before the first origin "
-                         f"{iso_of(split.first_origin)}: nothing to score")
+                         f"{iso_of_day(split.first_origin)}: nothing to score")
     stop = series.column(last_target) + 1
     scored = replace(series, items=series.items[keep], descriptions=series.descriptions[keep],
                      units=series.units[keep, :stop], price=series.price[keep, :stop])

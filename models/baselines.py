@@ -28,10 +28,10 @@ from statsforecast import StatsForecast
 from statsforecast.models import AutoETS
 from tqdm import tqdm
 
-from models.backtest import first_columns
-from models.dataset import DailySeries
-from models.features import calendar
-from models.protocol import DEFAULT_HORIZONS, DEFAULT_QUANTILES
+from mqstream.models.backtest import first_columns
+from mqstream.models.dataset import DailySeries
+from mqstream.models.features import calendar
+from mqstream.models.protocol import DEFAULT_HORIZONS, DEFAULT_QUANTILES
 
 DEMAND_LAGS = 28  # units on the origin day and the 27 days before it
 ROLLING_WINDOWS = (7, 14, 28, 56)

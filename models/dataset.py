@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.history import DATA_PATH, PRODUCT_CODE, SHIPPED, read_sales
-from models.protocol import to_day
+from mqstream.periods import day_of_ts
+from mqstream.models.history import DATA_PATH, PRODUCT_CODE, SHIPPED, read_sales
 
 
 def load_transactions(path: Path = DATA_PATH) -> pd.DataFrame:
@@ -56,7 +56,7 @@ class DailySeries:
 def daily_series(tx: pd.DataFrame, items: np.ndarray | None = None,
                  start_day: int | None = None, end_day: int | None = None) -> DailySeries:
     """Daily demand per item over [start_day, end_day] (defaults: the file's first and last day)."""
-    days = to_day(tx["ts"].to_numpy())
+    days = day_of_ts(tx["ts"].to_numpy())
     start_day = int(days.min()) if start_day is None else start_day
     end_day = int(days.max()) if end_day is None else end_day
     if items is None:
@@ -102,7 +102,7 @@ def daily_views(views: pd.DataFrame, items: np.ndarray, start_day: int, end_day:
     """(N, T) real page views of ``items`` summed per day over [start_day, end_day]
     (``models.history.read_views`` rows; 0 where an item-day has none)."""
     row = pd.Index(items).get_indexer(views["item_id"])
-    col = to_day(views["ts"].to_numpy()) - start_day
+    col = day_of_ts(views["ts"].to_numpy()) - start_day
     keep = (row >= 0) & (col >= 0) & (col <= end_day - start_day)
     out = np.zeros((len(items), end_day - start_day + 1), np.float64)
     np.add.at(out, (row[keep], col[keep]), views["views"].to_numpy()[keep])

@@ -12,7 +12,7 @@ docs/EVALUATION.md) unless ``--cutoff/--start/--end`` say otherwise. For ``--out
 
 - ``eval/dev.json``: per method the seed means of wQL (overall, per horizon bucket, per
   quantile), 80% coverage and volatility, their spread and per-seed runs, runtime and
-  calibration diagnostics (``models.metrics.calibration``), the comparisons, the split and
+  calibration diagnostics (``models.scores.calibration``), the comparisons, the split and
   the command;
 - ``eval/dev.md``: the same as Markdown tables, with the command that regenerates it;
 - ``eval/dev-fan-<item>.png``: fan charts (history, actuals, P10–P90 band, P50) of a few
@@ -33,14 +33,15 @@ from typing import Callable
 
 import numpy as np
 
-from models.backtest import (BacktestData, BacktestSplit, ForecastMethod, StreamingReplay, iso_of,
-                             prepare, run_method)
-from models.dataset import daily_series, daily_views
-from models.history import (SHIPPED_DATA_ID, History, add_history_arguments, history_flags,
-                            history_from_args)
-from models.metrics import HORIZON_BUCKETS, calibration, item_losses, paired_bootstrap, score
-from models.pageviews import views_label
-from models.protocol import DEFAULT_HORIZONS
+from mqstream.periods import iso_of_day
+from mqstream.models.backtest import (BacktestData, BacktestSplit, ForecastMethod, StreamingReplay, prepare,
+                                      run_method)
+from mqstream.models.dataset import daily_series, daily_views
+from mqstream.models.history import (SHIPPED_DATA_ID, History, add_history_arguments, history_flags,
+                                     history_from_args)
+from mqstream.models.scores import HORIZON_BUCKETS, calibration, item_losses, paired_bootstrap, score
+from mqstream.models.pageviews import views_label
+from mqstream.models.protocol import DEFAULT_HORIZONS
 
 FAN_ITEMS = 3  # items charted: the largest, one at the 90th and one at the 50th volume percentile
 FAN_HISTORY_DAYS = 56  # days of history left of the origin in a fan chart
@@ -84,7 +85,7 @@ def _trained(name: str) -> MethodFactory:
     checkpoint there was trained so), replayed as the worker drives it."""
 
     def build(source: MethodSource, seed: int) -> ForecastMethod:
-        from models.registry import load_model
+        from mqstream.models.registry import load_model
 
         path = _ensure_trained(source, name, seed)
         model = load_model(_model_of(name), path)
@@ -98,10 +99,10 @@ def _trained(name: str) -> MethodFactory:
 
 
 def _ensure_trained(source: MethodSource, name: str, seed: int) -> Path:
-    from models.training import TrainSettings, checkpoint_record, train
+    from mqstream.models.training import TrainSettings, checkpoint_record, train
 
     path = checkpoint_dir(source, name, seed)
-    wanted = {"cutoff": iso_of(source.split.cutoff), "seed": seed, "simulated_views": source.simulated_views,
+    wanted = {"cutoff": iso_of_day(source.split.cutoff), "seed": seed, "simulated_views": source.simulated_views,
               "max_items": source.train_items, "data": source.history.data_id}
     if (path / "config.json").is_file() and _record_matches(checkpoint_record(path), wanted):
         return path
@@ -130,16 +131,16 @@ def _record_matches(record: dict, wanted: dict) -> bool:
 
 
 def _baselines():
-    """``models.baselines``, imported on first use: statsforecast, LightGBM and quantile-forest
+    """``mqstream.models.baselines``, imported on first use: statsforecast, LightGBM and quantile-forest
     take seconds to load, and the CLI imports this module for every command."""
-    import models.baselines
+    import mqstream.models.baselines
 
-    return models.baselines
+    return mqstream.models.baselines
 
 
 def _nhits(source: MethodSource, seed: int) -> ForecastMethod:
     try:
-        from models.peers import NHITSPeer
+        from mqstream.models.peers import NHITSPeer
 
         return NHITSPeer(source.split.cutoff, source.split.horizons, source.split.quantiles, seed=seed)
     except ImportError as exc:
@@ -147,7 +148,7 @@ def _nhits(source: MethodSource, seed: int) -> ForecastMethod:
 
 
 def _seasonal_naive(source: MethodSource, seed: int) -> ForecastMethod:
-    from models.registry import load_model
+    from mqstream.models.registry import load_model
 
     return StreamingReplay(load_model("seasonal-naive"))
 
@@ -214,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
     source = MethodSource(split, checkpoints, history, args.simulated_views, args.train_items)
     views = views_label(args.simulated_views, history.views_path)
     print(f"{len(data.series.items)} products, {len(data.origins)} origins "
-          f"{iso_of(split.first_origin)}..{iso_of(split.last_origin)}, cutoff {iso_of(split.cutoff)}, "
+          f"{iso_of_day(split.first_origin)}..{iso_of_day(split.last_origin)}, cutoff {iso_of_day(split.cutoff)}, "
           f"page views: {views}", flush=True)
     fan_rows = _fan_rows(data)
     results, losses, fans = {}, {}, {}
@@ -270,9 +271,9 @@ def derived_split(first_day: int, last_day: int, horizons: int = DEFAULT_HORIZON
     last_origin = last_day - horizons
     first_origin = last_origin - origins + 1
     if first_origin - 1 <= first_day:
-        raise ValueError(f"the data covers {iso_of(first_day)}..{iso_of(last_day)}: too short for {origins} origins "
+        raise ValueError(f"the data covers {iso_of_day(first_day)}..{iso_of_day(last_day)}: too short for {origins} origins "
                          f"with {horizons} horizons and training days before them")
-    return iso_of(first_origin - 1), iso_of(first_origin), iso_of(last_origin)
+    return iso_of_day(first_origin - 1), iso_of_day(first_origin), iso_of_day(last_origin)
 
 
 def _seeds(spec: str) -> list[int]:
@@ -375,8 +376,8 @@ def _report(results: dict, comparisons: list[dict], split: BacktestSplit, data: 
             name: str, views: str, history: History) -> dict:
     return {
         "command": command,
-        "split": {"name": name, "cutoff": iso_of(split.cutoff), "first_origin": iso_of(split.first_origin),
-                  "last_origin": iso_of(split.last_origin), "horizons": split.horizons,
+        "split": {"name": name, "cutoff": iso_of_day(split.cutoff), "first_origin": iso_of_day(split.first_origin),
+                  "last_origin": iso_of_day(split.last_origin), "horizons": split.horizons,
                   "quantiles": list(split.quantiles), "products": int(len(data.series.items)),
                   "origins": int(len(data.origins)), "page_views": views, "data": history.describe()},
         "methods": results,
@@ -418,7 +419,7 @@ def _markdown(report: dict) -> str:
         lines.append(f"| {name} | " + " | ".join(f"{r['wql_per_quantile'][q]:.4f}" for q in levels) + " |")
     lines += ["", "Volatility: mean |change| of the P50 forecast of one product and target day between "
               "consecutive origins, pooled over all such pairs, divided by the mean actual of the same "
-              "pairs (see `models.metrics.volatility`). Runtime: wall seconds on the machine that ran it, "
+              "pairs (see `models.scores.volatility`). Runtime: wall seconds on the machine that ran it, "
               "including fitting (and training, where a checkpoint was not there yet).", ""]
     lines += _calibration_markdown(methods)
     return "\n".join(lines)
@@ -474,7 +475,7 @@ def _calibration_markdown(methods: dict) -> list[str]:
     lines += ["", "A calibrated quantile q lies inside its bracket [P(y<f_q), P(y≤f_q)]; the two ends differ "
               "by the ties y = f_q, and a P10 of 0 ties with every zero day. Coverage 80% is "
               "P(y≤f_0.9) − P(y<f_0.1), so with P90 calibrated (P(y≤f_0.9) ≥ 0.9) it drops below 0.9 only "
-              "by the share of actuals under P10 (see `models.metrics.calibration`; per level in the JSON).",
+              "by the share of actuals under P10 (see `models.scores.calibration`; per level in the JSON).",
               ""]
     return lines
 
@@ -509,7 +510,7 @@ def _fan_charts(out: Path, data: BacktestData, rows: np.ndarray, fans: dict[str,
             ax.plot(future - origin, f[j, k, :, mid], lw=1.5, label="P50")
             ax.axvline(0, color="0.7", lw=0.8)
             ax.set_title(name)
-            ax.set_xlabel(f"days from origin {iso_of(origin)}")
+            ax.set_xlabel(f"days from origin {iso_of_day(origin)}")
         axes[0, 0].set_ylabel(f"units/day, item {data.series.items[row]}")
         axes[0, 0].legend(fontsize=7, loc="upper left")
         fig.tight_layout()

@@ -22,22 +22,16 @@ import re
 import zlib
 from functools import lru_cache
 from dataclasses import dataclass
-from datetime import date
 
 import numpy as np
 import torch
 
-EPOCH = date(1970, 1, 1)
-
-
-def _day(iso: str) -> int:
-    return (date.fromisoformat(iso) - EPOCH).days
-
+from mqstream.periods import day_of_iso
 
 # England & Wales bank holidays 2009-2012, from https://www.gov.uk/bank-holidays (the
 # 2009-2011 dates from the archived copies of that page). 2011-04-29 is the royal wedding,
 # 2012-06-04/05 the moved spring holiday and the Diamond Jubilee.
-BANK_HOLIDAYS = np.array(sorted(_day(d) for d in [
+BANK_HOLIDAYS = np.array(sorted(day_of_iso(d) for d in [
     "2009-01-01", "2009-04-10", "2009-04-13", "2009-05-04", "2009-05-25", "2009-08-31",
     "2009-12-25", "2009-12-28",
     "2010-01-01", "2010-04-02", "2010-04-05", "2010-05-03", "2010-05-31", "2010-08-30",
@@ -51,7 +45,7 @@ BANK_HOLIDAYS = np.array(sorted(_day(d) for d in [
 # and 2010/11 (no sales at all on those days); 2011/12 and 2012/13 assume the same rule.
 CHRISTMAS_CLOSURES = [("2009-12-24", "2010-01-03"), ("2010-12-24", "2011-01-03"),
                       ("2011-12-24", "2012-01-02"), ("2012-12-24", "2013-01-01")]
-CLOSED_DAYS = np.array(sorted({d for a, b in CHRISTMAS_CLOSURES for d in range(_day(a), _day(b) + 1)}))
+CLOSED_DAYS = np.array(sorted({d for a, b in CHRISTMAS_CLOSURES for d in range(day_of_iso(a), day_of_iso(b) + 1)}))
 HOLIDAYS = np.union1d(BANK_HOLIDAYS, CLOSED_DAYS)  # what "distance to a holiday" measures
 HOLIDAY_HORIZON = 366  # distances saturate at a year; read on a log scale, so the Christmas ramp
 # (weeks to months ahead) is as visible as the last days before a bank holiday
@@ -75,8 +69,8 @@ def calendar(days: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def _calendar_table() -> tuple[int, np.ndarray]:
-    lo = _day("2000-01-01")
-    return lo, _calendar(np.arange(lo, _day("2040-01-01")))
+    lo = day_of_iso("2000-01-01")
+    return lo, _calendar(np.arange(lo, day_of_iso("2040-01-01")))
 
 
 def _calendar(days: np.ndarray) -> np.ndarray:

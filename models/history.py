@@ -36,8 +36,8 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+from mqstream.periods import day_of_ts, iso_of_day
 
-from models.protocol import to_day
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_PATH = REPO / "data" / "online-retail-ii" / "transactions-2009-12-01-to-2011-08-31.csv.xz"
@@ -117,7 +117,7 @@ class LoadSummary:
         skipped = "" if not self.skipped else \
             " (skipped: " + ", ".join(f"{n:,} {reason}" for reason, n in self.skipped.items()) + ")"
         days = "" if self.first_day is None else \
-            f", {self.last_day - self.first_day + 1:,} days {_iso(self.first_day)}..{_iso(self.last_day)}"
+            f", {self.last_day - self.first_day + 1:,} days {iso_of_day(self.first_day)}..{iso_of_day(self.last_day)}"
         notes = "".join(f"; {n}" for n in self.notes)
         return (f"{self.kind} {self.path}: {self.rows_read:,} rows read, {self.rows_used:,} used{skipped}, "
                 f"{self.items:,} items{days}{notes}")
@@ -292,7 +292,7 @@ class _Table:
     def _summary(self, frame: pd.DataFrame, skipped: dict[str, int], notes: tuple[str, ...]) -> LoadSummary:
         if not len(frame):
             raise HistoryError(f"{self.kind} file {self.path}: no usable rows")
-        days = to_day(frame["ts"].to_numpy()) if "ts" in frame else None
+        days = day_of_ts(frame["ts"].to_numpy()) if "ts" in frame else None
         return LoadSummary(self.kind, self.path, self.n, len(frame), {k: n for k, n in skipped.items() if n},
                            int(frame["item_id"].nunique()), None if days is None else int(days.min()),
                            None if days is None else int(days.max()), notes)
@@ -353,8 +353,6 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
 
 
-def _iso(day: int) -> str:
-    return pd.Timestamp(day, unit="D").date().isoformat()
 
 
 @dataclass(frozen=True)

@@ -36,9 +36,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.features import (MAX_TOKENS, N_CALENDAR, N_PAST, N_PRICE_BANDS, TOKEN_BUCKETS, encoder_inputs,
-                             SeriesBatch, calendar, item_tokens, past_inputs, price_band)
-from models.protocol import DEFAULT_HORIZONS, DEFAULT_QUANTILES, ErrorRecord, ItemInfo, Period
+from mqstream.models.features import (MAX_TOKENS, N_CALENDAR, N_PAST, N_PRICE_BANDS, TOKEN_BUCKETS, encoder_inputs,
+                                      SeriesBatch, calendar, item_tokens, past_inputs, price_band)
+from mqstream.models.protocol import DEFAULT_HORIZONS, DEFAULT_QUANTILES, ErrorRecord, ItemInfo, Period
 
 AGE_CAP = 365  # days of history after which an item counts as "established"
 FP16_MAX = 65504.0  # float16 state fields clip here

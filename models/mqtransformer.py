@@ -49,11 +49,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.features import N_CALENDAR, N_PAST, SeriesBatch, calendar, encoder_inputs
-from models.mqcnn import (MQCNN, CausalConvEncoder, ItemEncoder, MQCNNConfig, MQDecoder, StateLayout, stored,
-                          base_fields, base_origin, base_step, ema_scale, fill_gaps, future_calendar,
-                          model_version, new_base_state, origin_features)
-from models.protocol import ErrorRecord, ItemInfo, Period
+from mqstream.models.features import N_CALENDAR, N_PAST, SeriesBatch, calendar, encoder_inputs
+from mqstream.models.mqcnn import (MQCNN, CausalConvEncoder, ItemEncoder, MQCNNConfig, MQDecoder, StateLayout, stored,
+                                   base_fields, base_origin, base_step, ema_scale, fill_gaps, future_calendar,
+                                   model_version, new_base_state, origin_features)
+from mqstream.models.protocol import ErrorRecord, ItemInfo, Period
 
 FP16_MAX = 65504.0  # errors are stored as float16; larger values clip
 ERROR_CLIP = 10.0  # scaled errors beyond +-10 scales carry no more information

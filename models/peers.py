@@ -26,8 +26,8 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from models.dataset import DailySeries
-from models.protocol import DEFAULT_HORIZONS, DEFAULT_QUANTILES
+from mqstream.models.dataset import DailySeries
+from mqstream.models.protocol import DEFAULT_HORIZONS, DEFAULT_QUANTILES
 
 MISSING = "neuralforecast is not installed: pip install 'mqstream[peers]'"
 # Lightning reports devices and deprecations on every fit and predict: it would drown the

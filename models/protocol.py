@@ -24,12 +24,6 @@ import numpy as np
 
 DEFAULT_QUANTILES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_HORIZONS = 28
-DAY_SECONDS = 86_400
-
-
-def to_day(ts_seconds: np.ndarray | int) -> np.ndarray | int:
-    """The day (days since 1970-01-01) of event times in epoch seconds: the one period rule."""
-    return ts_seconds // DAY_SECONDS
 
 
 @dataclass(frozen=True)

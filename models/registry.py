@@ -14,7 +14,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from models.protocol import QuantileForecaster
+from mqstream.models.protocol import QuantileForecaster
 
 MODEL_NAMES = ("mqcnn", "mqtransformer", "seasonal-naive")
 WARM_START_SUFFIX = "-warm-start"  # version of a checkpoint whose attention did not learn
@@ -22,7 +22,7 @@ WARM_START_SUFFIX = "-warm-start"  # version of a checkpoint whose attention did
 
 def load_model(name: str, checkpoint: Path | None = None) -> QuantileForecaster:
     if name == "seasonal-naive":
-        from models.seasonal_naive import SeasonalNaive  # the lead's module; imported when asked for
+        from mqstream.models.seasonal_naive import SeasonalNaive  # the lead's module; imported when asked for
 
         return SeasonalNaive()
     if name not in ("mqcnn", "mqtransformer"):
@@ -30,9 +30,9 @@ def load_model(name: str, checkpoint: Path | None = None) -> QuantileForecaster:
     if checkpoint is None:
         raise ValueError(f"{name} needs a checkpoint: train one with "
                          f"`mqstream train --model {name} --out checkpoints/{name}`")
-    from models.mqcnn import MQCNNForecaster
-    from models.mqtransformer import MQTransformerForecaster
-    from models.training import checkpoint_record, load_checkpoint
+    from mqstream.models.mqcnn import MQCNNForecaster
+    from mqstream.models.mqtransformer import MQTransformerForecaster
+    from mqstream.models.training import checkpoint_record, load_checkpoint
 
     stored, module = load_checkpoint(Path(checkpoint))
     if stored != name:

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from models.protocol import DEFAULT_HORIZONS, DEFAULT_QUANTILES, ErrorRecord, ItemInfo, Period
+from mqstream.models.protocol import DEFAULT_HORIZONS, DEFAULT_QUANTILES, ErrorRecord, ItemInfo, Period
 
 SEASON = 7
 

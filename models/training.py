@@ -37,12 +37,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from models.dataset import daily_series, daily_views, select_products
-from models.features import SeriesBatch, series_batch
-from models.history import History, HistoryError, add_history_arguments, history_from_args, load_history
-from models.mqcnn import MQCNN, MQCNNConfig, pinball_loss
-from models.mqtransformer import MQTransformer, MQTransformerConfig, asdict_base
-from models.pageviews import page_views, views_label
+from mqstream.models.dataset import daily_series, daily_views, select_products
+from mqstream.models.features import SeriesBatch, series_batch
+from mqstream.models.history import History, HistoryError, add_history_arguments, history_from_args, load_history
+from mqstream.models.mqcnn import MQCNN, MQCNNConfig, pinball_loss
+from mqstream.models.mqtransformer import MQTransformer, MQTransformerConfig, asdict_base
+from mqstream.models.pageviews import page_views, views_label
+from mqstream.models.scores import coverage_80, wql
+from mqstream.periods import day_of_iso
 
 MODELS = {"mqcnn": (MQCNN, MQCNNConfig), "mqtransformer": (MQTransformer, MQTransformerConfig)}
 SHIPPED_CUTOFF = "2011-05-31"  # the dev split's (docs/EVALUATION.md)
@@ -96,10 +98,6 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     path: Path | None = None
     items: int = 0  # series trained on
-
-
-def to_day(iso: str) -> int:
-    return int(pd.Timestamp(iso).value // 86_400_000_000_000)
 
 
 class WarmStartKept(Exception):
@@ -172,18 +170,6 @@ def validation_forecasts(model: torch.nn.Module, batch: SeriesBatch, first: int,
     return np.concatenate(preds), np.concatenate(ys)
 
 
-def wql(pred: np.ndarray, y: np.ndarray, quantiles) -> float:
-    """wQL of (M, Q) forecasts for (M,) actuals (docs/EVALUATION.md)."""
-    q = np.asarray(quantiles)
-    diff = y[:, None].astype(np.float64) - pred
-    return float(2 * np.maximum(q * diff, (q - 1) * diff).sum(0).mean() / max(np.abs(y).sum(), 1.0))
-
-
-def coverage(pred: np.ndarray, y: np.ndarray, quantiles) -> float:
-    lo, hi = list(quantiles).index(0.1), list(quantiles).index(0.9)
-    return float(((pred[:, lo] <= y) & (y <= pred[:, hi])).mean())
-
-
 def fit_calibration(pred: np.ndarray, y: np.ndarray, quantiles, max_coverage: float | None = None) -> np.ndarray:
     """(Q,) factors for ``mqcnn.calibrate`` from validation forecasts (M, Q) and actuals (M,).
 
@@ -209,7 +195,7 @@ def fit_calibration(pred: np.ndarray, y: np.ndarray, quantiles, max_coverage: fl
     upper = np.asarray(quantiles) > 0.5
     for shrink in np.linspace(1.0, 0.2, 81):
         fac = np.where(upper, factors * shrink, factors)
-        if coverage(np.maximum.accumulate(pred * fac, axis=-1), y, quantiles) <= max_coverage:
+        if coverage_80(y, np.maximum.accumulate(pred * fac, axis=-1), quantiles) <= max_coverage:
             break
     return fac
 
@@ -253,8 +239,11 @@ def fit(name: str, net: torch.nn.Module, batch: SeriesBatch, val_batch: SeriesBa
     total = recipe.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + np.cos(np.pi * min(i, total) / total)))
     t0 = time.monotonic()
-    validate = lambda: wql(*validation_forecasts(net, val_batch, split.val_first, split.val_days, split.cutoff_col),
-                           cfg.quantiles)
+
+    def validate() -> float:
+        pred, y = validation_forecasts(net, val_batch, split.val_first, split.val_days, split.cutoff_col)
+        return wql(y, pred, cfg.quantiles)
+
     best, best_state, history = np.inf, None, []
     if validate_start:
         best, best_state = validate(), {k: v.clone() for k, v in net.state_dict().items()}
@@ -331,7 +320,7 @@ def train(model: str = "mqtransformer", cutoff: str = SHIPPED_CUTOFF, out: Path 
     data = load_history() if data is None else data
     cfg = cfg_cls(**{**(model_config or {}), "use_views": s.simulated_views or data.views is not None})
 
-    cutoff_day = to_day(cutoff)
+    cutoff_day = day_of_iso(cutoff)
     batch, _ = training_series(cutoff_day, data, s.max_items, s.seed, s.simulated_views)
     cutoff_col = int(cutoff_day - batch.days[0])
     split = Split(cutoff_col, cutoff_col - cfg.horizons - s.val_days + 1, s.val_days)
@@ -374,9 +363,9 @@ def train(model: str = "mqtransformer", cutoff: str = SHIPPED_CUTOFF, out: Path 
         factors = fit_calibration(pred, y, cfg.quantiles, s.max_coverage)
         net.decoder.calibration.copy_(torch.from_numpy(factors).float())
         cal, _ = validation_forecasts(net, val_batch, split.val_first, split.val_days, split.cutoff_col)
-        record["calibration"] = {"factors": factors.tolist(), "val_wql_before": wql(pred, y, cfg.quantiles),
-                                 "val_wql": wql(cal, y, cfg.quantiles), "val_coverage_before": coverage(pred, y, cfg.quantiles),
-                                 "val_coverage": coverage(cal, y, cfg.quantiles)}
+        record["calibration"] = {"factors": factors.tolist(), "val_wql_before": wql(y, pred, cfg.quantiles),
+                                 "val_wql": wql(y, cal, cfg.quantiles), "val_coverage_before": coverage_80(y, pred, cfg.quantiles),
+                                 "val_coverage": coverage_80(y, cal, cfg.quantiles)}
         if progress:
             tqdm.write(f"{model} calibration: {record['calibration']}")
     seconds = time.monotonic() - t_start

@@ -71,7 +71,7 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
     replay.add_argument("--speedup", type=float, default=0.0,
                         help="event-time seconds per wall second; 0 sends as fast as possible")
     replay.add_argument("--no-views", action="store_true", help="send no page views (simulated, or --views)")
-    from models.history import add_history_arguments
+    from mqstream.models.history import add_history_arguments
 
     add_history_arguments(replay)  # --data, --views, --items, ... as train and evaluate take them
     replay.set_defaults(run=_replay)
@@ -114,7 +114,7 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
                                                       "Kafka is read when no worker answers")
     show.set_defaults(run=_show)
 
-    for name, module in (("train", "models.training"), ("evaluate", "models.evaluate")):
+    for name, module in (("train", "mqstream.models.training"), ("evaluate", "mqstream.models.evaluate")):
         _module_command(sub, name, module, load=name in argv)
     return p
 
@@ -177,7 +177,7 @@ def _kafka(args, settings: Settings) -> int:
 
 def _topics(args, settings: Settings) -> int:
     _require_broker(settings)
-    from streams.topics import create_topics
+    from mqstream.streams.topics import create_topics
 
     created = create_topics(settings)
     print("created: " + (", ".join(created) if created else "nothing (all exist)"))
@@ -186,18 +186,18 @@ def _topics(args, settings: Settings) -> int:
 
 def _worker(args, settings: Settings) -> int:
     _require_broker(settings)  # before the worker's imports, a second or more of their own
-    from streams.runner import run_worker
+    from mqstream.streams.runner import run_worker
 
     return run_worker(settings)
 
 
 def _replay(args, settings: Settings) -> int:
     _require_broker(settings)
-    from models.history import HistoryError, history_from_args
-    from models.pageviews import views_label
-    from streams.messages import day_iso, iso_day
-    from streams.replay import replay_events, send
-    from streams.topics import create_topics
+    from mqstream.models.history import HistoryError, history_from_args
+    from mqstream.models.pageviews import views_label
+    from mqstream.periods import day_of_iso, iso_of_day
+    from mqstream.streams.replay import replay_events, send
+    from mqstream.streams.topics import create_topics
 
     try:
         history = history_from_args(args)
@@ -205,12 +205,12 @@ def _replay(args, settings: Settings) -> int:
         print(f"mqstream replay: {exc}", file=sys.stderr)
         return 2
     shipped = args.data is None
-    first = iso_day(args.start) if args.start else (iso_day("2011-06-01") if shipped else history.first_day)
-    last = iso_day(args.end) if args.end else (iso_day("2011-07-31") if shipped else history.last_day)
+    first = day_of_iso(args.start) if args.start else (day_of_iso("2011-06-01") if shipped else history.first_day)
+    last = day_of_iso(args.end) if args.end else (day_of_iso("2011-07-31") if shipped else history.last_day)
     create_topics(settings)
     events = replay_events(first, last, history.sales, views=not args.no_views, real_views=history.views)
     views = "none" if args.no_views else views_label(history.views is None, history.views_path)
-    print(f"replaying {len(events):,} events ({day_iso(first)}..{day_iso(last)}; page views: {views})")
+    print(f"replaying {len(events):,} events ({iso_of_day(first)}..{iso_of_day(last)}; page views: {views})")
     send(events, settings, speedup=args.speedup)
     return 0
 

@@ -16,16 +16,16 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from mqstream.periods import day_of_iso
 from mqstream.config import Settings
 from mqstream.local_broker import LocalBroker
-from streams.messages import iso_day
-from streams.offsets import end_offsets, group_lag, read_topic
-from streams.replay import replay_events, send
-from streams.runner import spawn_worker
-from streams.topics import create_topics
+from mqstream.models.scores import HORIZON_BUCKETS
+from mqstream.streams.offsets import end_offsets, group_lag, read_topic
+from mqstream.streams.replay import replay_events, send
+from mqstream.streams.runner import spawn_worker
+from mqstream.streams.topics import create_topics
 
 SETTLE_SECONDS = 6  # the group must stay caught up this long: its errors come back as input
-BUCKETS = ((1, 7), (8, 14), (15, 28))
 TRAIN_CUTOFF = "2011-05-31"
 
 
@@ -60,7 +60,7 @@ def run_demo(settings: Settings, start: str, end: str) -> int:
 
 def demo_events(settings: Settings, start: str, end: str) -> list:
     """The shipped sales of start..end with simulated page views, said as such."""
-    events = replay_events(iso_day(start), iso_day(end))
+    events = replay_events(day_of_iso(start), day_of_iso(end))
     n_sales = sum(e.topic == "sales" for e in events)
     print(f"replaying {start}..{end}: {n_sales:,} real sales events and "
           f"{len(events) - n_sales:,} SIMULATED page-view events, model {settings.model}")
@@ -73,7 +73,7 @@ def ensure_checkpoint(settings: Settings) -> None:
     path = settings.checkpoint_path
     if path is None or (path / "config.json").exists():
         return
-    from models.training import TrainSettings, checkpoint_record, train
+    from mqstream.models.training import TrainSettings, checkpoint_record, train
 
     print(f"no checkpoint at {path}: training {settings.model} on data up to {TRAIN_CUTOFF} "
           "(once; under 15 minutes on 2 cores), sales, prices and calendar only")
@@ -130,7 +130,7 @@ def _summary(settings: Settings, n_events: int) -> None:
     print(f"  forecasts published  {len(forecasts):,}")
     print(f"  errors published     {sum(len(v) for v in losses.values()):,} (item, origin, target) records")
     print("  mean pinball loss by horizon (units, averaged over quantiles 0.1..0.9):")
-    for lo, hi in BUCKETS:
+    for lo, hi in HORIZON_BUCKETS.values():
         values = [v for h in range(lo, hi + 1) for v in losses.get(h, [])]
         shown = f"{np.mean(values):.3f} over {len(values):,} scored forecasts" if values else "no target closed yet"
         print(f"    {lo:>2}-{hi:<2} days  {shown}")

@@ -21,10 +21,10 @@ import orjson
 from mqstream.config import Settings
 from mqstream.demo import demo_events, ensure_checkpoint, follow
 from mqstream.local_broker import LocalBroker, alive, port_open, terminate
-from streams.offsets import end_offsets
-from streams.replay import send
-from streams.runner import spawn_worker
-from streams.topics import create_topics
+from mqstream.streams.offsets import end_offsets
+from mqstream.streams.replay import send
+from mqstream.streams.runner import spawn_worker
+from mqstream.streams.topics import create_topics
 
 RULES = Path(__file__).resolve().parents[1] / "docker" / "alerts.yml"  # the deployment's alert rules
 STOP_SECONDS = 60.0  # a worker flushes its state on SIGTERM; past this it is killed

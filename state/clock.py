@@ -11,8 +11,8 @@ events of D arriving before that are applied, later ones are too late.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from mqstream.periods import DAY_SECONDS
 
-from models.protocol import DAY_SECONDS
 
 
 def closed_through(watermark: int, lateness: int) -> int:

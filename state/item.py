@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import orjson
 
-from models.protocol import DAY_SECONDS, ItemInfo
+from mqstream.periods import DAY_SECONDS
+from mqstream.models.protocol import ItemInfo
 
 # bucket columns; history keeps the first three. The day's price is that of its latest priced
 # line (PRICE_TS; ties: the higher price), so it does not depend on the order of arrival.

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.protocol import ErrorRecord
+from mqstream.models.protocol import ErrorRecord
 
 NO_ORIGIN = -1
 DECIMALS = 3  # of every published forecast value
@@ -101,8 +101,3 @@ class ForecastLedger:
 def _narrowest(low: int, high: int) -> type:
     return next(w for w in WIDTHS if np.iinfo(w).min <= low and high <= np.iinfo(w).max)
 
-
-def pinball(actual: float, forecast: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
-    """Pinball loss per quantile: max(q·(y−f), (q−1)·(y−f))."""
-    diff = actual - forecast
-    return np.maximum(quantiles * diff, (quantiles - 1.0) * diff)

@@ -10,9 +10,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from models.protocol import ErrorRecord, ItemInfo, Period, QuantileForecaster
-from state.item import N_HISTORY, UNITS, VIEWS, ItemModel, ItemState
-from state.ledger import DECIMALS, ForecastLedger, published
+from mqstream.models.protocol import ErrorRecord, ItemInfo, Period, QuantileForecaster
+from mqstream.state.item import N_HISTORY, UNITS, VIEWS, ItemModel, ItemState
+from mqstream.state.ledger import DECIMALS, ForecastLedger, published
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,10 @@ from typing import Sequence
 import numpy as np
 import orjson
 
-from models.protocol import QuantileForecaster
-from state.refresh import IssuedForecast
-from streams.messages import SCHEMA_VERSION, day_iso
+from mqstream.periods import iso_of_day
+from mqstream.models.protocol import QuantileForecaster
+from mqstream.state.refresh import IssuedForecast
+from mqstream.streams.messages import SCHEMA_VERSION
 
 WEEK = 7
 P50_MOVED = "p50_7d_moved"
@@ -105,7 +106,7 @@ def change_message(change: MaterialChange, rule: ChangeRule, model: QuantileFore
 
 
 def _totals(totals: WeekTotals) -> dict:
-    return {"origin": day_iso(totals.origin), "p50_7d": totals.p50, "p90_7d": totals.p90}
+    return {"origin": iso_of_day(totals.origin), "p50_7d": totals.p50, "p90_7d": totals.p90}
 
 
 def _column(quantiles: Sequence[float], q: float) -> int:

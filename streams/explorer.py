@@ -40,12 +40,12 @@ from typing import Coroutine, TypeVar
 import numpy as np
 import orjson
 
-from state.item import UNITS, ItemState
-from state.ledger import pinball
-from state.refresh import IssuedForecast, ScoredDay
-from streams.lookup import Answer, ForecastLookup, on_loop
-from streams.messages import day_iso
-from streams.metrics import BucketQuality, QualityWindow
+from mqstream.periods import iso_of_day
+from mqstream.state.item import UNITS, ItemState
+from mqstream.models.scores import pinball_loss
+from mqstream.state.refresh import IssuedForecast, ScoredDay
+from mqstream.streams.lookup import Answer, ForecastLookup, on_loop
+from mqstream.streams.metrics import BucketQuality, QualityWindow
 
 MAX_RESULTS = 50  # a search lists at most this many items
 SCAN_SLICE = 1000  # items scanned between two yields to the event loop
@@ -187,7 +187,7 @@ def item_page(view: ItemView) -> bytes:
     if view.forecast is None:
         chart = "<p>No forecast yet: the item's first day has not closed.</p>"
     else:
-        chart = (f"<h2>Forecast from {day_iso(view.forecast.origin)}</h2>"
+        chart = (f"<h2>Forecast from {iso_of_day(view.forecast.origin)}</h2>"
                  "<div class=chart><canvas id=fan></canvas></div>"
                  f"<script type=application/json id=fan-data>{_script_json(fan_series(view))}</script>"
                  f"<script src=\"/explorer/static/{CHART_JS}\"></script><script>{FAN_JS}</script>")
@@ -212,7 +212,7 @@ def fan_series(view: ItemView) -> dict:
     days = range(view.first_actual, forecast.origin + horizons + 1)
     gap = [None] * n_actual
     return {
-        "labels": [day_iso(day) for day in days],
+        "labels": [iso_of_day(day) for day in days],
         "actual": view.actuals.tolist() + [None] * horizons,
         "low": gap + forecast.values[:, low].tolist(),
         "mid": gap + forecast.values[:, mid].tolist(),
@@ -231,9 +231,9 @@ def _scored_table(view: ItemView) -> str:
     rows = []
     for scored in reversed(view.scored[-RECENT_TARGETS:]):
         newest = scored.records[-1]  # the shortest horizon
-        loss = np.mean([pinball(scored.actual, r.forecast, q).mean() for r in scored.records])
+        loss = np.mean([pinball_loss(scored.actual, r.forecast, q).mean() for r in scored.records])
         band = " · ".join(_num(newest.forecast[i]) for i in (low, mid, high))
-        rows.append(f"<tr><td>{day_iso(scored.target)}</td><td>{_num(scored.actual)}</td>"
+        rows.append(f"<tr><td>{iso_of_day(scored.target)}</td><td>{_num(scored.actual)}</td>"
                     f"<td>{len(scored.records):,}</td><td>{loss:.3f}</td><td>{newest.horizon}</td><td>{band}</td></tr>")
     return ("<h2>Recent scored forecasts</h2><table id=scored><thead><tr><th>Target day</th><th>Actual</th>"
             "<th>Forecasts scored</th><th>Mean pinball loss</th><th>Latest forecast's horizon</th>"

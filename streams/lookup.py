@@ -17,11 +17,11 @@ from typing import Callable, Coroutine, Iterator, TypeVar
 import faust
 import orjson
 
-from models.protocol import QuantileForecaster
-from state.item import UNITS, ItemModel, ItemState
-from state.ledger import ForecastLedger
-from state.refresh import IssuedForecast, RefreshPolicy, ScoredDay
-from streams import messages
+from mqstream.models.protocol import QuantileForecaster
+from mqstream.state.item import UNITS, ItemModel, ItemState
+from mqstream.state.ledger import ForecastLedger
+from mqstream.state.refresh import IssuedForecast, RefreshPolicy, ScoredDay
+from mqstream.streams import messages
 
 ROUTE = re.compile(r"^/forecasts/(?P<item>[^/?#]+)(?P<errors>/errors)?/?$")
 Answer = tuple[int, bytes, dict[str, str]]

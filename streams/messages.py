@@ -6,20 +6,12 @@ import datetime as dt
 import numpy as np
 import orjson
 
-from models.protocol import QuantileForecaster
-from state.ledger import pinball
-from state.refresh import IssuedForecast, ScoredDay
+from mqstream.periods import iso_of_day
+from mqstream.models.protocol import QuantileForecaster
+from mqstream.models.scores import pinball_loss
+from mqstream.state.refresh import IssuedForecast, ScoredDay
 
 SCHEMA_VERSION = 1
-EPOCH = dt.date(1970, 1, 1)
-
-
-def day_iso(day: int) -> str:
-    return (EPOCH + dt.timedelta(days=day)).isoformat()
-
-
-def iso_day(text: str) -> int:
-    return (dt.date.fromisoformat(text) - EPOCH).days
 
 
 def headers(model: QuantileForecaster) -> list[tuple[str, bytes]]:
@@ -31,7 +23,7 @@ def forecast_message(issued: IssuedForecast, model: QuantileForecaster, created_
     return orjson.dumps({
         "schema_version": SCHEMA_VERSION,
         "item_id": issued.item_id,
-        "origin": day_iso(issued.origin),
+        "origin": iso_of_day(issued.origin),
         "horizons": list(range(1, model.horizons + 1)),
         "quantiles": list(model.quantiles),
         "values": issued.values.tolist(),  # (horizon, quantile)
@@ -43,14 +35,14 @@ def forecast_message(issued: IssuedForecast, model: QuantileForecaster, created_
 def error_message(scored: ScoredDay, model: QuantileForecaster, created_at: str, decimals: int) -> bytes:
     q = np.asarray(model.quantiles)
     forecasts = np.round(np.stack([r.forecast for r in scored.records]).astype(np.float64), decimals)
-    losses = np.stack([pinball(scored.actual, f, q) for f in forecasts])
+    losses = np.stack([pinball_loss(scored.actual, f, q) for f in forecasts])
     return orjson.dumps({
         "schema_version": SCHEMA_VERSION,
         "item_id": scored.item_id,
-        "target": day_iso(scored.target),
+        "target": iso_of_day(scored.target),
         "actual": scored.actual,
         "quantiles": list(model.quantiles),
-        "origins": [day_iso(r.origin) for r in scored.records],
+        "origins": [iso_of_day(r.origin) for r in scored.records],
         "horizons": [r.horizon for r in scored.records],
         "forecasts": forecasts.tolist(),  # (record, quantile)
         "pinball": np.round(losses, 6).tolist(),  # (record, quantile)

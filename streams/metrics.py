@@ -15,15 +15,9 @@ from typing import Callable
 import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
-HORIZON_BUCKETS = ((1, 7), (8, 14), (15, 28))
+from mqstream.models.scores import HORIZON_BUCKETS, OTHER_HORIZONS, bucket_of
+
 QUALITY_WINDOW_DAYS = 7  # rolling forecast quality is computed over the last week of targets
-
-
-def bucket_of(horizon: int) -> str:
-    for lo, hi in HORIZON_BUCKETS:
-        if lo <= horizon <= hi:
-            return f"{lo}-{hi}"
-    return "other"
 
 
 class WorkerMetrics:
@@ -104,7 +98,7 @@ class QualityWindow:
         for per_bucket in self.days.values():
             for bucket, sums in per_bucket.items():
                 totals[bucket] = totals.get(bucket, 0) + sums
-        order = [f"{lo}-{hi}" for lo, hi in HORIZON_BUCKETS] + ["other"]
+        order = [*HORIZON_BUCKETS, OTHER_HORIZONS]
         return {bucket: BucketQuality(2 * sums[: len(self.quantiles)] / max(sums[-3], 1e-9),
                                       sums[-2] / max(sums[-1], 1), int(sums[-1]))
                 for bucket, sums in sorted(totals.items(), key=lambda pair: order.index(pair[0]))}

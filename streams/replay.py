@@ -12,12 +12,12 @@ import pandas as pd
 from kafka import KafkaProducer
 from tqdm import tqdm
 
-from models.dataset import daily_series, load_transactions, to_day
-from models.pageviews import simulate_views
-from models.protocol import DAY_SECONDS
+from mqstream.periods import DAY_SECONDS, day_of_ts
+from mqstream.models.dataset import daily_series, load_transactions
+from mqstream.models.pageviews import simulate_views
 from mqstream.config import Settings
 from mqstream.kafka_auth import kafka_options
-from streams.worker import CONTROL_HEADER
+from mqstream.streams.worker import CONTROL_HEADER
 
 VIEWS_HOUR = 12  # a day's simulated views are sent as one event at noon
 
@@ -49,7 +49,7 @@ def real_view_events(views: pd.DataFrame) -> Iterator[ReplayEvent]:
 
 def view_events(tx: pd.DataFrame, first_day: int, last_day: int) -> list[ReplayEvent]:
     """Simulated page views (see models/pageviews.py) of every item sold in the window."""
-    items = np.array(sorted(tx.loc[to_day(tx["ts"]).between(first_day, last_day), "item_id"].unique()))
+    items = np.array(sorted(tx.loc[day_of_ts(tx["ts"]).between(first_day, last_day), "item_id"].unique()))
     series = daily_series(tx, items, first_day, last_day)
     views = simulate_views(series.items, series.units, first_day)
     events = []
@@ -67,10 +67,10 @@ def replay_events(first_day: int, last_day: int, tx: pd.DataFrame | None = None,
     The views are ``real_views`` (a page-views file's rows) when given, else simulated;
     none without ``views``."""
     tx = load_transactions() if tx is None else tx
-    window = tx[to_day(tx["ts"]).between(first_day, last_day)]
+    window = tx[day_of_ts(tx["ts"]).between(first_day, last_day)]
     events = list(sale_events(window))
     if views and real_views is not None:
-        events += real_view_events(real_views[to_day(real_views["ts"]).between(first_day, last_day)])
+        events += real_view_events(real_views[day_of_ts(real_views["ts"]).between(first_day, last_day)])
     elif views:
         events += view_events(tx, first_day, last_day)
     events.sort(key=lambda e: e.ts)  # stable: file order within a minute

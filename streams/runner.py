@@ -13,11 +13,11 @@ from faust.worker import Worker
 
 from mqstream.config import Settings
 from mqstream.local_broker import free_port
-from streams.explorer import ForecastExplorer
-from streams.lookup import ForecastLookup
-from streams.topics import create_topics
-from streams.metrics import serve
-from streams.worker import build_app, is_ready, load_model
+from mqstream.streams.explorer import ForecastExplorer
+from mqstream.streams.lookup import ForecastLookup
+from mqstream.streams.topics import create_topics
+from mqstream.streams.metrics import serve
+from mqstream.streams.worker import build_app, is_ready, load_model
 
 
 def run_worker(settings: Settings, loglevel: str = "warn") -> int:

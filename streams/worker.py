@@ -17,22 +17,23 @@ import numpy as np
 import orjson
 from faust.types import Message
 
-import streams.store  # noqa: F401  registers the partitioned-rocksdb store
-from models.dataset import is_demand
-from models.registry import load_model as from_registry
-from models.protocol import DAY_SECONDS, ErrorRecord, QuantileForecaster
+import mqstream.streams.store  # noqa: F401  registers the partitioned-rocksdb store
+from mqstream.periods import DAY_SECONDS, day_of_iso, iso_of_day
+from mqstream.models.dataset import is_demand
+from mqstream.models.registry import load_model as from_registry
+from mqstream.models.protocol import ErrorRecord, QuantileForecaster
 from mqstream.config import Settings
 from mqstream.kafka_auth import faust_credentials
-from state.clock import PartitionClock
-from state.item import RETURNS, UNITS, VIEWS, ItemModel, ItemState
-from state.ledger import pinball
-from state.refresh import Refresh, RefreshPolicy, close_items, is_dormant, new_item, new_model, take_errors
-from streams import ingest, messages
-from streams.changes import ChangeRule, change_message, material_change
-from streams.metrics import QualityWindow, WorkerMetrics
-from streams.events import PageView, Rejection, Sale, parse_page_view, parse_sale
-from streams.store import SCHEME
-from streams.topics import topic_names
+from mqstream.state.clock import PartitionClock
+from mqstream.state.item import RETURNS, UNITS, VIEWS, ItemModel, ItemState
+from mqstream.models.scores import pinball_loss
+from mqstream.state.refresh import Refresh, RefreshPolicy, close_items, is_dormant, new_item, new_model, take_errors
+from mqstream.streams import ingest, messages
+from mqstream.streams.changes import ChangeRule, change_message, material_change
+from mqstream.streams.metrics import QualityWindow, WorkerMetrics
+from mqstream.streams.events import PageView, Rejection, Sale, parse_page_view, parse_sale
+from mqstream.streams.store import SCHEME
+from mqstream.streams.topics import topic_names
 
 log = logging.getLogger("mqstream.worker")
 RAW = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
@@ -145,8 +146,8 @@ class Processor:
     async def _take_errors(self, message: Message) -> None:
         """Errors read back from ``forecast-errors``: into the item's error memory, once."""
         body = orjson.loads(message.value)
-        target = messages.iso_day(body["target"])
-        records = [ErrorRecord(messages.iso_day(o), target, body["actual"], np.asarray(f, np.float32))
+        target = day_of_iso(body["target"])
+        records = [ErrorRecord(day_of_iso(o), target, body["actual"], np.asarray(f, np.float32))
                    for o, f in zip(body["origins"], body["forecasts"])]
         side = take_errors(self._get(self.sides, message.partition, message.key), target, records, self.model)
         if side is not None:
@@ -254,7 +255,7 @@ class Processor:
         for scored in refresh.scored:
             for record in scored.records:
                 f = record.forecast
-                self.quality.add(scored.target, record.horizon, scored.actual, pinball(scored.actual, f, q),
+                self.quality.add(scored.target, record.horizon, scored.actual, pinball_loss(scored.actual, f, q),
                                  bool(f[0] <= scored.actual <= f[-1]))
         self.quality.publish(self.metrics)
 
@@ -311,7 +312,7 @@ def _persist_offset(store, sent: asyncio.Future) -> None:
 
 def _check_time(event: Sale | PageView, clock: PartitionClock) -> Sale | PageView | Rejection:
     if clock.is_too_late(event.ts):
-        return Rejection("too_late", f"day {messages.day_iso(event.ts // DAY_SECONDS)} closed "
+        return Rejection("too_late", f"day {iso_of_day(event.ts // DAY_SECONDS)} closed "
                          f"(watermark {clock.watermark}, lateness {clock.lateness}s)")
     if clock.newest and event.ts > clock.newest + MAX_AHEAD_OF_NEWEST:
         return Rejection("ts_too_far_ahead", f"ts {event.ts} is over a week past the newest event {clock.newest}")

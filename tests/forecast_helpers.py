@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 from kafka import KafkaProducer
 
-from models.protocol import ItemInfo, Period
-from models.seasonal_naive import SeasonalNaive
+from mqstream.models.protocol import ItemInfo, Period
+from mqstream.models.seasonal_naive import SeasonalNaive
 from mqstream.config import Settings
-from state.ledger import ForecastLedger
-from state.refresh import IssuedForecast, ScoredDay
-from streams import messages
+from mqstream.state.ledger import ForecastLedger
+from mqstream.state.refresh import IssuedForecast, ScoredDay
+from mqstream.streams import messages
 
 MODEL = SeasonalNaive()
 CREATED_AT = "2011-06-15T06:00:00.000+00:00"

@@ -13,11 +13,11 @@ import orjson
 import numpy as np
 
 from mqstream.config import Settings
-from state.item import ItemModel, ItemState
-from streams.offsets import group_lag, read_topic
-from streams.replay import send
-from streams.runner import spawn_worker
-from streams.topics import create_topics
+from mqstream.state.item import ItemModel, ItemState
+from mqstream.streams.offsets import group_lag, read_topic
+from mqstream.streams.replay import send
+from mqstream.streams.runner import spawn_worker
+from mqstream.streams.topics import create_topics
 
 
 def fresh_settings(base: Settings, tmp: Path, **changes) -> Settings:

@@ -8,7 +8,7 @@ from typing import Callable, Iterator
 
 import orjson
 
-from streams.metrics import WorkerMetrics, serve
+from mqstream.streams.metrics import WorkerMetrics, serve
 
 Answer = tuple[int, bytes, dict[str, str]]  # status, body, headers, as streams.lookup answers
 NOT_FOUND = (404, orjson.dumps({"error": "no forecast of this item yet"}), {})

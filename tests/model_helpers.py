@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.dataset import daily_series, load_transactions
-from models.pageviews import simulate_views
+from mqstream.models.dataset import daily_series, load_transactions
+from mqstream.models.pageviews import simulate_views
 
 
 @pytest.fixture(scope="module")

@@ -6,17 +6,18 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from models.backtest import (BacktestSplit, StreamingReplay, day_of, history_until, leaked_origins,
-                             prepare, run_method)
-from models.dataset import DailySeries
-from models.evaluate import (_comparisons, _over_seeds, configure_parser, per_seed_differences, run as evaluate_run,
-                             verdict)
-from models.metrics import HORIZON_BUCKETS
-from models.pageviews import simulate_views
-from models.seasonal_naive import SeasonalNaive
-from state.refresh import RefreshPolicy
+from mqstream.periods import day_of_iso
+from mqstream.models.backtest import (BacktestSplit, StreamingReplay, history_until, leaked_origins, prepare,
+                                      run_method)
+from mqstream.models.dataset import DailySeries
+from mqstream.models.evaluate import (_comparisons, _over_seeds, configure_parser, per_seed_differences, run as evaluate_run,
+                                      verdict)
+from mqstream.models.scores import HORIZON_BUCKETS
+from mqstream.models.pageviews import simulate_views
+from mqstream.models.seasonal_naive import SeasonalNaive
+from mqstream.state.refresh import RefreshPolicy
 
-START = day_of("2011-01-03")
+START = day_of_iso("2011-01-03")
 
 
 def synthetic_series(n_items: int = 4, days: int = 140, seed: int = 0) -> tuple[DailySeries, np.ndarray]:

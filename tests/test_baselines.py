@@ -3,13 +3,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from models.backtest import BacktestSplit, day_of, leaked_origins, prepare, run_method
-from models.baselines import (AutoETSBaseline, AutoETSConfig, FeatureBuilder, LightGBMBaseline,
-                              QuantileForestBaseline, TreeBaselineConfig, ZeroForecast)
-from models.dataset import DailySeries
-from models.pageviews import simulate_views
+from mqstream.periods import day_of_iso
+from mqstream.models.backtest import BacktestSplit, leaked_origins, prepare, run_method
+from mqstream.models.baselines import (AutoETSBaseline, AutoETSConfig, FeatureBuilder, LightGBMBaseline,
+                                       QuantileForestBaseline, TreeBaselineConfig, ZeroForecast)
+from mqstream.models.dataset import DailySeries
+from mqstream.models.pageviews import simulate_views
 
-START = day_of("2010-11-01")
+START = day_of_iso("2010-11-01")
 DAYS = 200
 HORIZONS = 3
 LEVELS = (0.1, 0.5, 0.9)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from models.metrics import calibration, coverage_80
+from mqstream.models.scores import calibration, coverage_80
 
 LEVELS = (0.1, 0.5, 0.9)
 DECILES = tuple(np.round(np.arange(1, 10) / 10, 1))

@@ -5,11 +5,11 @@ import numpy as np
 import orjson
 import pytest
 
-from models.protocol import DEFAULT_QUANTILES
+from mqstream.models.protocol import DEFAULT_QUANTILES
 from mqstream.schemas import validate
-from state.refresh import IssuedForecast
-from streams.changes import (P50_MOVED, P90_CROSSED_STOCK, ChangeRule, WeekTotals, change_message,
-                             material_change, week_totals)
+from mqstream.state.refresh import IssuedForecast
+from mqstream.streams.changes import (P50_MOVED, P90_CROSSED_STOCK, ChangeRule, WeekTotals, change_message,
+                                      material_change, week_totals)
 from tests.forecast_helpers import CREATED_AT, MODEL, issued
 
 Q = DEFAULT_QUANTILES

@@ -9,13 +9,13 @@ import numpy as np
 import orjson
 import pytest
 
+from mqstream.periods import iso_of_day
 from mqstream.bootstrap import BrokerUnreachable
 from mqstream.client import Forecast, ForecastChange, ForecastClient, LookupUnavailable, interpolate
 from mqstream.local_broker import free_port
 from mqstream.schemas import InvalidMessage
-from streams.changes import ChangeRule, change_message, material_change
-from streams.messages import day_iso
-from streams.topics import create_topics
+from mqstream.streams.changes import ChangeRule, change_message, material_change
+from mqstream.streams.topics import create_topics
 from tests.forecast_helpers import CREATED_AT, MODEL, error_bytes, forecast_bytes, issued, produce
 from tests.kafka_helpers import fresh_settings
 from tests.lookup_helpers import errors_answer, lookups, worker_answering
@@ -116,8 +116,8 @@ def test_errors_come_from_the_worker_lookup_by_target_day():
     with lookups({"/forecasts/A/errors": answer}) as (redirecting, _):
         client = ForecastClient(no_broker(), lookup_url=redirecting, validate=True)
         got, unknown = client.errors("A"), client.errors("NOPE")
-    assert [(e.target, e.actual) for e in got] == [(dt.date.fromisoformat(day_iso(ORIGIN - 1)), 2.0),
-                                                   (dt.date.fromisoformat(day_iso(ORIGIN)), 3.0)]
+    assert [(e.target, e.actual) for e in got] == [(dt.date.fromisoformat(iso_of_day(ORIGIN - 1)), 2.0),
+                                                   (dt.date.fromisoformat(iso_of_day(ORIGIN)), 3.0)]
     assert unknown == []
 
 
@@ -164,7 +164,7 @@ def test_latest_holds_exactly_the_last_forecast_of_every_item(topics):
     current = client.latest(timeout=60)
     assert sorted(current) == sorted(items[:3])  # the tombstone removed GONE
     for item, f in current.items():
-        assert f.item_id == item and f.origin == dt.date.fromisoformat(day_iso(ORIGIN + 3))
+        assert f.item_id == item and f.origin == dt.date.fromisoformat(iso_of_day(ORIGIN + 3))
         np.testing.assert_array_equal(f.values, issued(item, ORIGIN + 3, seed=3).values)
     assert list(client.latest(item="POST")) == ["POST"]
     assert client.latest(item="NEVER") == {}
@@ -195,10 +195,10 @@ def test_updates_start_at_the_end_as_of_the_call_unless_asked_from_the_beginning
     client = ForecastClient(topics.kafka_bootstrap, topics.topic_prefix)
     upcoming = client.updates(idle_timeout=3)
     produce(topics, "forecasts", [(item, forecast_bytes(issued(item, ORIGIN + 1))) for item in ("A", "B")])
-    assert sorted((f.item_id, f.origin.isoformat()) for f in upcoming) == [("A", day_iso(ORIGIN + 1)),
-                                                                         ("B", day_iso(ORIGIN + 1))]
+    assert sorted((f.item_id, f.origin.isoformat()) for f in upcoming) == [("A", iso_of_day(ORIGIN + 1)),
+                                                                         ("B", iso_of_day(ORIGIN + 1))]
     everything = client.updates(from_beginning=True, item="A", idle_timeout=3)
-    assert sorted(f.origin.isoformat() for f in everything) == [day_iso(ORIGIN), day_iso(ORIGIN + 1)]
+    assert sorted(f.origin.isoformat() for f in everything) == [iso_of_day(ORIGIN), iso_of_day(ORIGIN + 1)]
 
 
 @pytest.mark.consumers
@@ -210,7 +210,7 @@ def test_a_group_reads_changes_once(topics):
     client = ForecastClient(topics.kafka_bootstrap, topics.topic_prefix, validate=True)
     [got] = client.changes(group_id=f"{topics.app_id}-planner", from_beginning=True, idle_timeout=8)
     assert isinstance(got, ForecastChange) and got.reasons == ("p50_7d_moved",)
-    assert got.before.p50_7d == change.before.p50 and got.after.origin == dt.date.fromisoformat(day_iso(ORIGIN + 1))
+    assert got.before.p50_7d == change.before.p50 and got.after.origin == dt.date.fromisoformat(iso_of_day(ORIGIN + 1))
     assert list(client.changes(group_id=f"{topics.app_id}-planner", from_beginning=True, idle_timeout=8)) == []
 
 
@@ -224,8 +224,8 @@ def test_errors_of_an_item_come_by_target_day_once_each(topics):
         ("A", error_bytes("A", ORIGIN, 3.0, earlier)),  # repeated after a worker crash
     ])
     got = ForecastClient(topics.kafka_bootstrap, topics.topic_prefix).errors("A", timeout=60)
-    assert [(e.target, e.actual) for e in got] == [(dt.date.fromisoformat(day_iso(ORIGIN - 1)), 2.0),
-                                                   (dt.date.fromisoformat(day_iso(ORIGIN)), 3.0)]
+    assert [(e.target, e.actual) for e in got] == [(dt.date.fromisoformat(iso_of_day(ORIGIN - 1)), 2.0),
+                                                   (dt.date.fromisoformat(iso_of_day(ORIGIN)), 3.0)]
     assert got[1].horizons == (2, 1) and got[1].forecasts.shape == (2, 9)
 
 

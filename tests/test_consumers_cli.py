@@ -11,10 +11,10 @@ import numpy as np
 import orjson
 import pytest
 
+from mqstream.periods import iso_of_day
 from mqstream.config import Settings
 from mqstream.local_broker import free_port
-from streams.messages import day_iso
-from streams.topics import create_topics
+from mqstream.streams.topics import create_topics
 from tests.forecast_helpers import MODEL, error_bytes, forecast_bytes, issued, produce
 from tests.kafka_helpers import fresh_settings
 from tests.lookup_helpers import errors_answer, lookups
@@ -72,11 +72,11 @@ def test_show_prints_the_current_forecast_at_a_few_horizons(topics):
     run = mqstream(topics, "show", "A")
     assert run.returncode == 0, run.stderr
     title, header, *rows, total = run.stdout.splitlines()
-    assert title.startswith(f"item A  origin {day_iso(ORIGIN)}  model {MODEL.name} {MODEL.version}")
+    assert title.startswith(f"item A  origin {iso_of_day(ORIGIN)}  model {MODEL.name} {MODEL.version}")
     assert header.split() == ["horizon", "day", "p10", "p50", "p90"]
     v = current.values
     assert [row.split() for row in rows] == [
-        [str(h), day_iso(ORIGIN + h), f"{v[h - 1, P10]:.2f}", f"{v[h - 1, P50]:.2f}", f"{v[h - 1, P90]:.2f}"]
+        [str(h), iso_of_day(ORIGIN + h), f"{v[h - 1, P10]:.2f}", f"{v[h - 1, P50]:.2f}", f"{v[h - 1, P90]:.2f}"]
         for h in (1, 2, 3, 7, 14, 21, 28)]
     assert total.split() == ["1-7", "total", *(f"{v[:7, j].sum():.2f}" for j in (P10, P50, P90))]
 
@@ -110,7 +110,7 @@ def test_show_plot_asks_the_worker_and_needs_no_broker_then(tmp_path):
     with lookups(answers) as (redirecting, _):
         run = mqstream(closed, "show", "A", "--plot", str(png), "--worker", redirecting)
     assert run.returncode == 0 and run.stderr == "", run.stderr
-    assert run.stdout.startswith(f"item A  origin {day_iso(ORIGIN)}")
+    assert run.stdout.startswith(f"item A  origin {iso_of_day(ORIGIN)}")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -119,6 +119,6 @@ def test_show_reads_kafka_when_no_worker_answers_and_says_so(topics):
     worker = f"http://127.0.0.1:{free_port()}"
     run = mqstream(topics, "show", "A", "--worker", worker)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.startswith(f"item A  origin {day_iso(ORIGIN)}")
+    assert run.stdout.startswith(f"item A  origin {iso_of_day(ORIGIN)}")
     assert run.stderr.startswith(f"mqstream: no worker answers at {worker}/forecasts/A ")
     assert run.stderr.rstrip().endswith("reading the item's partitions in Kafka instead")

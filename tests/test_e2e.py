@@ -6,16 +6,16 @@ import numpy as np
 import orjson
 import pytest
 
-from models.dataset import daily_series, demand_mask, load_transactions, to_day
-from state.item import RETURNS, UNITS, VIEWS
-from state.ledger import pinball
-from streams.messages import iso_day
-from streams.replay import replay_events
+from mqstream.periods import day_of_iso, day_of_ts
+from mqstream.models.dataset import daily_series, demand_mask, load_transactions
+from mqstream.state.item import RETURNS, UNITS, VIEWS
+from mqstream.models.scores import pinball_loss
+from mqstream.streams.replay import replay_events
 from tests.kafka_helpers import fresh_settings, outputs, run_to_the_end, table_state
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 # Three weeks of the November peak: over 50,000 real sales lines in few days (few day closes).
-FIRST, LAST = iso_day("2010-11-01"), iso_day("2010-11-21")
+FIRST, LAST = day_of_iso("2010-11-01"), day_of_iso("2010-11-21")
 QUANTILES = np.arange(1, 10) / 10
 
 
@@ -43,7 +43,7 @@ def test_replay_is_at_least_fifty_thousand_real_sales(events):
 
 def test_every_item_sold_in_the_period_gets_well_formed_forecasts(replayed, transactions):
     _, _, forecasts, _ = replayed
-    window = transactions[to_day(transactions["ts"]).between(FIRST, LAST) & demand_mask(transactions)]
+    window = transactions[day_of_ts(transactions["ts"]).between(FIRST, LAST) & demand_mask(transactions)]
     forecast_items = {item for item, _ in forecasts}
     assert set(window["item_id"]) <= forecast_items
     for body in forecasts.values():
@@ -54,7 +54,7 @@ def test_every_item_sold_in_the_period_gets_well_formed_forecasts(replayed, tran
         assert values.shape == (28, 9)
         assert (np.diff(values, axis=1) >= 0).all() and (values >= 0).all()
         assert body["model"]["name"] == "seasonal-naive" and body["model"]["version"]
-        assert FIRST <= iso_day(body["origin"]) <= LAST
+        assert FIRST <= day_of_iso(body["origin"]) <= LAST
         assert body["created_at"].endswith("+00:00")
 
 
@@ -66,8 +66,8 @@ def test_state_daily_totals_equal_totals_from_the_file(replayed, transactions, e
         if e.topic == "page-views":
             body = orjson.loads(e.value)
             views[(body["item_id"], body["ts"] // 86400)] = body["views"]
-    returns = transactions[to_day(transactions["ts"]).between(FIRST, LAST) & (transactions["quantity"] < 0)]
-    returned = returns.groupby(["item_id", to_day(returns["ts"])])["quantity"].sum()
+    returns = transactions[day_of_ts(transactions["ts"]).between(FIRST, LAST) & (transactions["quantity"] < 0)]
+    returned = returns.groupby(["item_id", day_of_ts(returns["ts"])])["quantity"].sum()
     for i, item in enumerate(expected.items):
         np.testing.assert_allclose(state[item].daily(UNITS, FIRST, LAST), expected.units[i], err_msg=item)
         got_views = state[item].daily(VIEWS, FIRST, LAST)
@@ -84,14 +84,14 @@ def test_forecast_errors_equal_an_offline_scoring_of_the_published_forecasts(rep
     actual = daily_series(transactions, np.array(sorted(state)), FIRST, LAST)
     row = {item: i for i, item in enumerate(actual.items)}
     published = {key: np.array(body["values"]) for key, body in forecasts.items()}
-    expected_records = sum(min(28, LAST - iso_day(origin)) for _, origin in forecasts)
+    expected_records = sum(min(28, LAST - day_of_iso(origin)) for _, origin in forecasts)
     scored_records = 0
     for (item, target), body in errors.items():
-        y = float(actual.units[row[item], iso_day(target) - FIRST])
+        y = float(actual.units[row[item], day_of_iso(target) - FIRST])
         assert body["actual"] == pytest.approx(y), (item, target)
         offline = np.stack([published[(item, o)][h - 1] for o, h in zip(body["origins"], body["horizons"])])
-        assert [iso_day(target) - iso_day(o) for o in body["origins"]] == body["horizons"]
+        assert [day_of_iso(target) - day_of_iso(o) for o in body["origins"]] == body["horizons"]
         np.testing.assert_allclose(body["forecasts"], offline, atol=1e-6, err_msg=f"{item} {target}")
-        np.testing.assert_allclose(body["pinball"], pinball(y, offline, QUANTILES), atol=1e-5)
+        np.testing.assert_allclose(body["pinball"], pinball_loss(y, offline, QUANTILES), atol=1e-5)
         scored_records += len(body["origins"])
     assert scored_records == expected_records  # every forecast of every closed target, once

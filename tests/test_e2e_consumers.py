@@ -17,19 +17,19 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 
-from models.dataset import daily_series, load_transactions, to_day
+from mqstream.periods import day_of_iso, day_of_ts
+from mqstream.models.dataset import daily_series, load_transactions
 from mqstream.client import ForecastClient
 from mqstream.schemas import validate, validate_headers
-from state.refresh import IssuedForecast
-from streams.changes import ChangeRule, material_change
-from streams.messages import iso_day
-from streams.offsets import end_offsets
-from streams.replay import replay_events, send
-from streams.topics import create_topics
+from mqstream.state.refresh import IssuedForecast
+from mqstream.streams.changes import ChangeRule, material_change
+from mqstream.streams.offsets import end_offsets
+from mqstream.streams.replay import replay_events, send
+from mqstream.streams.topics import create_topics
 from tests.kafka_helpers import fresh_settings, latest_by, read_topic, start_worker, stop_worker, wait_caught_up
 
 pytestmark = [pytest.mark.e2e, pytest.mark.consumers, pytest.mark.slow]
-FIRST, LAST = iso_day("2011-03-01"), iso_day("2011-03-06")
+FIRST, LAST = day_of_iso("2011-03-01"), day_of_iso("2011-03-06")
 HORIZONS = 28
 
 
@@ -55,7 +55,7 @@ def served(kafka_settings, tmp_path_factory):
 def forecasts_by_item(settings) -> dict[str, dict[int, np.ndarray]]:
     out: dict[str, dict[int, np.ndarray]] = {}
     for (item, origin), body in latest_by(read_topic(settings, settings.topic("forecasts")), "item_id", "origin").items():
-        out.setdefault(item, {})[iso_day(origin)] = np.array(body["values"])
+        out.setdefault(item, {})[day_of_iso(origin)] = np.array(body["values"])
     return out
 
 
@@ -81,7 +81,7 @@ def test_a_new_reader_of_the_compacted_topic_gets_exactly_the_current_forecast_o
     assert latest.keys() == published.keys()
     for item, forecast in latest.items():
         newest = max(published[item])
-        assert iso_day(forecast.origin.isoformat()) == newest
+        assert day_of_iso(forecast.origin.isoformat()) == newest
         np.testing.assert_allclose(forecast.values, published[item][newest])
 
 
@@ -99,7 +99,7 @@ def test_change_events_are_exactly_those_the_rule_gives_for_the_published_foreca
             if change is not None:
                 expected[(item, origin)] = sorted(change.reasons)
             previous = current
-    got = {(item, iso_day(after)): sorted(body["reasons"]) for (item, after), body in
+    got = {(item, day_of_iso(after)): sorted(body["reasons"]) for (item, after), body in
            latest_by_after(read_topic(settings, settings.topic("forecast-changes"))).items()}
     assert got == expected
     assert {r for reasons in got.values() for r in reasons} == {"p50_7d_moved", "p90_7d_crossed_stock"}
@@ -142,8 +142,8 @@ def test_each_worker_answers_for_its_items_and_redirects_to_the_owner_of_the_oth
 def test_the_errors_lookup_equals_the_published_errors_of_the_kept_forecasts(served):
     settings, urls = served
     errors = latest_by(read_topic(settings, settings.topic("forecast-errors")), "item_id", "target")
-    last_target = max(iso_day(target) for _, target in errors)
-    items = sorted(item for item, target in errors if iso_day(target) == last_target)[:10]
+    last_target = max(day_of_iso(target) for _, target in errors)
+    items = sorted(item for item, target in errors if day_of_iso(target) == last_target)[:10]
     for item in items:
         status, body, _ = get(f"{urls['w1']}/forecasts/{item}/errors")
         assert status == 200
@@ -177,7 +177,7 @@ def browser():
 @pytest.fixture(scope="module")
 def window_sales():
     tx = load_transactions()
-    return tx[to_day(tx["ts"]).between(FIRST, LAST)]
+    return tx[day_of_ts(tx["ts"]).between(FIRST, LAST)]
 
 
 def test_the_explorer_charts_an_items_forecast_and_actuals_and_redirects_to_its_owner(served, browser, window_sales):
@@ -187,13 +187,13 @@ def test_the_explorer_charts_an_items_forecast_and_actuals_and_redirects_to_its_
     status, forecast, owner = get(f"{urls['w1']}/forecasts/{item}")
     assert status == 200
     owner = owner.rsplit("/forecasts/", 1)[0]
-    values, origin = np.array(forecast["values"]), iso_day(forecast["origin"])
+    values, origin = np.array(forecast["values"]), day_of_iso(forecast["origin"])
     for base in urls.values():  # one of them redirects
         browser.get(f"{base}/explorer/items/{item}")
         assert browser.current_url == f"{owner}/explorer/items/{item}"
         assert browser.find_element(By.TAG_NAME, "h1").text == item
         chart = browser.execute_script(CHART_SERIES)
-        days = [iso_day(label) for label in chart["labels"]]
+        days = [day_of_iso(label) for label in chart["labels"]]
         assert days == list(range(FIRST, origin + HORIZONS + 1))  # the item sold on FIRST
         n_actual = origin - FIRST + 1
         for label, column in (("P10", 0), ("P50", 4), ("P90", 8)):

@@ -6,12 +6,12 @@ import orjson
 import pytest
 import torch
 
-from models.mqcnn import MQCNN, MQCNNConfig
-from models.mqtransformer import MQTransformer, MQTransformerConfig
-from models.training import save_checkpoint
-from streams.messages import iso_day
-from streams.offsets import read_topic
-from streams.replay import replay_events
+from mqstream.periods import day_of_iso
+from mqstream.models.mqcnn import MQCNN, MQCNNConfig
+from mqstream.models.mqtransformer import MQTransformer, MQTransformerConfig
+from mqstream.models.training import save_checkpoint
+from mqstream.streams.offsets import read_topic
+from mqstream.streams.replay import replay_events
 from tests.kafka_helpers import fresh_settings
 from tests.test_e2e import run_to_the_end
 
@@ -24,7 +24,7 @@ def test_the_worker_serves_a_neural_checkpoint(name, kafka_settings, tmp_path):
     torch.manual_seed(0)  # weights do not matter here: serving through the protocol does
     checkpoint = save_checkpoint(tmp_path / name, name, NETWORKS[name](), {"note": "untrained, for a test"})
     settings = fresh_settings(kafka_settings, tmp_path, model=name, checkpoint=str(checkpoint))
-    events = replay_events(iso_day("2010-11-08"), iso_day("2010-11-10"))
+    events = replay_events(day_of_iso("2010-11-08"), day_of_iso("2010-11-10"))
     items = sorted({e.key for e in events})[::10]  # a tenth of the items keeps it quick
     events = [e for e in events if e.key in set(items)]
     run_to_the_end(settings, events)

@@ -1,7 +1,7 @@
 """Validation at the edge: every bad event becomes a Rejection with a reason, never an exception."""
 import pytest
 
-from streams.events import PageView, Rejection, Sale, parse_page_view, parse_sale
+from mqstream.streams.events import PageView, Rejection, Sale, parse_page_view, parse_sale
 
 GOOD = b'{"event_id": "e1", "item_id": "85123A", "ts": 1307000000, "quantity": -2, "price": 2.55, "invoice": "C1"}'
 

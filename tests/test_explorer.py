@@ -7,11 +7,11 @@ import re
 import numpy as np
 import orjson
 
-from models.protocol import DEFAULT_QUANTILES, ErrorRecord
-from state.refresh import IssuedForecast, RefreshPolicy, ScoredDay, new_item
-from streams.explorer import ItemView, fan_series, item_page
-from streams.messages import day_iso
-from streams.metrics import BucketQuality
+from mqstream.periods import iso_of_day
+from mqstream.models.protocol import DEFAULT_QUANTILES, ErrorRecord
+from mqstream.state.refresh import IssuedForecast, RefreshPolicy, ScoredDay, new_item
+from mqstream.streams.explorer import ItemView, fan_series, item_page
+from mqstream.streams.metrics import BucketQuality
 
 DAY, HORIZONS = 15_000, 28
 HOSTILE = 'MUG <img src=x onerror="alert(1)"></script><script>alert(2)</script>'
@@ -43,7 +43,7 @@ def test_the_fan_chart_draws_the_band_from_the_outer_quantiles_and_the_line_from
 
 def test_the_fan_chart_shows_the_actuals_up_to_the_origin_and_the_forecast_after_it():
     fan = fan_series(view_of())
-    assert fan["labels"] == [day_iso(day) for day in range(DAY - 3, DAY + HORIZONS + 1)]  # the origin is DAY
+    assert fan["labels"] == [iso_of_day(day) for day in range(DAY - 3, DAY + HORIZONS + 1)]  # the origin is DAY
     assert fan["actual"] == [1.0, 0.0, 2.0, 4.0] + [None] * HORIZONS
 
 

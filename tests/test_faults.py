@@ -18,18 +18,18 @@ import pytest
 from kafka import KafkaProducer
 from kafka.partitioner import murmur2
 
-from models.dataset import load_transactions
-from state.item import UNITS
-from streams.messages import iso_day
-from streams.replay import ReplayEvent, replay_events, send
-from streams.topics import create_topics
+from mqstream.periods import day_of_iso
+from mqstream.models.dataset import load_transactions
+from mqstream.state.item import UNITS
+from mqstream.streams.replay import ReplayEvent, replay_events, send
+from mqstream.streams.topics import create_topics
 from tests.bad_events import CORPUS, ITEM, TS
 from tests.kafka_helpers import (assert_same_run, fresh_settings, read_topic, run_to_the_end, start_worker,
                                  stop_worker, table_state, wait_caught_up)
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 # Tuesday to Sunday, no sales on the Saturday: five day closes, 13,881 events
-FIRST, LAST = iso_day("2011-03-01"), iso_day("2011-03-06")
+FIRST, LAST = day_of_iso("2011-03-01"), day_of_iso("2011-03-06")
 LATENESS = 3600
 
 
@@ -160,7 +160,7 @@ def test_every_kind_of_bad_input_is_dead_lettered_with_its_reason_and_counted(ka
         wanted[bad.reason] = wanted.get(bad.reason, 0) + 1
     assert counted == wanted
     assert len(corpus) >= 30
-    totals = table_state(settings)[ITEM].daily(UNITS, iso_day("2011-06-02"), iso_day("2011-06-03"))
+    totals = table_state(settings)[ITEM].daily(UNITS, day_of_iso("2011-06-02"), day_of_iso("2011-06-03"))
     assert totals.tolist() == [2.0, 2.0 * (1 + len(corpus))]
 
 

@@ -11,14 +11,14 @@ import orjson
 import pandas as pd
 import pytest
 
-from models import evaluate, training
-from models.dataset import daily_series
-from models.history import (HistoryError, HistoryFormat, load_history, parse_columns, read_items, read_sales,
-                            read_views)
-from models.protocol import DAY_SECONDS
+from mqstream.periods import DAY_SECONDS
+from mqstream.models import evaluate, training
+from mqstream.models.dataset import daily_series
+from mqstream.models.history import (HistoryError, HistoryFormat, load_history, parse_columns, read_items, read_sales,
+                                     read_views)
 from mqstream.cli import main
-from streams.offsets import read_topic
-from streams.worker import CONTROL_HEADER
+from mqstream.streams.offsets import read_topic
+from mqstream.streams.worker import CONTROL_HEADER
 from tests.model_helpers import torch_one_thread  # noqa: F401 (fixture)
 
 SALES = pd.DataFrame({

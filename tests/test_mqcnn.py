@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from models.features import series_batch
-from models.mqcnn import ema_scale
-from models.mqcnn import MQCNN, MQCNNConfig, MQCNNForecaster
-from models.protocol import ItemInfo, Period
+from mqstream.models.features import series_batch
+from mqstream.models.mqcnn import ema_scale
+from mqstream.models.mqcnn import MQCNN, MQCNNConfig, MQCNNForecaster
+from mqstream.models.protocol import ItemInfo, Period
 from tests.model_helpers import real_series, torch_one_thread  # noqa: F401 (fixture)
 
 TINY = MQCNNConfig(channels=8, dilations=(1, 2, 4, 8), item_dim=4, context_dim=4, agnostic_dim=4,

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from models.features import series_batch
-from models.mqcnn import MQCNN, MQCNNConfig, ema_scale
-from models.mqtransformer import MQTransformer, MQTransformerConfig, MQTransformerForecaster
-from models.protocol import ErrorRecord, ItemInfo, Period
+from mqstream.models.features import series_batch
+from mqstream.models.mqcnn import MQCNN, MQCNNConfig, ema_scale
+from mqstream.models.mqtransformer import MQTransformer, MQTransformerConfig, MQTransformerForecaster
+from mqstream.models.protocol import ErrorRecord, ItemInfo, Period
 from tests.model_helpers import real_series, torch_one_thread  # noqa: F401 (fixture)
 
 TINY = MQTransformerConfig(channels=8, dilations=(1, 2, 4), item_dim=4, context_dim=4, agnostic_dim=4,

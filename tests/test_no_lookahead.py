@@ -3,21 +3,21 @@ nothing after o. Each check replaces the sales and prices after o, derives every
 again from the changed data (the page views too, when a run simulates them) and asks for
 the same forecast at o (``models.backtest.leaked_origins``). The baselines (zero, QRF,
 LightGBM, AutoETS) get the same check in tests/test_baselines.py."""
-from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from models.backtest import StreamingReplay, day_of, leaked_origins
-from models.dataset import DailySeries
-from models.mqcnn import MQCNN, MQCNNConfig, MQCNNForecaster
-from models.mqtransformer import MQTransformer, MQTransformerConfig, MQTransformerForecaster
-from models.pageviews import simulate_views
-from models.seasonal_naive import SeasonalNaive
+from mqstream.periods import day_of_iso
+from mqstream.models.backtest import StreamingReplay, leaked_origins
+from mqstream.models.dataset import DailySeries
+from mqstream.models.mqcnn import MQCNN, MQCNNConfig, MQCNNForecaster
+from mqstream.models.mqtransformer import MQTransformer, MQTransformerConfig, MQTransformerForecaster
+from mqstream.models.pageviews import simulate_views
+from mqstream.models.seasonal_naive import SeasonalNaive
 from tests.model_helpers import torch_one_thread  # noqa: F401 (fixture)
 
-START = day_of("2010-06-07")
+START = day_of_iso("2010-06-07")
 SMALL = dict(channels=8, dilations=(1, 2, 4), item_dim=4, context_dim=4, agnostic_dim=4, global_hidden=16,
              local_hidden=8)
 ORIGINS = START + np.array([70, 75])

@@ -10,16 +10,15 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import orjson
 import pytest
 
+from mqstream.periods import day_of_iso
 from mqstream.local_broker import free_port
-from streams.messages import iso_day
-from streams.metrics import WorkerMetrics
-from streams.offsets import end_offsets, read_topic
-from streams.replay import replay_events, send
-from streams.topics import create_topics
+from mqstream.streams.metrics import WorkerMetrics
+from mqstream.streams.offsets import end_offsets, read_topic
+from mqstream.streams.replay import replay_events, send
+from mqstream.streams.topics import create_topics
 from tests.kafka_helpers import fresh_settings, start_worker, stop_worker, wait_caught_up
 
 DOCKER = Path(__file__).resolve().parent.parent / "docker"
@@ -103,7 +102,7 @@ scrape_configs:
 def test_prometheus_sees_what_the_worker_did_during_a_replay(kafka_settings, tmp_path, prometheus_for):
     settings = fresh_settings(kafka_settings, tmp_path)
     create_topics(settings)
-    events = replay_events(iso_day("2010-11-08"), iso_day("2010-11-10"))
+    events = replay_events(day_of_iso("2010-11-08"), day_of_iso("2010-11-10"))
     send(events, settings, progress=False)
     worker = start_worker(settings)
     try:
@@ -134,10 +133,10 @@ def test_prometheus_sees_what_the_worker_did_during_a_replay(kafka_settings, tmp
 def offline_p50_wql(settings) -> float:
     """Rolling P50 wQL of the last 7 target days, horizons 1-7, from the forecast-errors topic."""
     bodies = [orjson.loads(r.value) for r in read_topic(settings, settings.topic("forecast-errors"))]
-    newest = max(iso_day(b["target"]) for b in bodies)
+    newest = max(day_of_iso(b["target"]) for b in bodies)
     loss = actual = 0.0
     for body in bodies:
-        if iso_day(body["target"]) > newest - 7:
+        if day_of_iso(body["target"]) > newest - 7:
             for h, pinball in zip(body["horizons"], body["pinball"]):
                 if h <= 7:
                     loss += pinball[4]

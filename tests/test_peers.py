@@ -4,14 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from models.backtest import BacktestSplit, day_of, leaked_origins, prepare, run_method
-from models.baselines import ZeroForecast
-from models.dataset import DailySeries
-from models.metrics import wql
-from models.peers import MISSING, NHITSPeer
-from models.protocol import DEFAULT_HORIZONS, DEFAULT_QUANTILES
+from mqstream.periods import day_of_iso
+from mqstream.models.backtest import BacktestSplit, leaked_origins, prepare, run_method
+from mqstream.models.baselines import ZeroForecast
+from mqstream.models.dataset import DailySeries
+from mqstream.models.scores import wql
+from mqstream.models.peers import MISSING, NHITSPeer
+from mqstream.models.protocol import DEFAULT_HORIZONS, DEFAULT_QUANTILES
 
-START = day_of("2010-11-01")
+START = day_of_iso("2010-11-01")
 DAYS = 200
 ORIGINS = 4
 CUTOFF = START + DAYS - 1 - DEFAULT_HORIZONS - ORIGINS  # each origin after it has all its targets

@@ -9,8 +9,8 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from mqstream.schemas import KINDS, TOPIC_KINDS, InvalidMessage, schema, validate, validate_headers
-from streams import messages
-from streams.topics import TOPICS
+from mqstream.streams import messages
+from mqstream.streams.topics import TOPICS
 from tests.forecast_helpers import MODEL, error_bytes, forecast_bytes, issued
 
 ORIGIN = 15_000

@@ -1,7 +1,7 @@
 import numpy as np
 
-from models.protocol import ItemInfo, Period
-from models.seasonal_naive import SeasonalNaive
+from mqstream.models.protocol import ItemInfo, Period
+from mqstream.models.seasonal_naive import SeasonalNaive
 
 
 def run(model, series):

@@ -13,19 +13,19 @@ import pytest
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
-from models.dataset import daily_series, load_transactions
-from models.training import load_checkpoint
+from mqstream.periods import day_of_iso
+from mqstream.models.dataset import daily_series, load_transactions
+from mqstream.models.training import load_checkpoint
 from mqstream.config import ConfigError, Settings, load_settings
 from mqstream.kafka_auth import kafka_options
 from mqstream.local_broker import LocalBroker, SecureListener, free_port
-from state.item import UNITS
-from streams.messages import iso_day
-from streams.replay import replay_events
+from mqstream.state.item import UNITS
+from mqstream.streams.replay import replay_events
 from tests.kafka_helpers import fresh_settings, outputs, run_to_the_end, table_state
 
 pytestmark = pytest.mark.fault
 USER, PASSWORD = "mqstream-worker", "s3cret-never-logged-7f2c"
-FIRST, LAST = iso_day("2011-03-01"), iso_day("2011-03-02")
+FIRST, LAST = day_of_iso("2011-03-01"), day_of_iso("2011-03-02")
 
 
 def make_certificates(folder: Path) -> tuple[Path, Path]:

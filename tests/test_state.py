@@ -2,13 +2,14 @@
 import pytest
 import numpy as np
 
-from models.protocol import DAY_SECONDS, ErrorRecord, ItemInfo
-from models.seasonal_naive import SeasonalNaive
-from state.clock import PartitionClock
-from state.item import UNITS, VIEWS, ItemModel, ItemState
-from state.ledger import MAX_UNITS, ForecastLedger, pinball, published
-from state.refresh import (RefreshPolicy, close_items, is_active, is_dormant, needs_close, new_item, new_model,
-                           take_errors)
+from mqstream.periods import DAY_SECONDS
+from mqstream.models.protocol import ErrorRecord, ItemInfo
+from mqstream.models.seasonal_naive import SeasonalNaive
+from mqstream.state.clock import PartitionClock
+from mqstream.state.item import UNITS, VIEWS, ItemModel, ItemState
+from mqstream.state.ledger import MAX_UNITS, ForecastLedger, published
+from mqstream.state.refresh import (RefreshPolicy, close_items, is_active, is_dormant, needs_close, new_item, new_model,
+                                    take_errors)
 
 DAY = 15_000
 POLICY = RefreshPolicy()
@@ -91,12 +92,6 @@ def test_ledger_of_small_forecasts_takes_two_bytes_a_value():
     for origin in range(28):
         ledger.record(origin, np.tile(np.linspace(0, 60, 9), (28, 1)))
     assert len(ledger.to_bytes()) == 28 * 4 + 1 + 28 * 28 * 9 * 2
-
-
-def test_pinball_loss_weighs_under_and_over_forecasts_by_the_quantile():
-    q = np.array([0.1, 0.9])
-    np.testing.assert_allclose(pinball(10.0, np.array([8.0, 8.0]), q), [0.2, 1.8])
-    np.testing.assert_allclose(pinball(10.0, np.array([12.0, 12.0]), q), [1.8, 0.2])
 
 
 def test_closing_days_scores_earlier_forecasts_and_issues_new_ones():

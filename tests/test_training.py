@@ -8,15 +8,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from models.history import load_history
-from models.protocol import ItemInfo, Period
-from models.registry import load_model
+from mqstream.models.history import load_history
+from mqstream.models.protocol import ItemInfo, Period
+from mqstream.models.registry import load_model
 from dataclasses import replace
 
-from models.features import VIEWS_INPUT
-from models.registry import WARM_START_SUFFIX
-from models.training import (TrainSettings, WarmStartKept, configure_parser, coverage, fit_calibration, run, targets,
-                             train, training_series, to_day, wql)
+from mqstream.models.features import VIEWS_INPUT
+from mqstream.models.registry import WARM_START_SUFFIX
+from mqstream.models.scores import coverage_80, wql
+from mqstream.models.training import (TrainSettings, WarmStartKept, configure_parser, fit_calibration, run, targets,
+                                      train, training_series, day_of_iso)
 from tests.model_helpers import torch_one_thread  # noqa: F401 (fixture)
 
 TINY = {"channels": 8, "dilations": [1, 2, 4], "item_dim": 4, "context_dim": 4, "agnostic_dim": 4,
@@ -56,10 +57,10 @@ def test_mqtransformer_checkpoint_serves_a_cold_start_item(shipped, tmp_path):
     model = load_model("mqtransformer", r.path)
     factors = json.loads((r.path / "config.json").read_text())["train"]["calibration"]["factors"]
     np.testing.assert_allclose(model.model.decoder.calibration.numpy(), factors, rtol=1e-6)  # stored in the weights
-    state = model.new_state(ItemInfo("99999", "RED SPOTTY MUG", 2.5), to_day("2011-06-01"))
+    state = model.new_state(ItemInfo("99999", "RED SPOTTY MUG", 2.5), day_of_iso("2011-06-01"))
     q = model.forecast([state])[0]  # (H, Q)
     assert q[:, -1].sum() > 0 and (np.diff(q, axis=-1) >= 0).all()
-    (state,) = model.advance([state], [Period(to_day("2011-06-01"), 3.0, 10.0, 2.5)])
+    (state,) = model.advance([state], [Period(day_of_iso("2011-06-01"), 3.0, 10.0, 2.5)])
     assert model.forecast([state]).shape == (1, 28, 9)
 
 
@@ -69,7 +70,7 @@ def test_loading_a_checkpoint_as_the_other_model_is_refused(mqcnn_run):
 
 
 def test_training_targets_stop_before_the_validation_block(shipped):
-    batch, _ = training_series(to_day("2011-05-31"), shipped, max_items=4)
+    batch, _ = training_series(day_of_iso("2011-05-31"), shipped, max_items=4)
     origins = torch.arange(400, 480).expand(4, 80)
     _, mask = targets(batch, origins, 28, last_col=450)
     target_col = origins[..., None] + torch.arange(1, 29)
@@ -107,7 +108,7 @@ def test_calibration_factors_undo_a_known_scale_error():
     true = -np.log(1 - np.array(quantiles))[None, :] * mean[:, None]  # exponential quantiles
     factors = fit_calibration(true / 2, y, quantiles)
     np.testing.assert_allclose(factors, 2.0, rtol=0.08)
-    assert wql(true / 2 * factors, y, quantiles) < wql(true / 2, y, quantiles)
+    assert wql(y, true / 2 * factors, quantiles) < wql(y, true / 2, quantiles)
 
 
 def test_a_coverage_cap_shrinks_the_upper_quantiles_only():
@@ -117,13 +118,13 @@ def test_a_coverage_cap_shrinks_the_upper_quantiles_only():
     pred = np.tile(np.array([0, 0, 0, 0, 0, 0.4, 0.7, 1.0, 1.3]), (len(y), 1))
     free = fit_calibration(pred, y, quantiles)
     capped = fit_calibration(pred, y, quantiles, max_coverage=0.85)
-    assert coverage(np.maximum.accumulate(pred * capped, -1), y, quantiles) <= 0.85
+    assert coverage_80(y, np.maximum.accumulate(pred * capped, -1), quantiles) <= 0.85
     assert np.array_equal(capped[:5], free[:5])
     assert (capped[5:] <= free[5:]).all() and (capped[5:] < free[5:]).any()
 
 
 def test_revision_is_zero_when_consecutive_origins_agree_on_every_target_day():
-    from models.training import revision
+    from mqstream.models.training import revision
     level = torch.arange(40.0)  # forecast of target day d is level[d], whatever the origin
     origins = torch.arange(5)[:, None] + torch.arange(1, 29)  # (S, H) target days
     steady = level[origins][None, ..., None].expand(1, 5, 28, 9)
@@ -151,8 +152,8 @@ def test_a_kept_warm_start_is_marked_and_served_under_a_version_that_says_so(shi
 
 
 def test_training_reads_no_page_views_unless_asked(shipped, tmp_path):
-    plain, _ = training_series(to_day("2011-05-31"), shipped, max_items=8)
-    simulated, _ = training_series(to_day("2011-05-31"), shipped, max_items=8, simulated_views=True)
+    plain, _ = training_series(day_of_iso("2011-05-31"), shipped, max_items=8)
+    simulated, _ = training_series(day_of_iso("2011-05-31"), shipped, max_items=8, simulated_views=True)
     assert plain.past[..., VIEWS_INPUT].abs().sum() == 0 and simulated.past[..., VIEWS_INPUT].abs().sum() > 0
     r = train("mqcnn", out=tmp_path / "v", settings=replace(QUICK, simulated_views=True), model_config=TINY,
               data=shipped, progress=False)

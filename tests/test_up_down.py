@@ -14,7 +14,7 @@ import pytest
 
 from mqstream.config import Settings
 from mqstream.local_broker import alive, free_port, port_open
-from streams.offsets import end_offsets
+from mqstream.streams.offsets import end_offsets
 from tests.kafka_helpers import read_topic
 
 pytestmark = [pytest.mark.e2e, pytest.mark.prometheus, pytest.mark.slow]

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from models.metrics import (coverage_80, item_losses, paired_bootstrap, pinball_loss, score, volatility, wql,
-                            wql_by_bucket, wql_per_quantile)
+from mqstream.models.scores import (coverage_80, item_losses, paired_bootstrap, pinball_loss, score, volatility, wql,
+                                    wql_by_bucket, wql_per_quantile)
 
 LEVELS = (0.1, 0.5, 0.9)
 NINE = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -12,6 +12,12 @@ def test_pinball_loss_weighs_under_forecasts_by_q_and_over_forecasts_by_one_minu
     assert pinball_loss(10.0, 8.0, 0.9) == pytest.approx(1.8)  # under by 2: 0.9 · 2
     assert pinball_loss(8.0, 10.0, 0.9) == pytest.approx(0.2)  # over by 2: 0.1 · 2
     assert pinball_loss(5.0, 5.0, 0.3) == 0.0
+
+
+def test_pinball_loss_takes_one_level_per_quantile_of_a_forecast():
+    q = np.array([0.1, 0.9])
+    np.testing.assert_allclose(pinball_loss(10.0, np.array([8.0, 8.0]), q), [0.2, 1.8])
+    np.testing.assert_allclose(pinball_loss(10.0, np.array([12.0, 12.0]), q), [1.8, 0.2])
 
 
 def test_wql_is_twice_summed_pinball_over_summed_actuals_averaged_over_levels():

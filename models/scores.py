@@ -16,11 +16,19 @@ from typing import Sequence
 import numpy as np
 
 HORIZON_BUCKETS: dict[str, tuple[int, int]] = {"1-7": (1, 7), "8-14": (8, 14), "15-28": (15, 28)}
+OTHER_HORIZONS = "other"  # the bucket of a horizon past the last one (a model with longer horizons)
 
 
-def pinball_loss(y: np.ndarray | float, f: np.ndarray | float, q: float) -> np.ndarray:
-    """Elementwise ``max(q·(y−f), (q−1)·(y−f))``."""
+def bucket_of(horizon: int) -> str:
+    """The name of the horizon bucket ``horizon`` (1-based) falls in."""
+    return next((name for name, (lo, hi) in HORIZON_BUCKETS.items() if lo <= horizon <= hi), OTHER_HORIZONS)
+
+
+def pinball_loss(y: np.ndarray | float, f: np.ndarray | float, q: float | np.ndarray) -> np.ndarray:
+    """Elementwise ``max(q·(y−f), (q−1)·(y−f))``; ``q`` broadcasts (one level, or one per
+    quantile of a forecast's last axis)."""
     diff = np.asarray(y, np.float64) - np.asarray(f, np.float64)
+    q = np.asarray(q, np.float64)
     return np.maximum(q * diff, (q - 1.0) * diff)
 
 
