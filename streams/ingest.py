@@ -10,6 +10,7 @@ the per-message path. Register with ``broker="mqkafka://..."`` after importing t
 """
 from __future__ import annotations
 
+import asyncio
 from typing import Awaitable, Callable, Sequence
 
 from faust.transport.drivers import TRANSPORTS
@@ -17,12 +18,16 @@ from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, Message
 
 SCHEME = "mqkafka"
-BatchHandler = Callable[[TP, Sequence[Message]], Awaitable[None]]
+BatchHandler = Callable[[TP, Sequence[Message]], Awaitable[int]]  # -> how many it handled
 
 
 class BatchConsumer(driver.Consumer):
     batch_topics: frozenset[str] = frozenset()  # set by ``route``
     on_batch: BatchHandler | None = None
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._dropped: dict[TP, int] = {}  # partition -> first offset of a batch left unhandled
 
     def route(self, topics: set[str], handler: BatchHandler) -> None:
         """Messages of ``topics`` go to ``handler`` a fetched batch per partition at a time."""
@@ -30,25 +35,59 @@ class BatchConsumer(driver.Consumer):
 
     async def _drain_messages(self, fetcher) -> None:  # pragma: no cover (runs in the worker)
         while not (self._stopped.is_set() or fetcher._stopped.is_set()):
-            records, _ = await self._wait_next_records(timeout=1.0)
+            if not self.flow_active:
+                await self.wait(self.can_resume_flow)
+            if self._dropped:
+                await self._read_dropped_again()
+            generation = self.app.consumer_generation_id  # before the fetch: a rebalance may end during it
+            records, active = await self._wait_next_records(timeout=1.0)
             if not records or self.should_stop:
                 continue
-            generation = self.app.consumer_generation_id
-            for tp, batch in records.items():
+            batches = list(records.items())
+            for index, (tp, batch) in enumerate(batches):
                 if not self.flow_active or self.app.consumer_generation_id != generation:
-                    break  # a rebalance began: the rest is fetched again from committed offsets
+                    self._drop(batches[index:])
+                    break
+                if not (active is None or tp in active or tp in self._buffered_partitions):
+                    continue  # paused since the fetch (faust's rule)
                 messages = await self._fresh(tp, batch)
                 if not messages:
                     continue
                 if tp.topic in self.batch_topics:
-                    await self._deliver(tp, messages)
+                    messages = await self._deliver(tp, messages)
                 else:
                     for message in messages:
                         await self.wait_first(self.callback(message), self.suspend_flow.wait())
-                self._read_offset[tp] = messages[-1].offset
+                if messages:
+                    self._read_offset[tp] = messages[-1].offset
             if self._commit_every is not None and self._n_acked >= self._commit_every:
                 self._n_acked = 0
                 await self.commit()
+
+    def _drop(self, batches) -> None:
+        """Leave fetched batches unhandled, a rebalance having begun. The first offset of each
+        input partition's batch is kept so that ``_read_dropped_again`` can read it once the flow
+        resumes; changelog partitions are faust's (its recovery and standbys seek them)."""
+        for tp, records in batches:
+            if tp.topic not in self.batch_topics:
+                continue
+            self._dropped[tp] = min(records[0].offset, self._dropped.get(tp, records[0].offset))
+
+    async def _read_dropped_again(self) -> None:
+        """Seek back over dropped batches where nothing else will read them again. A new
+        assignment restarts each partition at its committed offset, or at the earliest one where
+        none is committed: that covers batches fetched before it. A batch fetched under the
+        new assignment and dropped before the flow resumed is past the consumer's position, and
+        faust's seek at the resume moves only partitions with a committed offset: without this,
+        such a batch of a partition no commit had reached yet was never read (the group's lag
+        stayed at the topic's end)."""
+        assigned = self.assignment()
+        for tp, first in list(self._dropped.items()):
+            if not self.flow_active:
+                return  # another rebalance: its resume comes back here
+            del self._dropped[tp]
+            if tp in assigned and rewinds(first, await self.position(tp), self._committed_offset.get(tp)):
+                await self.seek(tp, first)
 
     async def _fresh(self, tp: TP, records) -> list[Message]:
         """Messages not read yet, as faust messages; a gap in offsets (compaction, aborted
@@ -64,16 +103,45 @@ class BatchConsumer(driver.Consumer):
             out.append(self._to_message(tp, record))
         return out
 
-    async def _deliver(self, tp: TP, messages: list[Message]) -> None:
+    async def _deliver(self, tp: TP, messages: list[Message]) -> list[Message]:
+        """The messages the handler handled, acked; those it left are dropped, to be read
+        again after the rebalance that stopped it."""
         # tracked as unacked while handled, so a rebalance waits for the batch (wait_empty)
         self._unacked_messages.update(messages)
         try:
-            await self.on_batch(tp, messages)
+            handled = await self.on_batch(tp, messages)
         except BaseException:
             self._unacked_messages.difference_update(messages)  # redelivered after the restart
             raise
-        for message in messages:
+        for message in messages[:handled]:
             self.ack(message)
+        if handled < len(messages):
+            self._unacked_messages.difference_update(messages[handled:])
+            self._drop([(tp, messages[handled:])])
+        return messages[:handled]
+
+    async def commit_acked(self) -> bool:
+        """Commit every acked offset of the input topics and wait until the broker holds them:
+        True then, False if a rebalance (or a stop) begins first, since its revoke waits for the
+        batch in hand. faust's ``commit`` returns without committing while another commit is
+        under way, and then the newest acks are not in it."""
+        generation, attempts = self.app.consumer_generation_id, 0
+        while any(self._acked.get(tp) for tp in self.assignment() if tp.topic in self.batch_topics):
+            if self.should_stop or not self.flow_active or self.app.consumer_generation_id != generation:
+                return False
+            if not await self.commit():
+                attempts += 1
+                if attempts % 100 == 0:
+                    self.log.warning("acked offsets still not committed after %d attempts", attempts)
+                await asyncio.sleep(0.05)
+        return True
+
+
+def rewinds(first: int, position: int | None, committed: int | None) -> bool:
+    """Whether a partition must seek back to ``first``, the first offset of a dropped batch:
+    only if the consumer is past it (the batch came under this assignment) and no commit
+    covers it (a committed offset past ``first`` means another worker handled it)."""
+    return position is not None and position > first and (committed is None or committed <= first)
 
 
 class Transport(driver.Transport):

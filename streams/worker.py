@@ -72,8 +72,9 @@ class Processor:
         self.quality = QualityWindow(model.quantiles)
 
     # --- events in ------------------------------------------------------------------------
-    async def on_batch(self, tp, batch: Sequence[Message]) -> None:
-        """A fetched batch of one input partition (streams/ingest.py), in offset order. Each
+    async def on_batch(self, tp, batch: Sequence[Message]) -> int:
+        """A fetched batch of one input partition (streams/ingest.py), in offset order; how
+        many of its messages were handled (all, unless a rebalance stopped a close). Each
         event is handled as if alone; an item's state is read and written once per batch,
         and written before any day close reads it."""
         partition, topic = tp.partition, tp.topic
@@ -84,16 +85,18 @@ class Processor:
             if topic == self.error_topic:
                 for message in batch:
                     await self._take_errors(message)
+                handled = len(batch)
             else:
-                await self._ingest(partition, topic, batch)
+                handled = await self._ingest(partition, topic, batch)
             self.metrics.processing.observe((time.perf_counter() - started) / len(batch))
+            return handled
 
-    async def _ingest(self, partition: int, topic: str, batch: Sequence[Message]) -> None:
+    async def _ingest(self, partition: int, topic: str, batch: Sequence[Message]) -> int:
         parse = parse_sale if topic == self.sales_topic else parse_page_view
         clock, cache = self._clock(partition), {}
         for index, message in enumerate(batch):
-            marker = _is_watermark(message.headers)
-            if marker:
+            event = None
+            if _is_watermark(message.headers):
                 ts = orjson.loads(message.value)["ts"]
             else:
                 event = parse(message.key, message.value)
@@ -102,17 +105,16 @@ class Processor:
                 if isinstance(event, Rejection):
                     await self.dead_letter(message, event)
                     continue
-                self._apply(partition, topic, message.key, event, cache)
                 ts = event.ts
-            closes = clock.observe(topic, ts)
-            if marker:
+            if clock.observe(topic, ts) or partition in self.unfinished:
+                if not await self._close_after_commit(partition, clock, batch[:index], cache):
+                    return index
+            if event is None:
                 await self._put(self.watermarks, partition, [(WATERMARKS, orjson.dumps(clock.inputs))])
-            if closes or partition in self.unfinished:
-                self.unfinished.discard(partition)
-                await self._write_items(partition, cache)
-                await self._commit_applied(batch[:index])
-                await self.close_partition(partition, clock.closed_through)
+            else:
+                self._apply(partition, topic, message.key, event, cache)
         await self._write_items(partition, cache)
+        return len(batch)
 
     def _apply(self, partition: int, topic: str, key: bytes, event: Sale | PageView,
                cache: dict[bytes, ItemState]) -> None:
@@ -129,15 +131,32 @@ class Processor:
                        getattr(event, "description", ""))
         self.tracked[partition].add(key)
 
-    async def _commit_applied(self, applied: Sequence[Message]) -> None:
-        """Commit every event applied so far, on every input, before a close: after a crash
-        only events applied since are read again, and those belong to days still open, where
+    async def _close_after_commit(self, partition: int, clock: PartitionClock, applied: Sequence[Message],
+                                  cache: dict[bytes, ItemState]) -> bool:
+        """Close the days the clock has passed, once every event applied so far, on every input,
+        is written and committed. The event that moved the clock is applied after the close
+        (its day is still open): so what is written never holds an event the broker does not
+        hold as read, and after a crash only events of days still open are read again, where
         their ids tell them apart. (Read again after the close, an event of a day it closed
-        could only be dead-lettered as too late.)"""
+        could only be dead-lettered as too late.) False, with nothing closed, when a rebalance
+        comes first: the clock is forgotten, to be recovered from what was written by whoever
+        reads the partition next, this worker or another, and the close happens there."""
+        await self._write_items(partition, cache)
         consumer = self.items.app.consumer
         for message in applied:
             consumer.ack(message)
-        await consumer.commit()
+        if not await consumer.commit_acked():
+            self.forget([partition])
+            return False
+        self.unfinished.discard(partition)
+        await self.close_partition(partition, clock.closed_through)
+        return True
+
+    def forget(self, partitions) -> None:
+        """Drop the clocks of ``partitions``: read again from the tables at their next event
+        (after a rebalance another worker may have moved them on)."""
+        for partition in partitions:
+            self.clocks.pop(partition, None)
 
     async def _write_items(self, partition: int, cache: dict[bytes, ItemState]) -> None:
         await self._put(self.items, partition, [(key, item.to_bytes()) for key, item in cache.items()])
@@ -365,6 +384,10 @@ def build_app(settings: Settings, model: QuantileForecaster, url: str = "") -> t
     for topic in inputs:
         app.topics.add(topic)  # subscribed by the consumer; no agent: see streams/ingest.py
     app.consumer.route({t.get_topic_name() for t in inputs}, processor.on_batch)
+
+    @app.on_partitions_revoked.connect
+    async def forget_clocks(app, revoked, **kwargs):
+        processor.forget({tp.partition for tp in revoked})
 
     @app.timer(interval=5.0)
     async def sample_gauges():
