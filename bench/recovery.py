@@ -23,6 +23,7 @@ from bench.live import follow, local_broker, model_for_bench, running, topic_byt
 from mqstream.periods import DAY_SECONDS
 from mqstream.streams.offsets import end_offsets, group_lag
 from mqstream.streams.replay import send
+from mqstream.streams.topics import TABLES, changelog_name
 
 
 def run(options) -> dict[str, dict]:
@@ -44,8 +45,8 @@ def run(options) -> dict[str, dict]:
                 time.sleep(1)
             time.sleep(5)  # the last table writes reach the changelog
         changelog = {}
-        for table in ("items", "item-models", "watermarks"):
-            topic = f"{settings.app_id}-{table}-changelog"
+        for table in TABLES:
+            topic = changelog_name(settings, table)
             changelog[table] = {"messages": sum(end_offsets(settings, topic).values()),
                                 "bytes": topic_bytes(rig, topic)}
         base = start_to_ready(reference, "reference", within=240)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import Awaitable, Callable, Sequence
 
+from aiokafka.errors import IllegalStateError
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, Message
@@ -81,13 +82,15 @@ class BatchConsumer(driver.Consumer):
         faust's seek at the resume moves only partitions with a committed offset: without this,
         such a batch of a partition no commit had reached yet was never read (the group's lag
         stayed at the topic's end)."""
-        assigned = self.assignment()
         for tp, first in list(self._dropped.items()):
             if not self.flow_active:
                 return  # another rebalance: its resume comes back here
             del self._dropped[tp]
-            if tp in assigned and rewinds(first, await self.position(tp), self._committed_offset.get(tp)):
-                await self.seek(tp, first)
+            try:
+                if tp in self.assignment() and rewinds(first, await self.position(tp), self._committed_offset.get(tp)):
+                    await self.seek(tp, first)
+            except IllegalStateError:
+                pass  # revoked while asked: its next owner starts at the committed offset
 
     async def _fresh(self, tp: TP, records) -> list[Message]:
         """Messages not read yet, as faust messages; a gap in offsets (compaction, aborted
@@ -121,20 +124,33 @@ class BatchConsumer(driver.Consumer):
         return messages[:handled]
 
     async def commit_acked(self) -> bool:
-        """Commit every acked offset of the input topics and wait until the broker holds them:
-        True then, False if a rebalance (or a stop) begins first, since its revoke waits for the
-        batch in hand. faust's ``commit`` returns without committing while another commit is
-        under way, and then the newest acks are not in it."""
+        """Commit every committable acked offset of the input topics and wait until the broker
+        holds them: True then, False if a rebalance (or a stop) begins first, since its revoke
+        waits for the batch in hand. faust's ``commit`` returns without committing while another
+        commit is under way, and then the newest acks are not in it."""
         generation, attempts = self.app.consumer_generation_id, 0
-        while any(self._acked.get(tp) for tp in self.assignment() if tp.topic in self.batch_topics):
-            if self.should_stop or not self.flow_active or self.app.consumer_generation_id != generation:
+        while any(committable(self._acked.get(tp), self._committed_offset.get(tp))
+                  for tp in self.assignment() if tp.topic in self.batch_topics):
+            if self._interrupted(generation):
                 return False
             if not await self.commit():
                 attempts += 1
                 if attempts % 100 == 0:
                     self.log.warning("acked offsets still not committed after %d attempts", attempts)
                 await asyncio.sleep(0.05)
-        return True
+        return not self._interrupted(generation)  # a commit fails when a rebalance begins
+
+    def _interrupted(self, generation: int) -> bool:
+        return self.should_stop or not self.flow_active or self.app.consumer_generation_id != generation
+
+
+def committable(acked: Sequence[int] | None, committed: int | None) -> bool:
+    """Whether faust's commit would move a partition on (its ``_new_offset`` rule): it has
+    acks, and they start at the committed offset. Acks past a gap (a batch finished under an
+    earlier assignment of the partition) wait until the gap is read again from the committed
+    offset, by the same loop that waits in ``commit_acked``: waiting for them there would never
+    end."""
+    return bool(acked) and not (committed and min(acked) - committed > 1)
 
 
 def rewinds(first: int, position: int | None, committed: int | None) -> bool:

@@ -29,11 +29,15 @@ def committed_offsets(settings: Settings) -> dict[TopicPartition, int]:
     return {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
 
 
-def group_lag(settings: Settings, inputs=WORKER_INPUTS) -> int:
-    """Messages of ``inputs`` that the worker group has not committed yet."""
+def partition_lags(settings: Settings, inputs=WORKER_INPUTS) -> dict[TopicPartition, int]:
+    """Messages of each partition of ``inputs`` that the worker group has not committed yet."""
     committed = committed_offsets(settings)
-    return sum(end - committed.get(tp, 0)
-               for name in inputs for tp, end in end_offsets(settings, settings.topic(name)).items())
+    return {tp: end - committed.get(tp, 0)
+            for name in inputs for tp, end in end_offsets(settings, settings.topic(name)).items()}
+
+
+def group_lag(settings: Settings, inputs=WORKER_INPUTS) -> int:
+    return sum(partition_lags(settings, inputs).values())
 
 
 def read_topic(settings: Settings, topic: str) -> list:

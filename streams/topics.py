@@ -1,5 +1,12 @@
 """The topics, defined once: the worker, the demo, the tests and docker/ create them from here
-(`mqstream topics create`). All are keyed by item id and co-partitioned."""
+(`mqstream topics create`). All are keyed by item id and co-partitioned.
+
+The worker's table changelogs are created here too, before any worker starts, though faust
+would make them: aiokafka's producer, once it sends to a topic it did not know at start-up,
+asks the broker for that topic's metadata alone from then on and forgets every other topic's
+leaders, so batches already queued for them wait for good (a worker whose producer started
+before another worker had made the changelogs hangs there, every commit behind the
+producer's flush)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,6 +41,14 @@ TOPICS = (
 )
 
 
+TABLES = ("items", "item-models", "watermarks")  # the worker's tables (streams/worker.py)
+
+
+def changelog_name(settings: Settings, table: str) -> str:
+    """faust's name for a table's changelog topic."""
+    return f"{settings.app_id}-{table}-changelog"
+
+
 def topic_names(settings: Settings) -> dict[str, str]:
     return {spec.name: settings.topic(spec.name) for spec in TOPICS}
 
@@ -43,8 +58,10 @@ def create_topics(settings: Settings) -> list[str]:
     admin = KafkaAdminClient(**kafka_options(settings), client_id="mqstream-topics")
     try:
         existing = set(admin.list_topics())
-        wanted = [NewTopic(settings.topic(spec.name), settings.partitions, 1, topic_configs=spec.config)
-                  for spec in TOPICS if settings.topic(spec.name) not in existing]
+        specs = [(settings.topic(spec.name), spec.config) for spec in TOPICS]
+        specs += [(changelog_name(settings, table), {"cleanup.policy": "compact"}) for table in TABLES]
+        wanted = [NewTopic(name, settings.partitions, 1, topic_configs=config)
+                  for name, config in specs if name not in existing]
         try:
             if wanted:
                 admin.create_topics(wanted)

@@ -33,7 +33,7 @@ from mqstream.streams.changes import ChangeRule, change_message, material_change
 from mqstream.streams.metrics import QualityWindow, WorkerMetrics
 from mqstream.streams.events import PageView, Rejection, Sale, parse_page_view, parse_sale
 from mqstream.streams.store import SCHEME
-from mqstream.streams.topics import topic_names
+from mqstream.streams.topics import TABLES, topic_names
 
 log = logging.getLogger("mqstream.worker")
 RAW = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
@@ -377,7 +377,7 @@ def build_app(settings: Settings, model: QuantileForecaster, url: str = "") -> t
     topics = {name: app.topic(full, schema=RAW, partitions=settings.partitions)
               for name, full in topic_names(settings).items()}
     tables = [app.Table(name, partitions=settings.partitions, key_type=bytes, value_type=bytes)
-              for name in ("items", "item-models", "watermarks")]
+              for name in TABLES]
     processor = Processor(settings, model, *tables, topics)
 
     inputs = [topics[name] for name in ("sales", "page-views", "forecast-errors")]

@@ -14,10 +14,10 @@ import numpy as np
 
 from mqstream.config import Settings
 from mqstream.state.item import ItemModel, ItemState
-from mqstream.streams.offsets import group_lag, read_topic
+from mqstream.streams.offsets import group_lag, partition_lags, read_topic
 from mqstream.streams.replay import send
 from mqstream.streams.runner import spawn_worker
-from mqstream.streams.topics import create_topics
+from mqstream.streams.topics import changelog_name, create_topics
 
 
 def fresh_settings(base: Settings, tmp: Path, **changes) -> Settings:
@@ -29,7 +29,13 @@ def fresh_settings(base: Settings, tmp: Path, **changes) -> Settings:
 
 
 def start_worker(settings: Settings, name: str = "w1") -> subprocess.Popen:
-    return spawn_worker(settings, name, Path(settings.data_dir).parent / f"{settings.app_id}-{name}.log")
+    proc = spawn_worker(settings, name, log_path(settings, name))
+    proc.name = name
+    return proc
+
+
+def log_path(settings: Settings, name: str) -> Path:
+    return Path(settings.data_dir).parent / f"{settings.app_id}-{name}.log"
 
 
 def stop_worker(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
@@ -42,13 +48,14 @@ def stop_worker(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
             proc.wait()
 
 
-def wait_caught_up(settings: Settings, proc: subprocess.Popen | None = None, timeout: float = 600) -> None:
+def wait_caught_up(settings: Settings, *procs: subprocess.Popen, timeout: float = 600) -> None:
     """Until the group has committed every input message, twice in a row a few seconds apart
-    (errors the worker publishes are inputs too)."""
+    (errors the worker publishes are inputs too); each of ``procs`` must keep running."""
     deadline, zero_since = time.monotonic() + timeout, None
     while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"worker exited with {proc.returncode}")
+        for proc in procs:
+            if proc.poll() is not None:
+                raise AssertionError(f"worker {proc.name} exited with {proc.returncode}: {last_complaint(settings, proc)}")
         if group_lag(settings) == 0:
             zero_since = zero_since or time.monotonic()
             if time.monotonic() - zero_since > 6:
@@ -56,13 +63,24 @@ def wait_caught_up(settings: Settings, proc: subprocess.Popen | None = None, tim
         else:
             zero_since = None
         time.sleep(1)
-    raise AssertionError(f"worker did not catch up within {timeout}s (lag {group_lag(settings)})")
+    lags = ", ".join(f"{tp.topic.rsplit('.', 1)[-1]}[{tp.partition}] {lag}"
+                     for tp, lag in sorted(partition_lags(settings).items()) if lag)
+    running = "; ".join(f"{p.name} {'running' if p.poll() is None else p.returncode}: {last_complaint(settings, p)}"
+                        for p in procs)
+    raise AssertionError(f"worker did not catch up within {timeout}s (lag {lags}; {running})")
+
+
+def last_complaint(settings: Settings, proc: subprocess.Popen) -> str:
+    """The worker log's last warning or error (what a one-line failure can say of it)."""
+    lines = [line for line in log_path(settings, proc.name).read_text(errors="replace").splitlines()
+             if "[WARNING]" in line or "[ERROR]" in line or "Error" in line]
+    return lines[-1][-300:] if lines else "no warning logged"
 
 
 def table_state(settings: Settings, table: str = "items", decode=ItemState.from_bytes) -> dict:
     """A table as its changelog holds it: the last value of every key."""
     latest = {}
-    for record in read_topic(settings, f"{settings.app_id}-{table}-changelog"):
+    for record in read_topic(settings, changelog_name(settings, table)):
         latest[record.key] = record.value
     return {k.decode(): decode(v) for k, v in latest.items() if v is not None}
 

@@ -43,7 +43,7 @@ def served(kafka_settings, tmp_path_factory):
     workers = {name: start_worker(settings, name) for name in ("w1", "w2")}
     try:
         send(replay_events(FIRST, LAST, load_transactions()), settings, progress=False)
-        wait_caught_up(settings, workers["w1"])
+        wait_caught_up(settings, *workers.values())
         urls = {name: f"http://127.0.0.1:{(Path(settings.data_dir) / name / 'metrics.port').read_text()}"
                 for name in workers}
         yield settings, urls
