@@ -3,7 +3,7 @@ on ``forecasts``, per item, p50 and p99.
 
 Every item sells once on day D, so each is active at the next closes. A first sale per
 partition timed past the end of D plus the allowed lateness closes D (every item's first
-close: model sides made, first forecasts). Once that is done and committed, the measured
+close: item models made, first forecasts). Once that is done and committed, the measured
 close: one sale per partition past the end of D+1 plus the lateness closes D+1 for every
 item, now a steady-state close (advance, score the forecasts of D+1, forecast). Its clock
 starts just before those closing events are produced.

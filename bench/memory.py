@@ -124,7 +124,7 @@ def measure_tables(model_name: str, items: int, seed: int = 3) -> dict:
     rng = np.random.default_rng(seed)
     catalogue = synthetic.catalogue(min(items, 100_000), seed)
     day = synthetic.DAY
-    item_sizes, side_sizes = [], []
+    item_sizes, model_sizes = [], []
     started = time.perf_counter()
     for first in range(0, items, BATCH):
         batch, events = [], 0
@@ -139,18 +139,18 @@ def measure_tables(model_name: str, items: int, seed: int = 3) -> dict:
                                 float(catalogue.prices[i]), catalogue.descriptions[i])
                     events += 1
             batch.append(state)
-        sides = [new_model(s.launch_info(day), s.born, model) for s in batch]
-        close_items(batch, sides, day, model, policy)
+        item_models = [new_model(s.launch_info(day), s.born, model) for s in batch]
+        close_items(batch, item_models, day, model, policy)
         item_sizes += [len(s.item_id) + len(s.to_bytes()) for s in batch]
-        side_sizes += [len(s.item_id) + len(m.to_bytes()) for s, m in zip(batch, sides)]
-    item_sizes, side_sizes = np.asarray(item_sizes), np.asarray(side_sizes)
+        model_sizes += [len(s.item_id) + len(m.to_bytes()) for s, m in zip(batch, item_models)]
+    item_sizes, model_sizes = np.asarray(item_sizes), np.asarray(model_sizes)
     return {"items": items, "seconds": time.perf_counter() - started,
             "items_value_bytes_mean": float(item_sizes.mean()), "items_value_bytes_max": int(item_sizes.max()),
-            "item_models_value_bytes_mean": float(side_sizes.mean()),
-            "item_models_value_bytes_min": int(side_sizes.min()), "item_models_value_bytes_max": int(side_sizes.max()),
-            "model_state_bytes": len(sides[0].model), "ledger_bytes": len(sides[0].ledger),
-            "total_bytes_per_item": float(item_sizes.mean() + side_sizes.mean()),
-            "total_bytes": int(item_sizes.sum() + side_sizes.sum())}
+            "item_models_value_bytes_mean": float(model_sizes.mean()),
+            "item_models_value_bytes_min": int(model_sizes.min()), "item_models_value_bytes_max": int(model_sizes.max()),
+            "model_state_bytes": len(item_models[0].model), "ledger_bytes": len(item_models[0].ledger),
+            "total_bytes_per_item": float(item_sizes.mean() + model_sizes.mean()),
+            "total_bytes": int(item_sizes.sum() + model_sizes.sum())}
 
 
 def section(results: dict[str, dict]) -> list[str]:

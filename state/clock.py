@@ -11,8 +11,9 @@ events of D arriving before that are applied, later ones are too late.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from mqstream.periods import DAY_SECONDS
+from typing import Iterable
 
+from mqstream.periods import DAY_SECONDS
 
 
 def closed_through(watermark: int, lateness: int) -> int:
@@ -72,3 +73,16 @@ class PartitionClock:
     def _derive(self) -> None:
         self._closed = closed_through(self.watermark, self.lateness)
         self._newest = max(self.inputs.values(), default=0)
+
+
+def recovered_clock(lateness: int, required: tuple[str, ...], input_times: Iterable[dict[str, int]],
+                    closed: int) -> PartitionClock:
+    """A partition's clock after a (re)start, from what its tables hold: the newest event time
+    of each input, as every item and the watermark markers remember them (``input_times``),
+    and ``closed``, the newest day a close finished (-1: none); that day is never reopened."""
+    clock = PartitionClock(lateness, required)
+    for times in input_times:
+        for source, ts in times.items():
+            clock.observe(source, ts)
+    clock.hold_closed(closed)
+    return clock

@@ -125,8 +125,9 @@ class ItemState:
 
 @dataclass
 class ItemModel:
-    """The model side of an item. Written before its ``ItemState`` at a close, so after a
-    crash it is never behind it (``closed_through`` ≥ the item's)."""
+    """What the model keeps of an item: its state (``model``), the ledger of forecasts still to
+    be scored, and the newest day whose errors it took in. Written before its ``ItemState`` at
+    a close, so after a crash it is never behind it (``closed_through`` ≥ the item's)."""
 
     closed_through: int
     model: bytes

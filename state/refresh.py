@@ -53,12 +53,12 @@ def new_item(item_id: str, born: int, policy: RefreshPolicy) -> ItemState:
 
 
 def new_model(item: ItemInfo, born: int, model: QuantileForecaster) -> ItemModel:
-    """The model side of a new item, made at its first close (``ItemState.launch_info``)."""
+    """The item model of a new item, made at its first close (``ItemState.launch_info``)."""
     ledger = ForecastLedger.empty(model.horizons, len(model.quantiles))
     return ItemModel(born - 1, model.new_state(item, born), ledger.to_bytes())
 
 
-def needs_close(item: ItemState, side: ItemModel, through: int, policy: RefreshPolicy,
+def needs_close(item: ItemState, item_model: ItemModel, through: int, policy: RefreshPolicy,
                 horizons: int) -> bool:
     """Whether closing up to ``through`` has work for the item now: it is active, forecasts of
     it are still waiting for their targets, or it has buckets of days now closed (an item with
@@ -66,88 +66,88 @@ def needs_close(item: ItemState, side: ItemModel, through: int, policy: RefreshP
     if item.closed_through >= through:
         return False
     return (is_active(item, through, policy) or min(item.open_days, default=through + 1) <= through
-            or _waiting(side, horizons))
+            or _waiting(item_model, horizons))
 
 
-def is_dormant(item: ItemState, side: ItemModel, through: int, policy: RefreshPolicy, horizons: int) -> bool:
+def is_dormant(item: ItemState, item_model: ItemModel, through: int, policy: RefreshPolicy, horizons: int) -> bool:
     """Nothing to do for the item at this close or the next ones until its next event: no
     open days, no recent sale, no forecast waiting for its target."""
-    return not item.open_days and not is_active(item, through, policy) and not _waiting(side, horizons)
+    return not item.open_days and not is_active(item, through, policy) and not _waiting(item_model, horizons)
 
 
 def is_active(item: ItemState, origin: int, policy: RefreshPolicy) -> bool:
     return item.sold_within(origin - policy.active_days + 1, origin)
 
 
-def close_items(items: list[ItemState], sides: list[ItemModel], through: int,
+def close_items(items: list[ItemState], item_models: list[ItemModel], through: int,
                 model: QuantileForecaster, policy: RefreshPolicy) -> Refresh:
-    """Close the days up to ``through`` for ``items`` and their model sides (both mutated in
+    """Close the days up to ``through`` for ``items`` and their item models (both mutated in
     place) exactly as closing them one day at a time would: at each day the items that need
     it (``needs_close``) catch up to it, and each day caught up advances the models, scores
     earlier forecasts of it and forecasts the items active that day. So the result never
     depends on how many days one close covers, which depends on how fast the inputs
-    arrived. A model side already past a day (a close cut short by a crash, its outputs
+    arrived. A item model already past a day (a close cut short by a crash, its outputs
     already published) only has its item's buckets folded for it."""
-    ledgers = [ForecastLedger.from_bytes(s.ledger, model.horizons, len(model.quantiles)) for s in sides]
+    ledgers = [ForecastLedger.from_bytes(s.ledger, model.horizons, len(model.quantiles)) for s in item_models]
     refresh = Refresh()
     first = min((it.closed_through for it in items), default=through) + 1
     for day in range(first, through + 1):
-        due = [i for i, it in enumerate(items) if needs_close(it, sides[i], day, policy, model.horizons)]
+        due = [i for i, it in enumerate(items) if needs_close(it, item_models[i], day, policy, model.horizons)]
         for caught_up in range(min((items[i].closed_through for i in due), default=day) + 1, day + 1):
-            _close_day([i for i in due if items[i].closed_through < caught_up], caught_up, items, sides,
+            _close_day([i for i in due if items[i].closed_through < caught_up], caught_up, items, item_models,
                        ledgers, model, policy, refresh)
-    for side, ledger in zip(sides, ledgers):
-        side.ledger = ledger.to_bytes()
+    for item_model, ledger in zip(item_models, ledgers):
+        item_model.ledger = ledger.to_bytes()
     return refresh
 
 
-def _close_day(pending: list[int], day: int, items, sides, ledgers, model, policy, refresh) -> None:
+def _close_day(pending: list[int], day: int, items, item_models, ledgers, model, policy, refresh) -> None:
     buckets = {i: items[i].close_next_day()[1] for i in pending}
-    fresh = [i for i in pending if sides[i].closed_through < day]
-    _advance(fresh, day, items, sides, ledgers, buckets, model, refresh)
+    fresh = [i for i in pending if item_models[i].closed_through < day]
+    _advance(fresh, day, items, item_models, ledgers, buckets, model, refresh)
     active = [i for i in fresh if is_active(items[i], day, policy)]
     for start in range(0, len(active), policy.batch_size):
-        _forecast(active[start : start + policy.batch_size], day, items, sides, ledgers, model, policy, refresh)
+        _forecast(active[start : start + policy.batch_size], day, items, item_models, ledgers, model, policy, refresh)
 
 
-def _advance(batch: list[int], day: int, items, sides, ledgers, buckets, model, refresh) -> None:
+def _advance(batch: list[int], day: int, items, item_models, ledgers, buckets, model, refresh) -> None:
     periods = [Period(day, float(buckets[i][UNITS]), float(buckets[i][VIEWS]), items[i].price) for i in batch]
-    states = model.advance([sides[i].model for i in batch], periods)
+    states = model.advance([item_models[i].model for i in batch], periods)
     for i, state, period in zip(batch, states, periods):
         records = ledgers[i].score(day, period.units)
         if records:
             state = model.observe_errors(state, records)
-            sides[i].last_error_target = day
+            item_models[i].last_error_target = day
             refresh.scored.append(ScoredDay(items[i].item_id, day, period.units, records))
-        sides[i].model = state
-        sides[i].closed_through = day
+        item_models[i].model = state
+        item_models[i].closed_through = day
 
 
-def _forecast(batch: list[int], origin: int, items, sides, ledgers, model, policy, refresh) -> None:
+def _forecast(batch: list[int], origin: int, items, item_models, ledgers, model, policy, refresh) -> None:
     if not batch:
         return
-    for i, v in zip(batch, published(model.forecast([sides[i].model for i in batch]))):
+    for i, v in zip(batch, published(model.forecast([item_models[i].model for i in batch]))):
         kept = ledgers[i].latest(before=origin)
         previous = None if kept is None else IssuedForecast(items[i].item_id, *kept)
         ledgers[i].record(origin, v)
         refresh.issued.append(IssuedForecast(items[i].item_id, origin, v, previous))
 
 
-def take_errors(raw_side: bytes | None, target: int, records: list[ErrorRecord],
+def take_errors(raw_model: bytes | None, target: int, records: list[ErrorRecord],
                 model: QuantileForecaster) -> bytes | None:
     """Errors of ``target`` read back from ``forecast-errors`` into the item's error memory,
-    once: the new model side, or None where they must be left out: taken in at the close
+    once: the new item model, or None where they must be left out: taken in at the close
     that scored them, or that close was cut short by a crash and will score them again
     (taking them now would count them twice)."""
-    closed, last_error = ItemModel.days_of(raw_side) if raw_side is not None else (-1, -1)
+    closed, last_error = ItemModel.days_of(raw_model) if raw_model is not None else (-1, -1)
     if not last_error < target <= closed:
         return None
-    side = ItemModel.from_bytes(raw_side)
-    side.model = model.observe_errors(side.model, records)
-    side.last_error_target = target
-    return side.to_bytes()
+    item_model = ItemModel.from_bytes(raw_model)
+    item_model.model = model.observe_errors(item_model.model, records)
+    item_model.last_error_target = target
+    return item_model.to_bytes()
 
 
-def _waiting(side: ItemModel, horizons: int) -> bool:
+def _waiting(item_model: ItemModel, horizons: int) -> bool:
     """Forecasts in the ledger whose targets have not closed yet."""
-    return ForecastLedger.last_origin_of(side.ledger, horizons) + horizons > side.closed_through
+    return ForecastLedger.last_origin_of(item_model.ledger, horizons) + horizons > item_model.closed_through

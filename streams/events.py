@@ -3,7 +3,9 @@
 Sales: ``event_id``, ``item_id``, ``ts`` (event time, epoch seconds), ``quantity`` (negative
 for returns), ``price``; optional ``invoice`` and ``description``. Page views: ``event_id``,
 ``item_id``, ``ts``, ``views``. The message key must be the item id. Anything else is a
-``Rejection`` with a machine-readable reason, never an exception.
+``Rejection`` with a machine-readable reason, never an exception. A message with the header
+``CONTROL_HEADER: b"watermark"`` and the body ``{"ts": ...}`` is a watermark marker instead:
+it asserts that no earlier event will follow on its partition.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ MAX_QUANTITY = 1_000_000  # above any real invoice line (the data's largest is 8
 MAX_VIEWS = 10_000_000
 MAX_ID_LENGTH = 128
 EARLIEST_TS = 946_684_800  # 2000-01-01: older is a unit or clock mistake
-MAX_FUTURE_SECONDS = 7 * 86_400  # beyond the newest event seen so far on the partition
+CONTROL_HEADER = "mqstream-control"
 
 SALE_FIELDS = {"event_id", "item_id", "ts", "quantity", "price", "invoice", "description"}
 VIEW_FIELDS = {"event_id", "item_id", "ts", "views"}
@@ -46,6 +48,11 @@ class PageView:
 class Rejection:
     reason: str  # a short snake_case code, counted by metrics
     detail: str
+
+
+def is_watermark(headers) -> bool:
+    pairs = headers.items() if isinstance(headers, dict) else (headers or ())
+    return any(k == CONTROL_HEADER and v == b"watermark" for k, v in pairs)
 
 
 def parse_sale(key: bytes | None, value: bytes | None) -> Sale | Rejection:

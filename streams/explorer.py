@@ -158,13 +158,13 @@ class ForecastExplorer:
         item = lookup.item(item_id)
         if item is None:
             return None
-        side = lookup.side(item_id)
-        ledger = None if side is None else lookup.ledger(side)
+        item_model = lookup.item_model(item_id)
+        ledger = None if item_model is None else lookup.ledger(item_model)
         latest = None if ledger is None else ledger.latest()
         forecast = None if latest is None else IssuedForecast(item_id, *latest)
         last = item.closed_through if forecast is None else forecast.origin
         first = max(item.born, last - lookup.model.horizons + 1)
-        scored = [] if ledger is None else lookup.scored_days(item, side, ledger)
+        scored = [] if ledger is None else lookup.scored_days(item, item_model, ledger)
         return ItemView(item, forecast, first, item.daily(UNITS, first, last), scored, self.quality.by_bucket(),
                         tuple(lookup.model.quantiles))
 

@@ -1,6 +1,6 @@
 """GET /forecasts/{item_id} and /forecasts/{item_id}/errors, answered from the worker's tables.
 
-The answer comes from the item's model side, so it is the forecast of the last close this
+The answer comes from the item's model state (its ``ItemModel``), so it is the forecast of the last close this
 worker made, in the `forecasts` message format (``created_at`` is the time of the answer).
 Only the worker that owns the item's partition answers; any other redirects (307) to it,
 found through faust's partition assignment, whose URLs are the workers' HTTP addresses
@@ -22,6 +22,7 @@ from mqstream.state.item import UNITS, ItemModel, ItemState
 from mqstream.state.ledger import ForecastLedger
 from mqstream.state.refresh import IssuedForecast, RefreshPolicy, ScoredDay
 from mqstream.streams import messages
+from mqstream.streams.tables import Tables
 
 ROUTE = re.compile(r"^/forecasts/(?P<item>[^/?#]+)(?P<errors>/errors)?/?$")
 Answer = tuple[int, bytes, dict[str, str]]
@@ -42,9 +43,8 @@ def on_loop(app: faust.App, work: Coroutine[None, None, T], timeout: float) -> T
 
 
 class ForecastLookup:
-    def __init__(self, app: faust.App, items: faust.Table, sides: faust.Table, model: QuantileForecaster,
-                 policy: RefreshPolicy):
-        self.app, self.items, self.sides = app, items, sides
+    def __init__(self, app: faust.App, tables: Tables, model: QuantileForecaster, policy: RefreshPolicy):
+        self.app, self.items, self.item_models = app, tables.items, tables.item_models
         self.model, self.policy = model, policy
 
     def answer_from_thread(self, path: str, timeout: float = 10.0) -> Answer:
@@ -61,15 +61,15 @@ class ForecastLookup:
         elsewhere = self.elsewhere(item_id, path, _error)
         if elsewhere is not None:
             return elsewhere
-        side = self.side(item_id)
-        ledger = None if side is None else self.ledger(side)
+        item_model = self.item_model(item_id)
+        ledger = None if item_model is None else self.ledger(item_model)
         latest = None if ledger is None else ledger.latest()
         if latest is None:
             return _error(404, f"no forecast of item {item_id} yet")
         if match["errors"]:
             now = messages.utc_now()
             found = [orjson.loads(messages.error_message(scored, self.model, now, self.policy.decimals))
-                     for scored in self.scored_days(self.item(item_id), side, ledger)]
+                     for scored in self.scored_days(self.item(item_id), item_model, ledger)]
             return 200, orjson.dumps({"item_id": item_id, "errors": found}), {}
         issued = IssuedForecast(item_id, *latest)
         return 200, messages.forecast_message(issued, self.model, messages.utc_now()), {}
@@ -88,18 +88,18 @@ class ForecastLookup:
         raw = self.items.get(item_id.encode())
         return None if raw is None else ItemState.from_bytes(raw)
 
-    def side(self, item_id: str) -> ItemModel | None:
-        raw = self.sides.get(item_id.encode())
+    def item_model(self, item_id: str) -> ItemModel | None:
+        raw = self.item_models.get(item_id.encode())
         return None if raw is None else ItemModel.from_bytes(raw)
 
-    def ledger(self, side: ItemModel) -> ForecastLedger:
-        return ForecastLedger.from_bytes(side.ledger, self.model.horizons, len(self.model.quantiles))
+    def ledger(self, item_model: ItemModel) -> ForecastLedger:
+        return ForecastLedger.from_bytes(item_model.ledger, self.model.horizons, len(self.model.quantiles))
 
-    def scored_days(self, item: ItemState, side: ItemModel, ledger: ForecastLedger) -> list[ScoredDay]:
+    def scored_days(self, item: ItemState, item_model: ItemModel, ledger: ForecastLedger) -> list[ScoredDay]:
         """The forecasts still kept (made within the last horizon) scored, per target day already
         closed, oldest first: what the `forecast-errors` messages of those days said."""
         found = []
-        for target in range(side.closed_through - self.model.horizons + 1, side.closed_through + 1):
+        for target in range(item_model.closed_through - self.model.horizons + 1, item_model.closed_through + 1):
             actual = float(item.daily(UNITS, target, target)[0])
             records = ledger.score(target, actual)
             if records:

@@ -17,7 +17,7 @@ from mqstream.models.dataset import daily_series, load_transactions
 from mqstream.models.pageviews import simulate_views
 from mqstream.config import Settings
 from mqstream.kafka_auth import kafka_options
-from mqstream.streams.worker import CONTROL_HEADER
+from mqstream.streams.events import CONTROL_HEADER
 
 VIEWS_HOUR = 12  # a day's simulated views are sent as one event at noon
 

@@ -127,10 +127,10 @@ def assert_same_run(settings: Settings, reference: Settings) -> None:
         assert (got.closed_through, got.open_days) == (ref.closed_through, ref.open_days), item
         assert {d: set(ids) for d, ids in got.seen.items()} == {d: set(ids) for d, ids in ref.seen.items()}
         np.testing.assert_array_equal(got.history, ref.history, err_msg=item)
-    sides, ref_sides = model_state(settings), model_state(reference)
-    assert sides.keys() == ref_sides.keys()
-    differ = sorted(k for k in sides if sides[k] != ref_sides[k])
-    assert not differ, f"{len(differ)} model sides differ, e.g. {[(k, sides[k].closed_through, ref_sides[k].closed_through, sides[k].last_error_target, ref_sides[k].last_error_target, sides[k].model == ref_sides[k].model, sides[k].ledger == ref_sides[k].ledger) for k in differ[:5]]}"
+    item_models, ref_models = model_state(settings), model_state(reference)
+    assert item_models.keys() == ref_models.keys()
+    differ = sorted(k for k in item_models if item_models[k] != ref_models[k])
+    assert not differ, f"{len(differ)} item models differ, e.g. {[(k, item_models[k].closed_through, ref_models[k].closed_through, item_models[k].last_error_target, ref_models[k].last_error_target, item_models[k].model == ref_models[k].model, item_models[k].ledger == ref_models[k].ledger) for k in differ[:5]]}"
     (forecasts, errors), (ref_forecasts, ref_errors) = outputs(settings), outputs(reference)
     assert forecasts.keys() == ref_forecasts.keys()
     assert all(forecasts[k]["values"] == ref_forecasts[k]["values"] for k in forecasts)

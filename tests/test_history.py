@@ -18,7 +18,7 @@ from mqstream.models.history import (HistoryError, HistoryFormat, load_history, 
                                      read_views)
 from mqstream.cli import main
 from mqstream.streams.offsets import read_topic
-from mqstream.streams.worker import CONTROL_HEADER
+from mqstream.streams.events import CONTROL_HEADER
 from tests.model_helpers import torch_one_thread  # noqa: F401 (fixture)
 
 SALES = pd.DataFrame({

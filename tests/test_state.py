@@ -5,7 +5,7 @@ import numpy as np
 from mqstream.periods import DAY_SECONDS
 from mqstream.models.protocol import ErrorRecord, ItemInfo
 from mqstream.models.seasonal_naive import SeasonalNaive
-from mqstream.state.clock import PartitionClock
+from mqstream.state.clock import PartitionClock, recovered_clock
 from mqstream.state.item import UNITS, VIEWS, ItemModel, ItemState
 from mqstream.state.ledger import MAX_UNITS, ForecastLedger, published
 from mqstream.state.refresh import (RefreshPolicy, close_items, is_active, is_dormant, needs_close, new_item, new_model,
@@ -30,8 +30,8 @@ def test_item_state_round_trips_through_bytes():
 
 
 def test_item_model_round_trips_through_bytes():
-    side = ItemModel(DAY, b"model-bytes", b"ledger-bytes", DAY - 2)
-    assert ItemModel.from_bytes(side.to_bytes()) == side
+    item_model = ItemModel(DAY, b"model-bytes", b"ledger-bytes", DAY - 2)
+    assert ItemModel.from_bytes(item_model.to_bytes()) == item_model
 
 
 def test_a_day_closes_when_every_input_has_passed_it_plus_the_lateness():
@@ -52,11 +52,12 @@ def test_no_day_closes_before_every_required_input_has_spoken():
     assert clock.closed_through == DAY
 
 
-def test_a_recovered_clock_never_reopens_a_closed_day():
-    clock = PartitionClock(lateness=3600)
-    clock.observe("sales", sale_ts(DAY))
-    clock.hold_closed(DAY + 3)
-    assert clock.closed_through == DAY + 3
+def test_a_recovered_clock_takes_the_newest_time_of_each_input_and_never_reopens_a_closed_day():
+    remembered = [{"sales": sale_ts(DAY)}, {"sales": sale_ts(DAY - 2), "views": sale_ts(DAY, 20)}]
+    clock = recovered_clock(3600, ("sales", "views"), iter(remembered), closed=-1)
+    assert clock.inputs == {"sales": sale_ts(DAY), "views": sale_ts(DAY, 20)}
+    assert clock.closed_through == DAY - 1
+    assert recovered_clock(3600, ("sales", "views"), iter(remembered), closed=DAY + 3).closed_through == DAY + 3
 
 
 def test_ledger_hands_back_every_earlier_forecast_of_a_target():
@@ -97,43 +98,43 @@ def test_ledger_of_small_forecasts_takes_two_bytes_a_value():
 def test_closing_days_scores_earlier_forecasts_and_issues_new_ones():
     model = SeasonalNaive()
     item = new_item("A", DAY, POLICY)
-    side = new_model(ItemInfo("A"), DAY, model)
+    item_model = new_model(ItemInfo("A"), DAY, model)
     for day in range(DAY, DAY + 10):
         item.apply("sales", f"e{day}", sale_ts(day), [(UNITS, 3.0)])
-        refresh = close_items([item], [side], day, model, POLICY)
+        refresh = close_items([item], [item_model], day, model, POLICY)
         assert [f.origin for f in refresh.issued] == [day]
     assert [r.horizon for r in refresh.scored[0].records] == list(range(9, 0, -1))
     assert refresh.scored[0].actual == 3.0
-    assert side.closed_through == item.closed_through == DAY + 9
+    assert item_model.closed_through == item.closed_through == DAY + 9
 
 
-def test_a_model_side_ahead_of_its_item_is_not_advanced_twice():
+def test_an_item_model_ahead_of_its_item_is_not_advanced_twice():
     model = SeasonalNaive()
     item = new_item("A", DAY, POLICY)
-    side = new_model(ItemInfo("A"), DAY, model)
+    item_model = new_model(ItemInfo("A"), DAY, model)
     item.apply("sales", "e1", sale_ts(DAY), [(UNITS, 3.0)])
     snapshot = ItemState.from_bytes(item.to_bytes())  # the item as a crash left it
-    close_items([item], [side], DAY, model, POLICY)
-    model_bytes = side.model
-    refresh = close_items([snapshot], [side], DAY, model, POLICY)  # the redone close
-    assert side.model == model_bytes and snapshot.closed_through == DAY
-    assert refresh.issued == []  # published before the side was written
+    close_items([item], [item_model], DAY, model, POLICY)
+    model_bytes = item_model.model
+    refresh = close_items([snapshot], [item_model], DAY, model, POLICY)  # the redone close
+    assert item_model.model == model_bytes and snapshot.closed_through == DAY
+    assert refresh.issued == []  # published before the item_model was written
 
 
 def test_closing_days_together_equals_closing_them_one_by_one():
     model = SeasonalNaive()
     runs = []
     for steps in ([DAY + 3, DAY + 5, DAY + 6, DAY + 9], list(range(DAY, DAY + 10)), [DAY + 9]):
-        item, side = new_item("A", DAY, POLICY), new_model(ItemInfo("A"), DAY, model)
+        item, item_model = new_item("A", DAY, POLICY), new_model(ItemInfo("A"), DAY, model)
         for day in (DAY, DAY + 1, DAY + 4, DAY + 5, DAY + 8):  # no sales on some days
             item.apply("sales", f"e{day}", sale_ts(day), [(UNITS, float(day - DAY + 1))])
-        viewed, viewed_side = new_item("B", DAY + 1, POLICY), new_model(ItemInfo("B"), DAY + 1, model)
+        viewed, viewed_model = new_item("B", DAY + 1, POLICY), new_model(ItemInfo("B"), DAY + 1, model)
         viewed.apply("views", "v1", sale_ts(DAY + 1), [(VIEWS, 3.0)])  # then nothing: it stops at DAY + 1
         issued = []
         for through in steps:
-            refresh = close_items([item, viewed], [side, viewed_side], through, model, POLICY)
+            refresh = close_items([item, viewed], [item_model, viewed_model], through, model, POLICY)
             issued += [(f.origin, f.values.tolist()) for f in refresh.issued]
-        runs.append((issued, side.to_bytes(), item.to_bytes(), viewed.to_bytes(), viewed_side.to_bytes()))
+        runs.append((issued, item_model.to_bytes(), item.to_bytes(), viewed.to_bytes(), viewed_model.to_bytes()))
         assert viewed.closed_through == DAY + 1
     assert runs[0] == runs[1] == runs[2]
     assert [origin for origin, _ in runs[0][0]] == list(range(DAY, DAY + 10))
@@ -142,15 +143,15 @@ def test_closing_days_together_equals_closing_them_one_by_one():
 def test_dormant_items_wait_and_items_with_pending_forecasts_do_not():
     model = SeasonalNaive()
     item = new_item("A", DAY, POLICY)
-    side = new_model(ItemInfo("A"), DAY, model)
+    item_model = new_model(ItemInfo("A"), DAY, model)
     item.apply("sales", "e1", sale_ts(DAY), [(UNITS, 1.0)])
-    close_items([item], [side], DAY, model, POLICY)
-    assert needs_close(item, side, DAY + 40, POLICY, model.horizons)  # forecasts still open
-    close_items([item], [side], DAY + 40, model, POLICY)
+    close_items([item], [item_model], DAY, model, POLICY)
+    assert needs_close(item, item_model, DAY + 40, POLICY, model.horizons)  # forecasts still open
+    close_items([item], [item_model], DAY + 40, model, POLICY)
     # forecast daily while active (through DAY + 27), so waiting until DAY + 27 + 28
-    assert needs_close(item, side, DAY + 41, POLICY, model.horizons)
-    close_items([item], [side], DAY + 55, model, POLICY)
-    assert not needs_close(item, side, DAY + 56, POLICY, model.horizons)
+    assert needs_close(item, item_model, DAY + 41, POLICY, model.horizons)
+    close_items([item], [item_model], DAY + 55, model, POLICY)
+    assert not needs_close(item, item_model, DAY + 56, POLICY, model.horizons)
 
 
 def test_the_day_price_is_that_of_its_latest_priced_line_whatever_the_arrival_order():
@@ -190,11 +191,11 @@ def test_activity_at_an_origin_ignores_sales_of_later_days_already_applied():
 def test_an_item_up_to_date_but_active_or_with_open_days_is_not_dormant():
     model = SeasonalNaive()
     item = new_item("A", DAY, POLICY)
-    side = new_model(ItemInfo("A"), DAY, model)
+    item_model = new_model(ItemInfo("A"), DAY, model)
     item.apply("sales", "e1", sale_ts(DAY), [(UNITS, 1.0)])
-    close_items([item], [side], DAY, model, POLICY)
-    assert not needs_close(item, side, DAY, POLICY, model.horizons)  # up to date...
-    assert not is_dormant(item, side, DAY, POLICY, model.horizons)  # ...but sold: stays tracked
+    close_items([item], [item_model], DAY, model, POLICY)
+    assert not needs_close(item, item_model, DAY, POLICY, model.horizons)  # up to date...
+    assert not is_dormant(item, item_model, DAY, POLICY, model.horizons)  # ...but sold: stays tracked
     quiet = new_item("B", DAY, POLICY)
     quiet.apply("views", "v1", sale_ts(DAY + 2), [(VIEWS, 1.0)])  # a later open day only
     assert not is_dormant(quiet, new_model(ItemInfo("B"), DAY, model), DAY, POLICY, model.horizons)
@@ -210,11 +211,11 @@ class CountingErrors:
 
 
 def test_errors_read_back_are_taken_in_once_and_only_for_a_closed_day():
-    side = ItemModel(DAY, b"m", b"", last_error_target=DAY - 2).to_bytes()
+    item_model = ItemModel(DAY, b"m", b"", last_error_target=DAY - 2).to_bytes()
     records = [ErrorRecord(DAY - 3, DAY - 1, 3.0, np.zeros(9)), ErrorRecord(DAY - 2, DAY - 1, 3.0, np.zeros(9))]
-    once = take_errors(side, DAY - 1, records, CountingErrors())
+    once = take_errors(item_model, DAY - 1, records, CountingErrors())
     assert ItemModel.from_bytes(once).model == b"m|2" and ItemModel.days_of(once) == (DAY, DAY - 1)
     assert take_errors(once, DAY - 1, records, CountingErrors()) is None  # read back a second time
-    assert take_errors(side, DAY - 2, records, CountingErrors()) is None  # taken in at its close
-    assert take_errors(side, DAY + 1, records, CountingErrors()) is None  # its close has not run
-    assert take_errors(None, DAY - 1, records, CountingErrors()) is None  # no model side yet
+    assert take_errors(item_model, DAY - 2, records, CountingErrors()) is None  # taken in at its close
+    assert take_errors(item_model, DAY + 1, records, CountingErrors()) is None  # its close has not run
+    assert take_errors(None, DAY - 1, records, CountingErrors()) is None  # no item model yet

@@ -1,0 +1,63 @@
+"""A partition's day close: every tracked item whose days up to ``through`` are complete gets
+its model advanced, its forecasts issued and its earlier forecasts scored
+(``state.refresh.close_items``), then the outputs and the state are written in the order that
+makes a crash at any point safe."""
+from __future__ import annotations
+
+import time
+
+from mqstream.models.protocol import QuantileForecaster
+from mqstream.state.item import ItemModel, ItemState
+from mqstream.state.refresh import RefreshPolicy, close_items, is_dormant, new_model
+from mqstream.streams.metrics import WorkerMetrics
+from mqstream.streams.publisher import Publisher
+from mqstream.streams.tables import Tables
+
+
+class PartitionClose:
+    def __init__(self, tables: Tables, model: QuantileForecaster, policy: RefreshPolicy, publisher: Publisher,
+                 metrics: WorkerMetrics):
+        self.tables, self.model, self.policy = tables, model, policy
+        self.publisher, self.metrics = publisher, metrics
+
+    async def close(self, partition: int, tracked: set[bytes], through: int) -> None:
+        """Close the days up to ``through`` for the ``tracked`` items of ``partition``; items
+        left dormant by it leave ``tracked`` (they come back at their next event)."""
+        items, item_models = self._due(partition, tracked, through)
+        if not items:
+            return
+        started = time.perf_counter()
+        before = [item.closed_through for item in items]
+        refresh = close_items(items, item_models, through, self.model, self.policy)
+        closed = [i for i, item in enumerate(items) if item.closed_through != before[i]]
+        self.metrics.refresh_items.observe(len(closed))
+        # Outputs first, then item models, then items, each flushed: after a crash the close
+        # is redone (outputs repeat, never go missing) and an item model is never behind its item.
+        tables = self.tables
+        await self.publisher.publish(refresh)
+        await tables.put(tables.item_models, partition,
+                         [(items[i].item_id.encode(), item_models[i].to_bytes()) for i in closed])
+        await self.publisher.flush()
+        await tables.put(tables.items, partition, [(items[i].item_id.encode(), items[i].to_bytes()) for i in closed])
+        for item, item_model in zip(items, item_models):
+            if is_dormant(item, item_model, through, self.policy, self.model.horizons):
+                tracked.discard(item.item_id.encode())
+        self.metrics.refresh_seconds.observe(time.perf_counter() - started)
+
+    def _due(self, partition: int, tracked: set[bytes], through: int) -> tuple[list[ItemState], list[ItemModel]]:
+        """The tracked items not closed through ``through`` yet, with their item models (a new
+        one for an item's first close)."""
+        items, item_models = [], []
+        for key in list(tracked):
+            item = ItemState.from_bytes(self.tables.get(self.tables.items, partition, key))
+            raw_model = self.tables.get(self.tables.item_models, partition, key)
+            if raw_model is None:  # the item's first close: its model starts now
+                if item.born > through:
+                    continue
+                item_model = new_model(item.launch_info(item.born), item.born, self.model)
+            else:
+                item_model = ItemModel.from_bytes(raw_model)
+            if item.closed_through < through:
+                items.append(item)
+                item_models.append(item_model)
+        return items, item_models

@@ -1,0 +1,169 @@
+"""The worker's batch path: each fetched batch of an input partition (streams/ingest.py) is
+admitted (state/admission.py), applied to its items and, when the partition's clock passes
+the end of a day, closed (streams/close.py). Per partition: a clock, the items with work at
+the next close, and a lock that keeps a batch and a close apart."""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Sequence
+
+import numpy as np
+import orjson
+from faust.types import TP, Message
+
+from mqstream.config import Settings
+from mqstream.models.protocol import ErrorRecord, QuantileForecaster
+from mqstream.periods import DAY_SECONDS, day_of_iso
+from mqstream.state.admission import sale_amounts, time_refusal, view_amounts
+from mqstream.state.clock import PartitionClock, recovered_clock
+from mqstream.state.item import ItemModel, ItemState
+from mqstream.state.refresh import RefreshPolicy, new_item, take_errors
+from mqstream.streams.close import PartitionClose
+from mqstream.streams.events import PageView, Rejection, Sale, is_watermark, parse_page_view, parse_sale
+from mqstream.streams.metrics import WorkerMetrics
+from mqstream.streams.publisher import Publisher
+from mqstream.streams.tables import WATERMARKS, Tables
+
+
+class Processor:
+    def __init__(self, settings: Settings, model: QuantileForecaster, policy: RefreshPolicy, tables: Tables,
+                 names: dict[str, str], publisher: Publisher, metrics: WorkerMetrics):
+        self.settings, self.model, self.policy, self.tables = settings, model, policy, tables
+        self.sales_topic, self.error_topic = names["sales"], names["forecast-errors"]
+        self.publisher, self.metrics = publisher, metrics
+        self.closer = PartitionClose(tables, model, policy, publisher, metrics)
+        self.clocks: dict[int, PartitionClock] = {}
+        self.tracked: dict[int, set[bytes]] = {}  # items with work at the next close
+        self.unfinished: set[int] = set()  # partitions whose clocks were just recovered
+        self.locks: dict[int, asyncio.Lock] = {}
+
+    async def on_batch(self, tp: TP, batch: Sequence[Message]) -> int:
+        """A fetched batch of one input partition, in offset order; how many of its messages
+        were handled (all, unless a rebalance stopped a close). Each event is handled as if
+        alone; an item's state is read and written once per batch, and written before any
+        day close reads it."""
+        partition, topic = tp.partition, tp.topic
+        async with self.locks.setdefault(partition, asyncio.Lock()):
+            started = time.perf_counter()
+            self.metrics.consumed.labels(topic).inc(len(batch))
+            self.metrics.batch_events.observe(len(batch))
+            if topic == self.error_topic:
+                for message in batch:
+                    await self._take_errors(message)
+                handled = len(batch)
+            else:
+                handled = await self._ingest(partition, topic, batch)
+            self.metrics.processing.observe((time.perf_counter() - started) / len(batch))
+            return handled
+
+    def forget(self, partitions) -> None:
+        """Drop the clocks of ``partitions``: read again from the tables at their next event
+        (after a rebalance another worker may have moved them on)."""
+        for partition in partitions:
+            self.clocks.pop(partition, None)
+
+    async def _ingest(self, partition: int, topic: str, batch: Sequence[Message]) -> int:
+        parse = parse_sale if topic == self.sales_topic else parse_page_view
+        clock, cache = self._clock(partition), {}
+        for index, message in enumerate(batch):
+            event = None
+            if is_watermark(message.headers):
+                ts = orjson.loads(message.value)["ts"]
+            else:
+                event = parse(message.key, message.value)
+                refusal = _refusal(event, clock)
+                if refusal is not None:
+                    await self.publisher.dead_letter(message, *refusal)
+                    continue
+                ts = event.ts
+            if clock.observe(topic, ts) or partition in self.unfinished:
+                if not await self._close_after_commit(partition, clock, batch[:index], cache):
+                    return index
+            if event is None:
+                await self.tables.put(self.tables.watermarks, partition, [(WATERMARKS, orjson.dumps(clock.inputs))])
+            else:
+                self._apply(partition, topic, message.key, event, cache)
+        await self._write_items(partition, cache)
+        return len(batch)
+
+    def _apply(self, partition: int, topic: str, key: bytes, event: Sale | PageView,
+               cache: dict[bytes, ItemState]) -> None:
+        item = cache.get(key)
+        if item is None:
+            raw = self.tables.get(self.tables.items, partition, key)
+            item = cache[key] = (ItemState.from_bytes(raw) if raw is not None
+                                 else new_item(event.item_id, event.ts // DAY_SECONDS, self.policy))
+        if item.has_seen(event.event_id, event.ts // DAY_SECONDS):
+            self.metrics.duplicates.inc()  # still written back: heals a changelog that missed it
+        elif isinstance(event, PageView):
+            item.apply(topic, event.event_id, event.ts, view_amounts(event.views))
+        else:
+            item.apply(topic, event.event_id, event.ts, sale_amounts(event.invoice, event.quantity, event.price),
+                       event.price, event.description)
+        self.tracked[partition].add(key)
+
+    async def _close_after_commit(self, partition: int, clock: PartitionClock, applied: Sequence[Message],
+                                  cache: dict[bytes, ItemState]) -> bool:
+        """Close the days the clock has passed, once every event applied so far, on every input,
+        is written and committed. The event that moved the clock is applied after the close
+        (its day is still open): so what is written never holds an event the broker does not
+        hold as read, and after a crash only events of days still open are read again, where
+        their ids tell them apart. (Read again after the close, an event of a day it closed
+        could only be dead-lettered as too late.) False, with nothing closed, when a rebalance
+        comes first: the clock is forgotten, to be recovered from what was written by whoever
+        reads the partition next, this worker or another, and the close happens there."""
+        await self._write_items(partition, cache)
+        consumer = self.tables.items.app.consumer
+        for message in applied:
+            consumer.ack(message)
+        if not await consumer.commit_acked():
+            self.forget([partition])
+            return False
+        self.unfinished.discard(partition)
+        await self.closer.close(partition, self.tracked[partition], clock.closed_through)
+        return True
+
+    async def _write_items(self, partition: int, cache: dict[bytes, ItemState]) -> None:
+        await self.tables.put(self.tables.items, partition, [(key, item.to_bytes()) for key, item in cache.items()])
+        cache.clear()
+
+    async def _take_errors(self, message: Message) -> None:
+        """Errors read back from ``forecast-errors``: into the item's error memory, once."""
+        body = orjson.loads(message.value)
+        target = day_of_iso(body["target"])
+        records = [ErrorRecord(day_of_iso(o), target, body["actual"], np.asarray(f, np.float32))
+                   for o, f in zip(body["origins"], body["forecasts"])]
+        tables = self.tables
+        item_model = take_errors(tables.get(tables.item_models, message.partition, message.key), target, records,
+                                 self.model)
+        if item_model is not None:
+            await tables.put(tables.item_models, message.partition, [(message.key, item_model)])
+
+    def _clock(self, partition: int) -> PartitionClock:
+        """The partition's clock; on first use after (re)start, recovered from its tables, and
+        every item it holds tracked."""
+        if partition not in self.clocks:
+            tables, tracked = self.tables, set()
+
+            def input_times():  # one pass over the items, never all of them in memory
+                for _, raw in tables.scan(tables.watermarks, partition):
+                    yield orjson.loads(raw)
+                for key, raw in tables.scan(tables.items, partition):
+                    tracked.add(key)
+                    yield ItemState.from_bytes(raw).last_event_ts
+
+            required = tuple(self.settings.topic(name) for name in self.settings.watermark_input_names)
+            closed = max((ItemModel.days_of(raw)[0] for _, raw in tables.scan(tables.item_models, partition)),
+                         default=-1)  # item models are written by closes only
+            self.clocks[partition] = recovered_clock(self.settings.allowed_lateness, required, input_times(), closed)
+            self.tracked[partition] = tracked
+            self.unfinished.add(partition)  # a crash may have cut its last close short
+        return self.clocks[partition]
+
+
+def _refusal(event: Sale | PageView | Rejection, clock: PartitionClock) -> tuple[str, str] | None:
+    """(reason, detail) of a message that must be dead-lettered, None for an event to apply."""
+    if isinstance(event, Rejection):
+        return event.reason, event.detail
+    return time_refusal(event.ts, clock, time.time())
