@@ -124,33 +124,39 @@ class BatchConsumer(driver.Consumer):
         return messages[:handled]
 
     async def commit_acked(self) -> bool:
-        """Commit every committable acked offset of the input topics and wait until the broker
-        holds them: True then, False if a rebalance (or a stop) begins first, since its revoke
-        waits for the batch in hand. faust's ``commit`` returns without committing while another
-        commit is under way, and then the newest acks are not in it."""
+        """Commit every acked offset of the input topics and make sure the broker holds them.
+        True then. False, with the batch in hand to be given up and read again, if a rebalance
+        (or a stop) begins first, since its revoke waits for that batch; or if acks wait behind
+        a gap, which only the loop that called can read again. faust's ``commit`` returns
+        without committing while another commit is under way, and counts offsets as committed
+        even where the broker refused them (a rebalance had begun there, not yet here): the
+        last word is a commit of those offsets, whose answer is the broker's."""
         generation, attempts = self.app.consumer_generation_id, 0
-        while any(committable(self._acked.get(tp), self._committed_offset.get(tp))
-                  for tp in self.assignment() if tp.topic in self.batch_topics):
-            if self._interrupted(generation):
+        while not self._interrupted(generation):
+            inputs = [tp for tp in self.assignment() if tp.topic in self.batch_topics]
+            pending = [tp for tp in inputs if self._acked.get(tp)]
+            if not pending:
+                await self.maybe_wait_for_commit_to_finish()  # it may have taken the last acks
+                held = {tp: self._committed_offset[tp] for tp in inputs if self._committed_offset.get(tp)}
+                return not self._interrupted(generation) and (not held or await self._commit(held))
+            if any(behind_gap(self._acked[tp], self._committed_offset.get(tp)) for tp in pending):
                 return False
             if not await self.commit():
                 attempts += 1
                 if attempts % 100 == 0:
                     self.log.warning("acked offsets still not committed after %d attempts", attempts)
                 await asyncio.sleep(0.05)
-        return not self._interrupted(generation)  # a commit fails when a rebalance begins
+        return False
 
     def _interrupted(self, generation: int) -> bool:
         return self.should_stop or not self.flow_active or self.app.consumer_generation_id != generation
 
 
-def committable(acked: Sequence[int] | None, committed: int | None) -> bool:
-    """Whether faust's commit would move a partition on (its ``_new_offset`` rule): it has
-    acks, and they start at the committed offset. Acks past a gap (a batch finished under an
-    earlier assignment of the partition) wait until the gap is read again from the committed
-    offset, by the same loop that waits in ``commit_acked``: waiting for them there would never
-    end."""
-    return bool(acked) and not (committed and min(acked) - committed > 1)
+def behind_gap(acked: Sequence[int], committed: int | None) -> bool:
+    """Whether acked offsets wait behind a gap that faust's commit cannot pass (its
+    ``_new_offset`` rule): the acks of a batch finished under an earlier assignment of the
+    partition, past offsets read again from the committed one since."""
+    return bool(acked) and bool(committed) and min(acked) - committed > 1
 
 
 def rewinds(first: int, position: int | None, committed: int | None) -> bool:

@@ -23,7 +23,7 @@ from mqstream.streams.close import PartitionClose
 from mqstream.streams.events import PageView, Rejection, Sale, is_watermark, parse_page_view, parse_sale
 from mqstream.streams.metrics import WorkerMetrics
 from mqstream.streams.publisher import Publisher
-from mqstream.streams.tables import WATERMARKS, Tables
+from mqstream.streams.tables import CLOSED_OFFSETS, WATERMARKS, Tables
 
 
 class Processor:
@@ -35,6 +35,8 @@ class Processor:
         self.closer = PartitionClose(tables, model, policy, publisher, metrics)
         self.clocks: dict[int, PartitionClock] = {}
         self.tracked: dict[int, set[bytes]] = {}  # items with work at the next close
+        self.applied: dict[int, dict[str, int]] = {}  # partition -> input topic -> last offset handled
+        self.closed_offsets: dict[int, dict[str, int]] = {}  # the same, as of the last close
         self.unfinished: set[int] = set()  # partitions whose clocks were just recovered
         self.locks: dict[int, asyncio.Lock] = {}
 
@@ -66,7 +68,11 @@ class Processor:
     async def _ingest(self, partition: int, topic: str, batch: Sequence[Message]) -> int:
         parse = parse_sale if topic == self.sales_topic else parse_page_view
         clock, cache = self._clock(partition), {}
+        applied, closed = self.applied[partition], self.closed_offsets[partition].get(topic, -1)
         for index, message in enumerate(batch):
+            if message.offset <= closed:
+                self.metrics.duplicates.inc()  # handled before a close: read again after a lost commit
+                continue
             event = None
             if is_watermark(message.headers):
                 ts = orjson.loads(message.value)["ts"]
@@ -75,6 +81,7 @@ class Processor:
                 refusal = _refusal(event, clock)
                 if refusal is not None:
                     await self.publisher.dead_letter(message, *refusal)
+                    applied[topic] = message.offset
                     continue
                 ts = event.ts
             if clock.observe(topic, ts) or partition in self.unfinished:
@@ -84,6 +91,7 @@ class Processor:
                 await self.tables.put(self.tables.watermarks, partition, [(WATERMARKS, orjson.dumps(clock.inputs))])
             else:
                 self._apply(partition, topic, message.key, event, cache)
+            applied[topic] = message.offset
         await self._write_items(partition, cache)
         return len(batch)
 
@@ -110,9 +118,10 @@ class Processor:
         (its day is still open): so what is written never holds an event the broker does not
         hold as read, and after a crash only events of days still open are read again, where
         their ids tell them apart. (Read again after the close, an event of a day it closed
-        could only be dead-lettered as too late.) False, with nothing closed, when a rebalance
-        comes first: the clock is forgotten, to be recovered from what was written by whoever
-        reads the partition next, this worker or another, and the close happens there."""
+        could only be dead-lettered as too late.) False, with nothing closed, when the broker
+        does not confirm that commit (a rebalance comes first, or acks wait behind a gap): the
+        clock is forgotten, to be recovered from what was written by whoever reads the
+        partition next, this worker or another, and the close happens there."""
         await self._write_items(partition, cache)
         consumer = self.tables.items.app.consumer
         for message in applied:
@@ -120,9 +129,20 @@ class Processor:
         if not await consumer.commit_acked():
             self.forget([partition])
             return False
+        await self._note_closed_offsets(partition)
         self.unfinished.discard(partition)
         await self.closer.close(partition, self.tracked[partition], clock.closed_through)
         return True
+
+    async def _note_closed_offsets(self, partition: int) -> None:
+        """Before a close, the last offset of each input applied so far, written once those
+        events' state is flushed: an event at or before it was applied before a close, and
+        read again (a commit the broker lost) it is skipped, where its day would have been
+        closed and it taken for a late event."""
+        await self.publisher.flush()
+        self.closed_offsets[partition] = dict(self.applied[partition])
+        await self.tables.put(self.tables.watermarks, partition,
+                              [(CLOSED_OFFSETS, orjson.dumps(self.closed_offsets[partition]))])
 
     async def _write_items(self, partition: int, cache: dict[bytes, ItemState]) -> None:
         await self.tables.put(self.tables.items, partition, [(key, item.to_bytes()) for key, item in cache.items()])
@@ -146,9 +166,11 @@ class Processor:
         if partition not in self.clocks:
             tables, tracked = self.tables, set()
 
+            marks = dict(tables.scan(tables.watermarks, partition))
+
             def input_times():  # one pass over the items, never all of them in memory
-                for _, raw in tables.scan(tables.watermarks, partition):
-                    yield orjson.loads(raw)
+                if WATERMARKS in marks:
+                    yield orjson.loads(marks[WATERMARKS])
                 for key, raw in tables.scan(tables.items, partition):
                     tracked.add(key)
                     yield ItemState.from_bytes(raw).last_event_ts
@@ -158,6 +180,8 @@ class Processor:
                          default=-1)  # item models are written by closes only
             self.clocks[partition] = recovered_clock(self.settings.allowed_lateness, required, input_times(), closed)
             self.tracked[partition] = tracked
+            self.closed_offsets[partition] = orjson.loads(marks.get(CLOSED_OFFSETS, b"{}"))
+            self.applied[partition] = dict(self.closed_offsets[partition])
             self.unfinished.add(partition)  # a crash may have cut its last close short
         return self.clocks[partition]
 

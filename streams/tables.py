@@ -9,7 +9,9 @@ from typing import Iterator, Sequence
 
 import faust
 
-WATERMARKS = b"watermarks"  # the one key of the watermarks table (a record per partition)
+# the keys of the watermarks table, a record each per partition
+WATERMARKS = b"watermarks"  # the input watermarks as of the last watermark marker
+CLOSED_OFFSETS = b"closed-offsets"  # per input topic, the last offset applied before the last close
 
 
 @dataclass
@@ -17,7 +19,7 @@ class Tables:
     items: faust.Table  # key -> ItemState, written on every batch
     item_models: faust.Table  # key -> ItemModel, written once per close
     # WATERMARKS -> the partition's input watermarks, written at each watermark marker (the
-    # only clock input no item remembers)
+    # only clock input no item remembers); CLOSED_OFFSETS, written before each close
     watermarks: faust.Table
 
     @staticmethod

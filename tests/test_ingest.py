@@ -1,8 +1,12 @@
 """The batch consumer's rules (streams/ingest.py), without Kafka: when it reads a dropped batch
-again, and which acked offsets a close waits to see committed."""
-import pytest
+again, and when a close gives up waiting for acked offsets to be committed."""
+import asyncio
+from types import SimpleNamespace
 
-from mqstream.streams.ingest import committable, rewinds
+import pytest
+from faust.types import TP
+
+from mqstream.streams.ingest import BatchConsumer, behind_gap, rewinds
 
 
 @pytest.mark.parametrize("first, position, committed, expected", [
@@ -19,12 +23,55 @@ def test_a_dropped_batch_is_read_again_only_where_nothing_else_reads_it(first, p
 
 
 @pytest.mark.parametrize("acked, committed, expected", [
-    ([], 100, False),             # nothing to commit
-    (None, None, False),          # a partition never acked
-    ([5, 6, 7], None, True),      # nothing committed yet
-    ([100, 101], 100, True),      # acks start at the committed offset
-    ([500, 501], 100, False),     # a batch finished after a rebalance gave the partition back
-    ([90, 91], 100, True),        # acks behind the committed offset: faust's commit discards them
+    ([], 100, False),             # nothing acked
+    ([5, 6, 7], None, False),     # nothing committed yet: faust commits from the first ack
+    ([100, 101], 100, False),     # acks start at the committed offset
+    ([500, 501], 100, True),      # a batch finished under an earlier assignment of the partition
+    ([90, 91], 100, False),       # acks behind the committed offset: faust's commit discards them
 ])
-def test_a_close_waits_only_for_acks_a_commit_can_take(acked, committed, expected):
-    assert committable(acked, committed) is expected
+def test_a_close_gives_up_only_on_acks_that_wait_behind_a_gap(acked, committed, expected):
+    assert behind_gap(acked, committed) is expected
+
+
+class FakeConsumer:
+    """What ``commit_acked`` reads of faust's consumer, with a broker that answers ``accepts``."""
+
+    batch_topics = frozenset({"sales"})
+    should_stop, flow_active = False, True
+
+    def __init__(self, acked: list[int], committed: int | None, accepts: bool):
+        self.tp = TP("sales", 0)
+        self._acked, self._committed_offset = {self.tp: acked}, {self.tp: committed}
+        self.accepts, self.sent = accepts, []
+        self.app = SimpleNamespace(consumer_generation_id=1)
+        self.log = SimpleNamespace(warning=lambda *args: None)
+
+    def assignment(self):
+        return {self.tp}
+
+    async def commit(self) -> bool:  # faust's: takes the acks, and counts them committed whatever the broker says
+        acked = self._acked[self.tp]
+        self._committed_offset[self.tp], acked[:] = acked[-1] + 1, []
+        return self.accepts
+
+    async def maybe_wait_for_commit_to_finish(self) -> bool:
+        return False
+
+    async def _commit(self, offsets) -> bool:
+        self.sent.append(dict(offsets))
+        return self.accepts
+
+    _interrupted = BatchConsumer._interrupted
+
+
+@pytest.mark.parametrize("accepts", [True, False])
+def test_a_close_goes_on_only_when_the_broker_confirms_the_commit(accepts):
+    consumer = FakeConsumer([100, 101, 102], 100, accepts)
+    assert asyncio.run(BatchConsumer.commit_acked(consumer)) is accepts
+    assert consumer.sent == [{consumer.tp: 103}]  # the last word is the broker's
+
+
+def test_a_close_gives_up_at_once_on_acks_behind_a_gap():
+    consumer = FakeConsumer([500, 501], 100, True)
+    assert asyncio.run(BatchConsumer.commit_acked(consumer)) is False
+    assert consumer._acked[consumer.tp] == [500, 501] and consumer.sent == []
