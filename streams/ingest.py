@@ -126,21 +126,22 @@ class BatchConsumer(driver.Consumer):
     async def commit_acked(self) -> bool:
         """Commit every acked offset of the input topics and make sure the broker holds them.
         True then. False, with the batch in hand to be given up and read again, if a rebalance
-        (or a stop) begins first, since its revoke waits for that batch; or if acks wait behind
-        a gap, which only the loop that called can read again. faust's ``commit`` returns
-        without committing while another commit is under way, and counts offsets as committed
-        even where the broker refused them (a rebalance had begun there, not yet here): the
-        last word is a commit of those offsets, whose answer is the broker's."""
+        (or a stop) begins first, since its revoke waits for that batch. Acks behind a gap are
+        not waited for: only the loop that called can read the gap again, and the events they
+        stand for are covered by the offsets noted before the close (streams/processor.py).
+        faust's ``commit`` returns without committing while another commit is under way, and
+        counts offsets as committed even where the broker refused them (a rebalance had begun
+        there, not yet here): the last word is a commit of those offsets, whose answer is the
+        broker's."""
         generation, attempts = self.app.consumer_generation_id, 0
         while not self._interrupted(generation):
             inputs = [tp for tp in self.assignment() if tp.topic in self.batch_topics]
-            pending = [tp for tp in inputs if self._acked.get(tp)]
+            pending = [tp for tp in inputs if self._acked.get(tp)
+                       and not behind_gap(self._acked[tp], self._committed_offset.get(tp))]
             if not pending:
                 await self.maybe_wait_for_commit_to_finish()  # it may have taken the last acks
                 held = {tp: self._committed_offset[tp] for tp in inputs if self._committed_offset.get(tp)}
                 return not self._interrupted(generation) and (not held or await self._commit(held))
-            if any(behind_gap(self._acked[tp], self._committed_offset.get(tp)) for tp in pending):
-                return False
             if not await self.commit():
                 attempts += 1
                 if attempts % 100 == 0:
