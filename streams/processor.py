@@ -68,7 +68,7 @@ class Processor:
     async def _ingest(self, partition: int, topic: str, batch: Sequence[Message]) -> int:
         parse = parse_sale if topic == self.sales_topic else parse_page_view
         clock, cache = self._clock(partition), {}
-        applied, closed = self.applied[partition], self.closed_offsets[partition].get(topic, -1)
+        closed = self.closed_offsets[partition].get(topic, -1)
         for index, message in enumerate(batch):
             if message.offset <= closed:
                 self.metrics.duplicates.inc()  # handled before a close: read again after a lost commit
@@ -81,7 +81,6 @@ class Processor:
                 refusal = _refusal(event, clock)
                 if refusal is not None:
                     await self.publisher.dead_letter(message, *refusal)
-                    applied[topic] = message.offset
                     continue
                 ts = event.ts
             if clock.observe(topic, ts) or partition in self.unfinished:
@@ -91,8 +90,8 @@ class Processor:
                 await self.tables.put(self.tables.watermarks, partition, [(WATERMARKS, orjson.dumps(clock.inputs))])
             else:
                 self._apply(partition, topic, message.key, event, cache)
-            applied[topic] = message.offset
         await self._write_items(partition, cache)
+        self.applied[partition][topic] = batch[-1].offset
         return len(batch)
 
     def _apply(self, partition: int, topic: str, key: bytes, event: Sale | PageView,
@@ -123,6 +122,8 @@ class Processor:
         clock is forgotten, to be recovered from what was written by whoever reads the
         partition next, this worker or another, and the close happens there."""
         await self._write_items(partition, cache)
+        if applied:  # in offset order: the last one is how far its input was handled
+            self.applied[partition][applied[-1].topic] = applied[-1].offset
         consumer = self.tables.items.app.consumer
         for message in applied:
             consumer.ack(message)
