@@ -36,7 +36,7 @@ def run(options) -> dict[str, dict]:
         settings = rig.fresh()
         create_topics(settings)
         stream = synthetic.sales_in_one_day(synthetic.catalogue(items), events)
-        send(stream, settings, close_last_day=False, progress=False)
+        send(stream, settings, close_last_period=False, progress=False)
         topic = settings.topic("sales")
         before = bare_consumer_rate(settings, topic)
         with running(settings) as [worker]:

@@ -43,7 +43,7 @@ def run(options) -> dict[str, dict]:
         create_topics(settings)
         catalogue = synthetic.catalogue(items)
         day = synthetic.DAY
-        send(synthetic.one_sale_each(catalogue, day), settings, close_last_day=False, progress=False)
+        send(synthetic.one_sale_each(catalogue, day), settings, close_last_period=False, progress=False)
         with running(settings) as [worker]:
             follow([worker], lambda ws: total(ws) >= items, timeout=items / 100 + 600)
             first = close(settings, worker, catalogue, day + 1, forecasts=items)

@@ -59,7 +59,7 @@ def measure_worker(model: str, items: int, partitions: int) -> dict:
             worker.wait_ready()
             time.sleep(5)
             idle = worker.memory()["VmRSS"]
-            send(synthetic.one_sale_each(catalogue), settings, close_last_day=False, progress=False)
+            send(synthetic.one_sale_each(catalogue), settings, close_last_period=False, progress=False)
             rss_while = []  # (events in, RSS) as they stream in
 
             def consumed_all(ws) -> bool:
@@ -69,7 +69,7 @@ def measure_worker(model: str, items: int, partitions: int) -> dict:
             follow([worker], consumed_all, timeout=items / 100 + 600, interval=1.0)
             before_close = worker.memory()["VmRSS"]
             send(synthetic.closers(catalogue, settings.partitions, synthetic.DAY + 1, settings.allowed_lateness),
-                 settings, close_last_day=False, progress=False)
+                 settings, close_last_period=False, progress=False)
             follow([worker], lambda ws: total(ws, "mqstream_forecasts_published_total") >= items,
                    timeout=items / 50 + 600)
             while group_lag(settings):

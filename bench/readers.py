@@ -259,9 +259,9 @@ def _from_the_lookup(settings: Settings, items: int) -> dict:
     catalogue = synthetic.catalogue(items)
     with running(settings) as [worker]:
         for day in (synthetic.DAY, synthetic.DAY + 1):
-            send(synthetic.one_sale_each(catalogue, day), settings, close_last_day=False, progress=False)
+            send(synthetic.one_sale_each(catalogue, day), settings, close_last_period=False, progress=False)
         closers = synthetic.closers(catalogue, settings.partitions, synthetic.DAY + 2, settings.allowed_lateness)
-        send(closers, settings, close_last_day=False, progress=False)
+        send(closers, settings, close_last_period=False, progress=False)
         follow([worker], lambda ws: total(ws, "mqstream_forecast_errors_published_total") >= items,
                timeout=items / 20 + 600)
         client = ForecastClient(settings.kafka_bootstrap, settings.topic_prefix, lookup_url=worker._url(""))

@@ -35,10 +35,10 @@ def run(options) -> dict[str, dict]:
         catalogue = synthetic.catalogue(items)
         day = synthetic.DAY
         with running(settings, "loader") as [loader]:
-            send(synthetic.one_sale_each(catalogue, day), settings, close_last_day=False, progress=False)
+            send(synthetic.one_sale_each(catalogue, day), settings, close_last_period=False, progress=False)
             follow([loader], lambda ws: total(ws) >= items, timeout=items / 100 + 600, interval=1.0)
             send(synthetic.closers(catalogue, settings.partitions, day + 1, settings.allowed_lateness),
-                 settings, close_last_day=False, progress=False)
+                 settings, close_last_period=False, progress=False)
             follow([loader], lambda ws: total(ws, "mqstream_forecasts_published_total") >= items,
                    timeout=items / 50 + 600, interval=1.0)
             while group_lag(settings):
@@ -77,7 +77,7 @@ def start_to_ready(settings, name: str, events=(), within: float = 1800) -> dict
             worker.sample()
             before = worker.consumed()
             sent = time.monotonic()
-            send(list(events), settings, close_last_day=False, progress=False)
+            send(list(events), settings, close_last_period=False, progress=False)
             follow([worker], lambda ws: ws[0].consumed() >= before + len(events), timeout=1800, interval=0.2)
             first = time.monotonic() - sent
     return {"ready": worker.ready_after, "first_events": first, "hangs": worker.hangs}

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mqstream.models.dataset import daily_series, load_transactions, select_products
+from mqstream.models.dataset import demand_series, load_transactions, select_products
 from mqstream.models.pageviews import simulate_views
 from mqstream.models.protocol import ItemInfo, Period, QuantileForecaster
 from mqstream.models.registry import load_model
@@ -69,7 +69,7 @@ def measure(model_name: str = "mqtransformer", items: int = 1000) -> dict:
     torch.set_num_threads(1)
     model = bench_model(model_name)
     tx = load_transactions()
-    series = daily_series(tx)
+    series = demand_series(tx)
     keep = np.flatnonzero(select_products(series, series.start_day + 400))[:items]
     units, price = series.units[keep], series.price[keep]
     views = simulate_views(series.items[keep], units, series.start_day).astype(np.float32)

@@ -28,7 +28,7 @@ def run(options) -> dict[str, dict]:
     with local_broker(model, options.partitions) as rig:
         topics = rig.fresh()
         create_topics(topics)
-        send(synthetic.sales_in_one_day(synthetic.catalogue(items), events), topics, close_last_day=False,
+        send(synthetic.sales_in_one_day(synthetic.catalogue(items), events), topics, close_last_period=False,
              progress=False)
         bare = bare_consumer_rate(topics, topics.topic("sales"))
         runs = {}

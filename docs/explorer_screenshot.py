@@ -22,7 +22,7 @@ import orjson
 from selenium import webdriver
 
 from mqstream.periods import day_of_iso, day_of_ts
-from mqstream.models.dataset import daily_series, load_transactions
+from mqstream.models.dataset import demand_series, load_transactions
 from mqstream.config import Settings
 from mqstream.local_broker import LocalBroker, free_port
 from mqstream.streams.offsets import group_lag
@@ -46,7 +46,7 @@ def main(out: Path) -> None:
             try:
                 tx = load_transactions()
                 window = tx[day_of_ts(tx["ts"]).between(FIRST, LAST)]
-                series = daily_series(window, start_day=FIRST, end_day=LAST)
+                series = demand_series(window, start_day=FIRST, end_day=LAST)
                 item = str(series.items[np.argmax(series.units.sum(axis=1))])
                 send(replay_events(FIRST, LAST, tx), settings, progress=False)
                 base = f"http://127.0.0.1:{settings.metrics_port}"

@@ -71,7 +71,7 @@ def run_one(args) -> int:
     import numpy as np
 
     from mqstream.models.backtest import BacktestSplit, StreamingReplay, prepare, run_method
-    from mqstream.models.dataset import daily_series
+    from mqstream.models.dataset import demand_series
     from mqstream.models.history import load_history
     from mqstream.models.scores import score
     from mqstream.models.registry import load_model
@@ -106,7 +106,7 @@ def run_one(args) -> int:
         emit(out, dict(rec, stage="trained"))
     t2 = time.monotonic()
     split = BacktestSplit.from_dates(args.cutoff, args.start, args.end)
-    data = prepare(daily_series(tx), split)
+    data = prepare(demand_series(tx), split)
     if args.eval_max_items:
         k = np.arange(min(args.eval_max_items, len(data.series.items)))
         ser = data.series

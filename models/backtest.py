@@ -24,8 +24,8 @@ from typing import Protocol
 import numpy as np
 from tqdm import tqdm
 
-from mqstream.periods import day_of_iso, iso_of_day
-from mqstream.models.dataset import PRODUCT_CODE, DailySeries, select_products
+from mqstream.periods import DAILY, Cadence
+from mqstream.models.dataset import MIN_SALE_DAYS, PRODUCT_CODE, DemandSeries, select_products
 from mqstream.models.pageviews import page_views
 from mqstream.models.protocol import (DEFAULT_HORIZONS, DEFAULT_QUANTILES, ErrorRecord, ItemInfo,
                                       Period, QuantileForecaster)
@@ -33,24 +33,33 @@ from mqstream.models.protocol import (DEFAULT_HORIZONS, DEFAULT_QUANTILES, Error
 
 @dataclass(frozen=True)
 class BacktestSplit:
-    """Which days train, which days are origins, and what is forecast."""
+    """Which periods train, which are origins, and what is forecast (periods of ``cadence``)."""
 
-    cutoff: int  # last day a learned method may train on
+    cutoff: int  # last period a learned method may train on
     first_origin: int
     last_origin: int
     horizons: int = DEFAULT_HORIZONS
     quantiles: tuple[float, ...] = DEFAULT_QUANTILES
-    min_sale_days: int = 50  # a product is scored with sales on this many days before the first origin
+    min_sale_days: int = MIN_SALE_DAYS  # a product is scored with sales in this many days' worth of periods before the first origin
     products: re.Pattern | None = PRODUCT_CODE  # ids that are products: the shipped data's codes; None: every id
+    cadence: Cadence = DAILY
 
     def __post_init__(self):
         if not self.cutoff < self.first_origin <= self.last_origin:
-            raise ValueError(f"need cutoff < first origin <= last origin; got {iso_of_day(self.cutoff)}, "
-                             f"{iso_of_day(self.first_origin)}, {iso_of_day(self.last_origin)}")
+            iso = self.cadence.iso
+            raise ValueError(f"need cutoff < first origin <= last origin; got {iso(self.cutoff)}, "
+                             f"{iso(self.first_origin)}, {iso(self.last_origin)}")
 
     @classmethod
-    def from_dates(cls, cutoff: str, start: str, end: str, **kwargs) -> "BacktestSplit":
-        return cls(day_of_iso(cutoff), day_of_iso(start), day_of_iso(end), **kwargs)
+    def from_dates(cls, cutoff: str, start: str, end: str, cadence: Cadence = DAILY, **kwargs) -> "BacktestSplit":
+        """Dates as periods: the cutoff is the last period that ends by it (nothing later
+        trains), the origins the periods that hold ``start`` and ``end``."""
+        return cls(cadence.last_ending_by(cutoff), cadence.of_iso(start), cadence.of_iso(end),
+                   cadence=cadence, **kwargs)
+
+    @property
+    def min_sale_periods(self) -> int:
+        return self.cadence.count(self.min_sale_days)
 
     @property
     def origins(self) -> np.ndarray:
@@ -61,7 +70,7 @@ class BacktestSplit:
 class BacktestData:
     """The scored products' series (through the last target day) and the actuals."""
 
-    series: DailySeries
+    series: DemandSeries
     views: np.ndarray  # (N, T) page views aligned with series.units: 0, or simulated when asked
     simulated_views: bool
     origins: np.ndarray  # (O,) day indices
@@ -71,22 +80,22 @@ class BacktestData:
 class ForecastMethod(Protocol):
     name: str
 
-    def forecast(self, series: DailySeries, views: np.ndarray, origins: np.ndarray) -> np.ndarray:
+    def forecast(self, series: DemandSeries, views: np.ndarray, origins: np.ndarray) -> np.ndarray:
         """(N, O, H, Q) quantiles for horizons 1..H after each origin, using days <= origin only."""
 
 
-def prepare(series: DailySeries, split: BacktestSplit, simulated_views: bool = False,
+def prepare(series: DemandSeries, split: BacktestSplit, simulated_views: bool = False,
             real_views: np.ndarray | None = None) -> BacktestData:
     """Select the scored products and lay out their actuals; ``real_views`` (N, T): a file's
     page views aligned with ``series``."""
-    last_target = split.last_origin + split.horizons
+    last_target, iso = split.last_origin + split.horizons, split.cadence.iso
     if series.start_day >= split.cutoff or series.days[-1] < last_target:
-        raise ValueError(f"series covers {iso_of_day(series.start_day)}..{iso_of_day(series.days[-1])}; "
-                         f"the split needs data before {iso_of_day(split.cutoff)} and up to {iso_of_day(last_target)}")
-    keep = select_products(series, split.first_origin, split.min_sale_days, split.products)
+        raise ValueError(f"series covers {iso(series.start_day)}..{iso(series.days[-1])}; "
+                         f"the split needs data before {iso(split.cutoff)} and up to {iso(last_target)}")
+    keep = select_products(series, split.first_origin, split.min_sale_periods, split.products)
     if not keep.any():
-        raise ValueError(f"no item sold on {split.min_sale_days} days before the first origin "
-                         f"{iso_of_day(split.first_origin)}: nothing to score")
+        raise ValueError(f"no item sold in {split.min_sale_periods} {split.cadence.name(2)} before the first origin "
+                         f"{iso(split.first_origin)}: nothing to score")
     stop = series.column(last_target) + 1
     scored = replace(series, items=series.items[keep], descriptions=series.descriptions[keep],
                      units=series.units[keep, :stop], price=series.price[keep, :stop])
@@ -97,7 +106,7 @@ def prepare(series: DailySeries, split: BacktestSplit, simulated_views: bool = F
                         origins=split.origins, actuals=scored.units[:, cols])
 
 
-def history_until(series: DailySeries, views: np.ndarray, day: int) -> tuple[DailySeries, np.ndarray]:
+def history_until(series: DemandSeries, views: np.ndarray, day: int) -> tuple[DemandSeries, np.ndarray]:
     """The series and views through ``day``: all a method may read for origins up to ``day``."""
     stop = series.column(day) + 1
     return replace(series, units=series.units[:, :stop], price=series.price[:, :stop]), views[:, :stop]
@@ -117,7 +126,7 @@ def run_method(method: ForecastMethod, data: BacktestData, split: BacktestSplit)
     return forecasts
 
 
-def leaked_origins(method: ForecastMethod, series: DailySeries, origins: np.ndarray,
+def leaked_origins(method: ForecastMethod, series: DemandSeries, origins: np.ndarray,
                    simulated_views: bool = False, seed: int = 0) -> list[int]:
     """Origins whose forecast changes when the sales and prices of every day after them are
     replaced by noise and the views are derived again from the changed sales. Empty for a
@@ -137,7 +146,7 @@ def leaked_origins(method: ForecastMethod, series: DailySeries, origins: np.ndar
     return leaked
 
 
-def first_columns(series: DailySeries) -> np.ndarray:
+def first_columns(series: DemandSeries) -> np.ndarray:
     """(N,) each item's first column with a priced event: the day the worker first sees it
     (cancellations carry a price too, so an item may appear before its first sale)."""
     seen = series.price > 0
@@ -169,18 +178,22 @@ class StreamingReplay:
     """
 
     PUBLISHED_DECIMALS = 3  # as state.refresh.RefreshPolicy.decimals
-    ACTIVE_DAYS = 28  # as state.refresh.RefreshPolicy.active_days
+    ACTIVE_DAYS = 28  # as Settings.active_days, whole periods
 
-    def __init__(self, model: QuantileForecaster, feedback_warmup: int = 2 * DEFAULT_HORIZONS):
+    def __init__(self, model: QuantileForecaster, feedback_warmup: int | None = None):
         self.model = model
         self.name = model.name
-        self.feedback_warmup = feedback_warmup
+        self.feedback_warmup = 2 * model.horizons if feedback_warmup is None else feedback_warmup
+        self.active_periods = model.cadence.count(self.ACTIVE_DAYS)
 
-    def forecast(self, series: DailySeries, views: np.ndarray, origins: np.ndarray) -> np.ndarray:
+    def forecast(self, series: DemandSeries, views: np.ndarray, origins: np.ndarray) -> np.ndarray:
+        if series.cadence != self.model.cadence:
+            raise ValueError(f"{self.name} steps through {self.model.cadence.name(2)}, the series through "
+                             f"{series.cadence.name(2)}")
         horizons, n_quantiles = self.model.horizons, len(self.model.quantiles)
         first_col = first_columns(series)
         last_sale_col = np.maximum.accumulate(
-            np.where(series.units > 0, np.arange(series.units.shape[1]), -self.ACTIVE_DAYS - 1), axis=1)
+            np.where(series.units > 0, np.arange(series.units.shape[1]), -self.active_periods - 1), axis=1)
         start_forecasting = int(origins[0]) - self.feedback_warmup
         # published[d % H]: what was published at origin d, for the last H origins (NaN: nothing)
         published = np.full((horizons, len(series.items), horizons, n_quantiles), np.nan, np.float32)
@@ -188,7 +201,7 @@ class StreamingReplay:
         origin_index = {int(d): k for k, d in enumerate(origins)}
         states: dict[int, bytes] = {}
         for col in tqdm(range(series.column(int(origins[-1])) + 1), desc=f"replay {self.name}",
-                        unit="day", leave=False):
+                        unit=self.model.cadence.period, leave=False):
             day = series.start_day + col
             self._create_states(states, series, np.flatnonzero(first_col == col), day)
             rows = np.fromiter(states.keys(), np.int64, len(states))
@@ -198,19 +211,19 @@ class StreamingReplay:
             if day < start_forecasting:
                 continue
             forecasts = np.round(self.model.forecast([states[r] for r in rows]), self.PUBLISHED_DECIMALS)
-            active = last_sale_col[rows, col] > col - self.ACTIVE_DAYS
+            active = last_sale_col[rows, col] > col - self.active_periods
             published[day % horizons] = np.nan
             published[day % horizons, rows[active]] = forecasts[active]
             if day in origin_index:
                 out[rows, origin_index[day]] = forecasts
         return out
 
-    def _create_states(self, states: dict[int, bytes], series: DailySeries, rows: np.ndarray, day: int) -> None:
+    def _create_states(self, states: dict[int, bytes], series: DemandSeries, rows: np.ndarray, day: int) -> None:
         for r in rows:
             item = ItemInfo(str(series.items[r]), str(series.descriptions[r]), float(series.price[r, day - series.start_day]))
             states[int(r)] = self.model.new_state(item, day)
 
-    def _advance(self, states: dict[int, bytes], rows: np.ndarray, series: DailySeries,
+    def _advance(self, states: dict[int, bytes], rows: np.ndarray, series: DemandSeries,
                  views: np.ndarray, col: int) -> None:
         day = series.start_day + col
         periods = [Period(day, float(series.units[r, col]), float(views[r, col]), float(series.price[r, col]))

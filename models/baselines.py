@@ -29,14 +29,15 @@ from statsforecast.models import AutoETS
 from tqdm import tqdm
 
 from mqstream.models.backtest import first_columns
-from mqstream.models.dataset import DailySeries
+from mqstream.models.dataset import DemandSeries
 from mqstream.models.features import calendar
 from mqstream.models.protocol import DEFAULT_HORIZONS, DEFAULT_QUANTILES
 
+# Spans in days; with weeks, each is the whole weeks it covers (rounded up)
 DEMAND_LAGS = 28  # units on the origin day and the 27 days before it
 ROLLING_WINDOWS = (7, 14, 28, 56)
 SCALE_WINDOW = 112  # days whose mean demand is an item's scale
-SAME_WEEKDAY_WEEKS = 4  # weeks averaged for "the target's weekday, recently"
+SAME_WEEKDAY_WEEKS = 4  # weeks averaged for "the target's weekday, recently" (with weeks: the last 4)
 DAY_CAP = 365  # "days since" features saturate here: older is "long ago"
 
 
@@ -48,7 +49,7 @@ class ZeroForecast:
     def __init__(self, horizons: int = DEFAULT_HORIZONS, quantiles: tuple[float, ...] = DEFAULT_QUANTILES):
         self.horizons, self.quantiles = horizons, quantiles
 
-    def forecast(self, series: DailySeries, views: np.ndarray, origins: np.ndarray) -> np.ndarray:
+    def forecast(self, series: DemandSeries, views: np.ndarray, origins: np.ndarray) -> np.ndarray:
         return np.zeros((len(series.items), len(origins), self.horizons, len(self.quantiles)))
 
 
@@ -65,8 +66,12 @@ class LagFeatures:
 class FeatureBuilder:
     """Precomputes cumulative sums once so that any rows' features cost O(F) each."""
 
-    def __init__(self, series: DailySeries, views: np.ndarray):
+    def __init__(self, series: DemandSeries, views: np.ndarray):
         self.series, self.views = series, views.astype(np.float64)
+        c = self.cadence = series.cadence
+        self.n_lags, self.scale_window, self.cap = c.count(DEMAND_LAGS), c.count(SCALE_WINDOW), c.count(DAY_CAP)
+        self.rolling = tuple(sorted({c.count(w) for w in ROLLING_WINDOWS}))
+        self.season = 7 if c.days == 1 else 1  # the target's weekday; weeks have none
         units = series.units.astype(np.float64)
         self.units = units
         self.cum_units = _cumsum0(units)  # (N, T+1)
@@ -74,38 +79,40 @@ class FeatureBuilder:
         self.cum_price = _cumsum0(series.price.astype(np.float64))
         self.cum_views = _cumsum0(self.views)
         cols = np.arange(units.shape[1])
-        self.last_sale = np.maximum.accumulate(np.where(units > 0, cols, -DAY_CAP), axis=1)  # (N, T)
+        self.last_sale = np.maximum.accumulate(np.where(units > 0, cols, -self.cap), axis=1)  # (N, T)
         self.first_col = first_columns(series)
 
     def rows(self, item: np.ndarray, col: np.ndarray, horizon: np.ndarray) -> LagFeatures:
         """Features of (item, origin column, horizon) rows, each reading columns <= its origin."""
-        scale = np.maximum(self._mean(self.cum_units, item, col, SCALE_WINDOW), 1.0 / SCALE_WINDOW)
+        window, cadence, start = self.scale_window, self.cadence, self.series.start_day
+        scale = np.maximum(self._mean(self.cum_units, item, col, window), 1.0 / window)
         columns = [
             self._demand(item, col, horizon) / scale[:, None],
             np.log1p(scale)[:, None],
-            np.stack([self._mean(self.cum_sold_days, item, col, w) for w in (28, SCALE_WINDOW)], 1),
-            np.minimum(col - self.last_sale[item, col], DAY_CAP)[:, None],
-            np.minimum(col - self.first_col[item], 2 * DAY_CAP)[:, None],
+            np.stack([self._mean(self.cum_sold_days, item, col, w) for w in (self.n_lags, window)], 1),
+            np.minimum(col - self.last_sale[item, col], self.cap)[:, None],
+            np.minimum(col - self.first_col[item], 2 * self.cap)[:, None],
             self._price_and_views(item, col),
             horizon[:, None],
-            ((self.series.start_day + col + 3) % 7)[:, None],  # origin weekday, Monday = 0
-            calendar(self.series.start_day + col + horizon),  # (M, N_CALENDAR) the target day
+            ((cadence.first_day(start + col) + 3) % 7)[:, None],  # origin (first) weekday, Monday = 0
+            calendar(start + col + horizon, cadence),  # (M, N_CALENDAR) the target period
         ]
         return LagFeatures(x=np.concatenate(columns, axis=1).astype(np.float32), scale=scale)
 
     def _demand(self, item: np.ndarray, col: np.ndarray, horizon: np.ndarray) -> np.ndarray:
         """(M, L + W + 2) demand lags, rolling means, and the target weekday's recent demand."""
-        lags = self.units[item[:, None], np.maximum(col[:, None] - np.arange(DEMAND_LAGS), 0)]
-        back = 7 * -(-horizon // 7)  # the latest day known at the origin on the target's weekday
-        weeks = (col + horizon - back)[:, None] - 7 * np.arange(SAME_WEEKDAY_WEEKS)
+        lags = self.units[item[:, None], np.maximum(col[:, None] - np.arange(self.n_lags), 0)]
+        season = self.season
+        back = season * -(-horizon // season)  # the latest day known at the origin on the target's weekday
+        weeks = (col + horizon - back)[:, None] - season * np.arange(SAME_WEEKDAY_WEEKS)
         same_weekday = self.units[item[:, None], np.maximum(weeks, 0)]  # (M, SAME_WEEKDAY_WEEKS)
-        rolling = np.stack([self._mean(self.cum_units, item, col, w) for w in ROLLING_WINDOWS], 1)
+        rolling = np.stack([self._mean(self.cum_units, item, col, w) for w in self.rolling], 1)
         return np.concatenate([lags, rolling, same_weekday.mean(1, keepdims=True), same_weekday[:, :1]], 1)
 
     def _price_and_views(self, item: np.ndarray, col: np.ndarray) -> np.ndarray:
         price = self.series.price[item, col].astype(np.float64)
-        price_mean = self._mean(self.cum_price, item, col, 28)
-        views_mean = self._mean(self.cum_views, item, col, 28)
+        price_mean = self._mean(self.cum_price, item, col, self.n_lags)
+        views_mean = self._mean(self.cum_views, item, col, self.n_lags)
         # views lead demand by one to three days (models/pageviews.py): the last three matter
         recent_views = self.views[item[:, None], np.maximum(col[:, None] - np.arange(3), 0)]
         return np.concatenate([price[:, None], (price / np.maximum(price_mean, 1e-6))[:, None],
@@ -122,7 +129,7 @@ class FeatureBuilder:
         whose target is at most ``cutoff``, and whose item already existed; with targets."""
         rng = np.random.default_rng(seed)
         last = self.series.column(cutoff)
-        first = max(last - train_days, SCALE_WINDOW)
+        first = max(last - self.cadence.count(train_days), self.scale_window)
         draws = 2 * n_rows  # about half survive the filters below
         item = rng.integers(0, len(self.series.items), draws)
         col = rng.integers(first, last, draws)
@@ -169,7 +176,7 @@ class _TreeBaseline(ABC):
         self.cutoff = cutoff  # last day whose demand may be a training target
         self.config = config or self.DEFAULT_CONFIG
 
-    def forecast(self, series: DailySeries, views: np.ndarray, origins: np.ndarray) -> np.ndarray:
+    def forecast(self, series: DemandSeries, views: np.ndarray, origins: np.ndarray) -> np.ndarray:
         cfg = self.config
         if origins[0] <= self.cutoff:
             raise ValueError(f"{self.name}: origins must come after the training cutoff")
@@ -259,7 +266,7 @@ class AutoETSBaseline:
         self.config = config
         self.levels = sorted({round(abs(200 * (q - 0.5))) for q in config.quantiles} - {0})
 
-    def forecast(self, series: DailySeries, views: np.ndarray, origins: np.ndarray) -> np.ndarray:
+    def forecast(self, series: DemandSeries, views: np.ndarray, origins: np.ndarray) -> np.ndarray:
         cfg = self.config
         engine = StatsForecast(models=[AutoETS(season_length=cfg.season_length)], freq=1, n_jobs=cfg.n_jobs)
         first_origin, last_origin = int(origins[0]), int(origins[-1])
@@ -275,7 +282,7 @@ class AutoETSBaseline:
         return np.maximum.accumulate(np.clip(values, 0.0, None), axis=-1)
 
     @staticmethod
-    def _frame(series: DailySeries, last_origin: int, horizons: int) -> pd.DataFrame:
+    def _frame(series: DemandSeries, last_origin: int, horizons: int) -> pd.DataFrame:
         """Long frame of each item from its first sale through ``last_origin``, then ``horizons``
         placeholder days: statsforecast places the last window's test days there, and only
         reads them as the 'actuals' column, which is discarded."""

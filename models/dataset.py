@@ -1,6 +1,6 @@
-"""Transactions as events and as daily demand series.
+"""Transactions as events and as demand series of periods (days, or weeks: ``mqstream.periods``).
 
-Demand follows docs/EVALUATION.md: units sold on a calendar day are the sum of
+Demand follows docs/EVALUATION.md: units sold on a calendar day (or week) are the sum of
 ``Quantity`` over lines whose invoice does not start with ``C`` and whose quantity and
 price are both positive. Cancellations and adjustments stay events for the stream.
 Any retailer's files are read by ``models.history``; ``load_transactions`` is the shipped file.
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mqstream.periods import day_of_ts
+from mqstream.periods import DAILY, Cadence
 from mqstream.models.history import DATA_PATH, PRODUCT_CODE, SHIPPED, read_sales
 
 
@@ -35,15 +35,17 @@ def demand_mask(tx: pd.DataFrame) -> pd.Series:
 
 
 @dataclass(frozen=True)
-class DailySeries:
-    """Dense daily demand for a set of items: row i is ``items[i]``, column t is day
-    ``start_day + t``. ``price`` carries the last seen unit price forward (0 before any)."""
+class DemandSeries:
+    """Dense demand per period for a set of items: row i is ``items[i]``, column t is period
+    ``start_day + t`` (a day, or a week: the series' cadence). ``price`` carries the last
+    seen unit price forward (0 before any)."""
 
     items: np.ndarray  # (N,) str
     descriptions: np.ndarray  # (N,) str
     start_day: int
     units: np.ndarray  # (N, T) float32
     price: np.ndarray  # (N, T) float32
+    cadence: Cadence = DAILY
 
     @property
     def days(self) -> np.ndarray:
@@ -53,10 +55,11 @@ class DailySeries:
         return day - self.start_day
 
 
-def daily_series(tx: pd.DataFrame, items: np.ndarray | None = None,
-                 start_day: int | None = None, end_day: int | None = None) -> DailySeries:
-    """Daily demand per item over [start_day, end_day] (defaults: the file's first and last day)."""
-    days = day_of_ts(tx["ts"].to_numpy())
+def demand_series(tx: pd.DataFrame, items: np.ndarray | None = None, start_day: int | None = None,
+                  end_day: int | None = None, cadence: Cadence = DAILY) -> DemandSeries:
+    """Demand per item and period over periods [start_day, end_day] (defaults: the file's
+    first and last)."""
+    days = cadence.of_ts(tx["ts"].to_numpy())
     start_day = int(days.min()) if start_day is None else start_day
     end_day = int(days.max()) if end_day is None else end_day
     if items is None:
@@ -73,12 +76,12 @@ def daily_series(tx: pd.DataFrame, items: np.ndarray | None = None,
 
     price = np.full((n, t), np.nan, np.float32)
     priced = keep & (tx["price"].to_numpy() > 0)
-    price[row[priced], col[priced]] = tx["price"].to_numpy()[priced]  # last line of a day wins
+    price[row[priced], col[priced]] = tx["price"].to_numpy()[priced]  # last line of a period wins
     price = _forward_fill(price)
 
     first = tx.drop_duplicates("item_id").set_index("item_id")["description"]
-    return DailySeries(items=np.asarray(items), descriptions=first.reindex(items).fillna("").to_numpy(),
-                       start_day=start_day, units=units, price=price)
+    return DemandSeries(items=np.asarray(items), descriptions=first.reindex(items).fillna("").to_numpy(),
+                       start_day=start_day, units=units, price=price, cadence=cadence)
 
 
 def _forward_fill(a: np.ndarray) -> np.ndarray:
@@ -88,21 +91,25 @@ def _forward_fill(a: np.ndarray) -> np.ndarray:
     return np.nan_to_num(filled, nan=0.0)
 
 
-def select_products(series: DailySeries, before_day: int, min_days: int = 50,
+MIN_SALE_DAYS = 50  # a product is trained and scored with sales on this many days (docs/EVALUATION.md)
+
+
+def select_products(series: DemandSeries, before_day: int, min_periods: int = MIN_SALE_DAYS,
                     products: re.Pattern | None = PRODUCT_CODE) -> np.ndarray:
     """Boolean mask of the items scored by EVALUATION.md: ids that ``products`` matches (the
-    shipped data's product-like codes; None: every id) with sales on at least ``min_days``
-    distinct days before ``before_day``."""
+    shipped data's product-like codes; None: every id) with sales in at least ``min_periods``
+    distinct periods before period ``before_day``."""
     codes = np.array([products is None or bool(products.match(c)) for c in series.items], bool)
-    active_days = (series.units[:, : series.column(before_day)] > 0).sum(axis=1)
-    return codes & (active_days >= min_days)
+    selling = (series.units[:, : series.column(before_day)] > 0).sum(axis=1)
+    return codes & (selling >= min_periods)
 
 
-def daily_views(views: pd.DataFrame, items: np.ndarray, start_day: int, end_day: int) -> np.ndarray:
-    """(N, T) real page views of ``items`` summed per day over [start_day, end_day]
-    (``models.history.read_views`` rows; 0 where an item-day has none)."""
+def views_series(views: pd.DataFrame, items: np.ndarray, start_day: int, end_day: int,
+                 cadence: Cadence = DAILY) -> np.ndarray:
+    """(N, T) real page views of ``items`` summed per period over [start_day, end_day]
+    (``models.history.read_views`` rows; 0 where an item-period has none)."""
     row = pd.Index(items).get_indexer(views["item_id"])
-    col = day_of_ts(views["ts"].to_numpy()) - start_day
+    col = cadence.of_ts(views["ts"].to_numpy()) - start_day
     keep = (row >= 0) & (col >= 0) & (col <= end_day - start_day)
     out = np.zeros((len(items), end_day - start_day + 1), np.float64)
     np.add.at(out, (row[keep], col[keep]), views["views"].to_numpy()[keep])

@@ -27,31 +27,31 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from mqstream.periods import iso_of_day
+from mqstream.periods import DAILY, Cadence
 from mqstream.models.backtest import (BacktestData, BacktestSplit, ForecastMethod, StreamingReplay, prepare,
                                       run_method)
-from mqstream.models.dataset import daily_series, daily_views
-from mqstream.models.history import (SHIPPED_DATA_ID, History, add_history_arguments, history_flags,
-                                     history_from_args)
+from mqstream.models.dataset import demand_series, views_series
+from mqstream.models.history import (SHIPPED_DATA_ID, History, add_history_arguments, add_period_arguments,
+                                     cadence_from_args, history_flags, history_from_args)
 from mqstream.models.scores import HORIZON_BUCKETS, calibration, item_losses, paired_bootstrap, score
 from mqstream.models.pageviews import views_label
-from mqstream.models.protocol import DEFAULT_HORIZONS
 
 FAN_ITEMS = 3  # items charted: the largest, one at the 90th and one at the 50th volume percentile
-FAN_HISTORY_DAYS = 56  # days of history left of the origin in a fan chart
+FAN_HISTORY_DAYS = 56  # days of history left of the origin in a fan chart (whole periods)
 
 
 SPLITS = {  # name -> (cutoff, first origin, last origin); docs/EVALUATION.md
     "dev": ("2011-05-31", "2011-06-01", "2011-08-03"),  # summer: the split of EVALUATION.md
     "peak": ("2010-10-31", "2010-11-01", "2010-11-25"),  # targets run into the Christmas ramp of 2010
 }
-DERIVED_ORIGINS = 28  # origins of a split derived from a retailer's data: its last four weeks
+DERIVED_ORIGINS = 28  # origins of a split derived from a retailer's data: its last four weeks (of days; 4 weeks)
+DAILY_ONLY = ("autoets", "nhits")  # their seasonality and frequency are set for days
 ABLATIONS = {  # MQTransformer without one of its attentions, trained from the same warm start
     "mqt-no-encoder-attention": {"encoder_attention": False},
     "mqt-no-feedback-attention": {"feedback_attention": False},
@@ -88,7 +88,7 @@ def _trained(name: str) -> MethodFactory:
         from mqstream.models.registry import load_model
 
         path = _ensure_trained(source, name, seed)
-        model = load_model(_model_of(name), path)
+        model = load_model(_model_of(name), path, source.split.cadence)
         split = source.split
         if model.horizons != split.horizons or tuple(model.quantiles) != tuple(split.quantiles):
             raise MethodUnavailable(f"{name}: forecasts {model.horizons} horizons at {model.quantiles}; "
@@ -102,8 +102,10 @@ def _ensure_trained(source: MethodSource, name: str, seed: int) -> Path:
     from mqstream.models.training import TrainSettings, checkpoint_record, train
 
     path = checkpoint_dir(source, name, seed)
-    wanted = {"cutoff": iso_of_day(source.split.cutoff), "seed": seed, "simulated_views": source.simulated_views,
-              "max_items": source.train_items, "data": source.history.data_id}
+    split = source.split
+    wanted = {"cutoff": split.cadence.last_iso(split.cutoff), "seed": seed, "simulated_views": source.simulated_views,
+              "max_items": source.train_items, "data": source.history.data_id, "period": split.cadence.period,
+              "horizons": split.horizons}
     if (path / "config.json").is_file() and _record_matches(checkpoint_record(path), wanted):
         return path
     model = _model_of(name)
@@ -112,7 +114,8 @@ def _ensure_trained(source: MethodSource, name: str, seed: int) -> Path:
     # keep_warm_start: the backtest reports a model that did not learn (marked), it does not hide it
     settings = TrainSettings(seed=seed, simulated_views=source.simulated_views, max_items=source.train_items,
                              warm_start=warm, keep_warm_start=True)
-    train(model, wanted["cutoff"], path, settings, model_config=ABLATIONS.get(name), data=source.history)
+    train(model, wanted["cutoff"], path, settings, model_config=ABLATIONS.get(name), data=source.history,
+          cadence=split.cadence, horizons=split.horizons)
     return path
 
 
@@ -127,7 +130,9 @@ def _record_matches(record: dict, wanted: dict) -> bool:
     data = record.get("data", {}).get("id", SHIPPED_DATA_ID)
     return (record.get("cutoff") == wanted["cutoff"] and s.get("seed") == wanted["seed"]
             and s.get("simulated_views", False) == wanted["simulated_views"]
-            and s.get("max_items") == wanted["max_items"] and data == wanted["data"])
+            and s.get("max_items") == wanted["max_items"] and data == wanted["data"]
+            and record.get("period", "day") == wanted["period"]
+            and record.get("horizons", wanted["horizons"]) == wanted["horizons"])
 
 
 def _baselines():
@@ -147,17 +152,22 @@ def _nhits(source: MethodSource, seed: int) -> ForecastMethod:
         raise MethodUnavailable(f"nhits: {exc}") from exc
 
 
+def _tree(cls, source: MethodSource) -> ForecastMethod:
+    split = source.split
+    return cls(split.cutoff, replace(cls.DEFAULT_CONFIG, horizons=split.horizons, quantiles=split.quantiles))
+
+
 def _seasonal_naive(source: MethodSource, seed: int) -> ForecastMethod:
     from mqstream.models.registry import load_model
 
-    return StreamingReplay(load_model("seasonal-naive"))
+    return StreamingReplay(load_model("seasonal-naive", cadence=source.split.cadence))
 
 
 METHODS: dict[str, MethodFactory] = {
     "zero": lambda s, seed: _baselines().ZeroForecast(s.split.horizons, s.split.quantiles),
     "seasonal-naive": _seasonal_naive,
-    "qrf": lambda s, seed: _baselines().QuantileForestBaseline(s.split.cutoff),
-    "lightgbm": lambda s, seed: _baselines().LightGBMBaseline(s.split.cutoff),
+    "qrf": lambda s, seed: _tree(_baselines().QuantileForestBaseline, s),
+    "lightgbm": lambda s, seed: _tree(_baselines().LightGBMBaseline, s),
     "autoets": lambda s, seed: _baselines().AutoETSBaseline(),
     "nhits": _nhits,  # Nixtla's N-HiTS, the maintained neural peer (the `peers` extra)
     "mqcnn": _trained("mqcnn"),
@@ -165,6 +175,7 @@ METHODS: dict[str, MethodFactory] = {
     **{name: _trained(name) for name in ABLATIONS},
 }
 BASELINES = ("zero", "seasonal-naive", "qrf", "lightgbm", "autoets")
+DEFAULT_METHODS = tuple(n for n in METHODS if n not in ABLATIONS)
 
 
 def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -176,8 +187,9 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--start", help="first origin, YYYY-MM-DD")
     p.add_argument("--end", help="last origin; its 28th horizon must be in the data")
     p.add_argument("--cutoff", help="last day the learned methods train on")
-    p.add_argument("--methods", default=",".join(n for n in METHODS if n not in ABLATIONS),
-                   help=f"comma-separated, from: %(default)s (the default), {', '.join(ABLATIONS)}")
+    p.add_argument("--methods", default=None,
+                   help=f"comma-separated, from: {','.join(DEFAULT_METHODS)} (the default; with weeks without "
+                        f"{' and '.join(DAILY_ONLY)}), {', '.join(ABLATIONS)}")
     p.add_argument("--seeds", default="0,1,2",
                    help="seeds of the neural methods (%(default)s): each is trained and scored per seed")
     p.add_argument("--checkpoints", default=None,
@@ -193,29 +205,42 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="output path without extension: writes OUT.json, OUT.md and OUT-fan-*.png "
                         "(default eval/<split>, or eval/<sales file's name> with --data)")
     add_history_arguments(p)
+    add_period_arguments(p)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     try:
+        cadence = cadence_from_args(args)
+        args.methods = args.methods or ",".join(n for n in DEFAULT_METHODS if cadence.days == 1 or n not in DAILY_ONLY)
         names = _method_names(args.methods)
         seeds = _seeds(args.seeds)
+        horizons = args.horizons or cadence.default_horizons
+        unavailable = [n for n in names if n in DAILY_ONLY and cadence.days != 1]
+        if unavailable:
+            raise MethodUnavailable(f"{', '.join(unavailable)}: days only for now (their seasonality and "
+                                    "frequency are set for days); leave them out of --methods")
+        if args.simulated_views and cadence.days != 1:
+            raise MethodUnavailable("--simulated-views: simulated page views are daily")
         history = history_from_args(args)
-        split_name, dates = _split_dates(args, history)
+        split_name, dates = _split_dates(args, history, cadence, horizons)
         cutoff, start, end = (given or default for given, default in zip((args.cutoff, args.start, args.end), dates))
-        split = BacktestSplit.from_dates(cutoff, start, end, products=history.products)
-        series = daily_series(history.sales)
+        split = BacktestSplit.from_dates(cutoff, start, end, cadence, horizons=horizons, products=history.products)
+        series = demand_series(history.sales, cadence=cadence)
         real = None if history.views is None else \
-            daily_views(history.views, series.items, series.start_day, int(series.days[-1]))
+            views_series(history.views, series.items, series.start_day, int(series.days[-1]), cadence)
         data = prepare(series, split, args.simulated_views, real)
     except (MethodUnavailable, ValueError) as exc:  # HistoryError is a ValueError
         print(f"mqstream evaluate: {exc}", file=sys.stderr)
         return 2
+    if cadence.days != 1:
+        split_name += f"-{cadence.period}"
     checkpoints = Path(args.checkpoints or f"checkpoints/eval-{split_name}")
     source = MethodSource(split, checkpoints, history, args.simulated_views, args.train_items)
     views = views_label(args.simulated_views, history.views_path)
-    print(f"{len(data.series.items)} products, {len(data.origins)} origins "
-          f"{iso_of_day(split.first_origin)}..{iso_of_day(split.last_origin)}, cutoff {iso_of_day(split.cutoff)}, "
+    iso = cadence.iso
+    print(f"{len(data.series.items)} products, {len(data.origins)} origins ({cadence.name(2)}) "
+          f"{iso(split.first_origin)}..{iso(split.last_origin)}, cutoff {cadence.last_iso(split.cutoff)}, "
           f"page views: {views}", flush=True)
     fan_rows = _fan_rows(data)
     results, losses, fans = {}, {}, {}
@@ -252,28 +277,32 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _split_dates(args: argparse.Namespace, history: History) -> tuple[str, tuple[str, str, str]]:
+def _split_dates(args: argparse.Namespace, history: History, cadence: Cadence,
+                 horizons: int) -> tuple[str, tuple[str, str, str]]:
     """The split's name and its default (cutoff, first origin, last origin): a named split of
     the shipped data, or the one derived from the dates of ``--data``."""
-    if args.data is None:
+    if args.data is None and cadence.days == 1:
         return args.split or "dev", SPLITS[args.split or "dev"]
     if args.split is not None:
-        raise ValueError(f"--split {args.split} is a split of the shipped data; with --data the split is derived "
-                         "from its dates, or given with --cutoff/--start/--end")
-    return history.name, derived_split(history.first_day, history.last_day)
+        raise ValueError(f"--split {args.split} is a daily split of the shipped data; with --data or weeks the split "
+                         "is derived from the data's dates, or given with --cutoff/--start/--end")
+    name = "shipped" if args.data is None else history.name
+    return name, derived_split(history.first_day, history.last_day, horizons, cadence=cadence)
 
 
-def derived_split(first_day: int, last_day: int, horizons: int = DEFAULT_HORIZONS,
-                  origins: int = DERIVED_ORIGINS) -> tuple[str, str, str]:
+def derived_split(first_day: int, last_day: int, horizons: int = 28, origins: int = DERIVED_ORIGINS,
+                  cadence: Cadence = DAILY) -> tuple[str, str, str]:
     """(cutoff, first origin, last origin) of data covering days first_day..last_day: the last
-    ``origins`` days whose every horizon is in the data, trained up to the day before them
+    ``origins`` days' worth of periods (at least one horizon's: 13 weeks) whose every horizon
+    is in the data (whole periods), trained up to the period before them
     (docs/EVALUATION.md, "A retailer's own data")."""
-    last_origin = last_day - horizons
-    first_origin = last_origin - origins + 1
-    if first_origin - 1 <= first_day:
-        raise ValueError(f"the data covers {iso_of_day(first_day)}..{iso_of_day(last_day)}: too short for {origins} origins "
-                         f"with {horizons} horizons and training days before them")
-    return iso_of_day(first_origin - 1), iso_of_day(first_origin), iso_of_day(last_origin)
+    n = max(cadence.count(origins), horizons)
+    last_origin = int(cadence.of_day(last_day + 1)) - 1 - horizons
+    first_origin = last_origin - n + 1
+    if first_origin - 1 <= cadence.of_day(first_day):
+        raise ValueError(f"the data covers {cadence.iso(cadence.of_day(first_day))}..{cadence.last_iso(cadence.of_day(last_day))}: "
+                         f"too short for {n} origins with {horizons} horizons ({cadence.name(2)}) and training before them")
+    return cadence.last_iso(first_origin - 1), cadence.iso(first_origin), cadence.iso(last_origin)
 
 
 def _seeds(spec: str) -> list[int]:
@@ -293,7 +322,7 @@ def _over_seeds(runs: list[dict]) -> dict:
     mean = lambda key: float(np.mean([r[key] for r in runs]))
     out = {
         "wql": mean("wql"),
-        "wql_by_bucket": {b: float(np.mean([r["wql_by_bucket"][b] for r in runs])) for b in HORIZON_BUCKETS},
+        "wql_by_bucket": {b: float(np.mean([r["wql_by_bucket"][b] for r in runs])) for b in runs[0]["wql_by_bucket"]},
         "wql_per_quantile": {q: float(np.mean([r["wql_per_quantile"][q] for r in runs]))
                              for q in runs[0]["wql_per_quantile"]},
         "coverage_80": mean("coverage_80"),
@@ -367,7 +396,7 @@ def _command(args: argparse.Namespace) -> str:
                                        ("checkpoints", args.checkpoints), ("train-items", args.train_items),
                                        ("out", args.out)) if v is not None]
     views = ["--simulated-views"] if args.simulated_views else []
-    split = [f"--split {args.split or 'dev'}"] if args.data is None else []
+    split = [f"--split {args.split or 'dev'}"] if args.data is None and args.period == "day" else []
     return " ".join(["mqstream evaluate", *split, *history_flags(args), *given, f"--methods {args.methods}",
                      f"--seeds {args.seeds}", *views])
 
@@ -376,8 +405,9 @@ def _report(results: dict, comparisons: list[dict], split: BacktestSplit, data: 
             name: str, views: str, history: History) -> dict:
     return {
         "command": command,
-        "split": {"name": name, "cutoff": iso_of_day(split.cutoff), "first_origin": iso_of_day(split.first_origin),
-                  "last_origin": iso_of_day(split.last_origin), "horizons": split.horizons,
+        "split": {"name": name, "period": split.cadence.period, "cutoff": split.cadence.last_iso(split.cutoff),
+                  "first_origin": split.cadence.iso(split.first_origin),
+                  "last_origin": split.cadence.iso(split.last_origin), "horizons": split.horizons,
                   "quantiles": list(split.quantiles), "products": int(len(data.series.items)),
                   "origins": int(len(data.origins)), "page_views": views, "data": history.describe()},
         "methods": results,
@@ -385,9 +415,14 @@ def _report(results: dict, comparisons: list[dict], split: BacktestSplit, data: 
     }
 
 
+def _bucket_span(bucket: str, horizons: int) -> str:
+    lo, hi = HORIZON_BUCKETS[bucket]
+    return f"{lo}–{min(hi, horizons)}"
+
+
 def _markdown(report: dict) -> str:
     split, methods = report["split"], report["methods"]
-    buckets = list(HORIZON_BUCKETS)
+    buckets = [b for b in HORIZON_BUCKETS if b in next(iter(methods.values()))["wql_by_bucket"]]
     views = ("Inputs: sales, prices and calendar only (no page views)." if split["page_views"] == "none" else
              f"Inputs: sales, prices, calendar and page views {split['page_views']}."
              if split["page_views"].startswith("real") else
@@ -395,13 +430,14 @@ def _markdown(report: dict) -> str:
     lines = [
         f"# Backtest scores: split `{split['name']}`", "",
         f"{split['products']} products, origins {split['first_origin']}..{split['last_origin']} "
-        f"({split['origins']} days), horizons 1..{split['horizons']}, training data up to "
+        f"({split['origins']} {split.get('period', 'day')}s), horizons 1..{split['horizons']}, training data up to "
         f"{split['cutoff']}; scored as in docs/EVALUATION.md. {views}", "",
         "Regenerate with:", "", "```", report["command"], "```", "",
         "Neural methods: the mean over their seeds (± the standard deviation over seeds, min–max in "
         "the JSON); every other method is deterministic.", "",
-        "| method | seeds | wQL | wQL h1–7 | wQL h8–14 | wQL h15–28 | coverage 80% | volatility | runtime (s) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| method | seeds | wQL | " + " | ".join(f"wQL h{_bucket_span(b, split['horizons'])}" for b in buckets)
+        + " | coverage 80% | volatility | runtime (s) |",
+        "| --- | ---: | ---: | " + " | ".join("---:" for _ in buckets) + " | ---: | ---: | ---: |",
     ]
     for name, r in methods.items():
         by_bucket = " | ".join(f"{r['wql_by_bucket'][b]:.4f}" for b in buckets)
@@ -497,7 +533,8 @@ def _fan_charts(out: Path, data: BacktestData, rows: np.ndarray, fans: dict[str,
     k = len(data.origins) // 2
     origin = int(data.origins[k])
     lo, mid, hi = (list(split.quantiles).index(q) for q in (0.1, 0.5, 0.9))
-    history = np.arange(origin - FAN_HISTORY_DAYS + 1, origin + 1)
+    cadence = split.cadence
+    history = np.arange(origin - cadence.count(FAN_HISTORY_DAYS) + 1, origin + 1)
     future = origin + np.arange(1, split.horizons + 1)
     paths = []
     for j, row in enumerate(rows):
@@ -510,8 +547,8 @@ def _fan_charts(out: Path, data: BacktestData, rows: np.ndarray, fans: dict[str,
             ax.plot(future - origin, f[j, k, :, mid], lw=1.5, label="P50")
             ax.axvline(0, color="0.7", lw=0.8)
             ax.set_title(name)
-            ax.set_xlabel(f"days from origin {iso_of_day(origin)}")
-        axes[0, 0].set_ylabel(f"units/day, item {data.series.items[row]}")
+            ax.set_xlabel(f"{cadence.name(2)} from origin {cadence.iso(origin)}")
+        axes[0, 0].set_ylabel(f"units/{cadence.period}, item {data.series.items[row]}")
         axes[0, 0].legend(fontsize=7, loc="upper left")
         fig.tight_layout()
         path = Path(f"{out}-fan-{data.series.items[row]}.png")

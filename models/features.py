@@ -3,11 +3,12 @@ features, and dense training batches.
 
 Public API
 ----------
-- ``calendar(days) -> (..., N_CALENDAR)``: calendar/event features of day indices (days
-  since 1970-01-01): weekday, annual cycle, UK bank holidays, Christmas closure, the
-  Saturday closure, distance to the previous/next holiday.
-- ``past_inputs(units, views, price, days) -> (..., N_PAST)``: what the encoder reads for one
-  closed day: log1p(units), log1p(views), log1p(price) and the day's calendar.
+- ``calendar(periods, cadence) -> (..., N_CALENDAR)``: calendar/event features of period
+  indices (``mqstream.periods``): weekday, annual cycle, UK bank holidays, Christmas
+  closure, the Saturday closure, distance to the previous/next holiday; a week's are the
+  mean of its days' (the share of its days that are holidays, ...).
+- ``past_inputs(units, views, price, periods, cadence) -> (..., N_PAST)``: what the encoder
+  reads for one closed period: log1p(units), log1p(views), log1p(price) and its calendar.
 - ``item_tokens(description) -> (MAX_TOKENS,) int`` and ``price_band(price) -> int``: the
   item features that let a new item (no history) get a forecast.
 - ``SeriesBatch`` / ``series_batch(...)``: dense daily series of a set of items as tensors,
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mqstream.periods import day_of_iso
+from mqstream.periods import DAILY, Cadence, day_of_iso
 
 # England & Wales bank holidays 2009-2012, from https://www.gov.uk/bank-holidays (the
 # 2009-2011 dates from the archived copies of that page). 2011-04-29 is the royal wedding,
@@ -57,10 +58,18 @@ N_PAST = 3 + N_CALENDAR
 VIEWS_INPUT = 1  # column of log1p(views) in past_inputs
 
 
-def calendar(days: np.ndarray) -> np.ndarray:
-    """(..., N_CALENDAR) float32 features of integer day indices. Outside 2009-2012 the
-    holiday flags are 0 and the distances saturate at HOLIDAY_HORIZON."""
-    days = np.asarray(days, dtype=np.int64)
+def calendar(periods: np.ndarray, cadence: Cadence = DAILY) -> np.ndarray:
+    """(..., N_CALENDAR) float32 features of integer period indices: a day's, or the mean
+    over a week's days. Outside 2009-2012 the holiday flags are 0 and the distances saturate
+    at HOLIDAY_HORIZON."""
+    periods = np.asarray(periods, dtype=np.int64)
+    if cadence.days == 1:
+        return _day_calendar(periods)
+    days = cadence.first_day(periods)[..., None] + np.arange(cadence.days)
+    return _day_calendar(days).mean(-2)
+
+
+def _day_calendar(days: np.ndarray) -> np.ndarray:
     lo, table = _calendar_table()
     if days.size and days.min() >= lo and days.max() < lo + len(table):
         return table[days - lo]  # the serving path asks for the same few days again and again
@@ -96,11 +105,12 @@ def _log_distance(days: np.ndarray) -> np.ndarray:
     return np.log1p(np.minimum(days, HOLIDAY_HORIZON)) / np.log1p(HOLIDAY_HORIZON)
 
 
-def past_inputs(units: np.ndarray, views: np.ndarray, price: np.ndarray, days: np.ndarray) -> np.ndarray:
-    """(..., N_PAST) float32: the encoder's input for closed days (arrays broadcast)."""
+def past_inputs(units: np.ndarray, views: np.ndarray, price: np.ndarray, periods: np.ndarray,
+                cadence: Cadence = DAILY) -> np.ndarray:
+    """(..., N_PAST) float32: the encoder's input for closed periods (arrays broadcast)."""
     log = lambda a: np.log1p(np.maximum(np.asarray(a, np.float64), 0))
     logs = np.stack(np.broadcast_arrays(log(units), log(views), log(price)), axis=-1)
-    cal = np.broadcast_to(calendar(days), logs.shape[:-1] + (N_CALENDAR,))
+    cal = np.broadcast_to(calendar(periods, cadence), logs.shape[:-1] + (N_CALENDAR,))
     return np.concatenate([logs.astype(np.float32), cal], axis=-1)
 
 
@@ -131,11 +141,11 @@ def price_band(price: float) -> int:
 # --- dense batches for the full path ----------------------------------------------------
 @dataclass
 class SeriesBatch:
-    """B items over T common days; an item exists from its first column on (its state was
-    created the day before). ``price`` is back-filled before that with the item's known
+    """B items over T common periods; an item exists from its first column on (its state was
+    created the period before). ``price`` is back-filled before that with the item's known
     price, so the origin "day before the first day" (a cold start) has a planned price."""
 
-    days: torch.Tensor  # (T,) int64 day index of each column
+    days: torch.Tensor  # (T,) int64 period index of each column
     past: torch.Tensor  # (B, T, N_PAST) float32 encoder inputs (zero where the item does not exist)
     units: torch.Tensor  # (B, T) float32 demand, the target
     price: torch.Tensor  # (B, T) float32 last known price (planned price at an origin)
@@ -153,13 +163,15 @@ class SeriesBatch:
 
 
 def series_batch(units: np.ndarray, views: np.ndarray, price: np.ndarray, start_day: int,
-                 first_col: np.ndarray, descriptions: np.ndarray, item_price: np.ndarray) -> SeriesBatch:
-    """Tensors of (N, T) dense series; ``first_col[i]`` is item i's first closed day (column),
-    ``item_price[i]`` its price as known at creation (``ItemInfo.price``)."""
+                 first_col: np.ndarray, descriptions: np.ndarray, item_price: np.ndarray,
+                 cadence: Cadence = DAILY) -> SeriesBatch:
+    """Tensors of (N, T) dense series of periods from ``start_day``; ``first_col[i]`` is item
+    i's first closed period (column), ``item_price[i]`` its price as known at creation
+    (``ItemInfo.price``)."""
     n, t = units.shape
     days = start_day + np.arange(t)
     exists = np.arange(t)[None, :] >= np.asarray(first_col)[:, None]  # (N, T)
-    past = past_inputs(units, views, price, days) * exists[..., None]  # (N, T, N_PAST)
+    past = past_inputs(units, views, price, days, cadence) * exists[..., None]  # (N, T, N_PAST)
     planned = np.where(exists & (price > 0), price, np.asarray(item_price, np.float32)[:, None])
     return SeriesBatch(
         days=torch.as_tensor(days, dtype=torch.int64),

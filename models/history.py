@@ -36,7 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-from mqstream.periods import day_of_ts, iso_of_day
+from mqstream.periods import PERIODS, WEEKDAYS, Cadence, day_of_ts, iso_of_day
 
 
 REPO = Path(__file__).resolve().parent.parent
@@ -453,8 +453,27 @@ def history_from_args(args: argparse.Namespace) -> History:
     return history
 
 
+def add_period_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("periods (a worker serving the model needs the same period setting)")
+    g.add_argument("--period", choices=PERIODS, default="day", help="what a step of the series is (default %(default)s)")
+    g.add_argument("--week-start", choices=WEEKDAYS, default="monday", help="with weeks: their first day")
+    g.add_argument("--horizons", type=int, default=None, help="periods forecast ahead (default 28 days or 13 weeks)")
+
+
+def cadence_from_args(args: argparse.Namespace) -> Cadence:
+    if args.horizons is not None and not 1 <= args.horizons <= 366:
+        raise HistoryError(f"--horizons must be 1..366, got {args.horizons}")
+    if args.period == "day" and args.horizons is not None and args.horizons < 7:
+        raise HistoryError("--horizons must be at least 7 with days: forecasts always cover the next 7 days")
+    return Cadence(args.period, WEEKDAYS.index(args.week_start))
+
+
 def history_flags(args: argparse.Namespace) -> list[str]:
-    """The history arguments as given, for a command line that regenerates an output."""
+    """The history and period arguments as given, for a command line that regenerates an output."""
     flags = [f"--{name.replace('_', '-')} {shlex.quote(str(getattr(args, name)))}" for name in
              ("data", "views", "items", "columns", "date_format") if getattr(args, name)]
+    if getattr(args, "period", "day") != "day":
+        flags += [f"--period {args.period}", f"--week-start {args.week_start}"]
+    if getattr(args, "horizons", None) is not None:
+        flags.append(f"--horizons {args.horizons}")
     return flags + (["--skip-bad-rows"] if args.skip_bad_rows else [])

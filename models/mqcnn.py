@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from mqstream.models.features import (MAX_TOKENS, N_CALENDAR, N_PAST, N_PRICE_BANDS, TOKEN_BUCKETS, encoder_inputs,
                                       SeriesBatch, calendar, item_tokens, past_inputs, price_band)
 from mqstream.models.protocol import DEFAULT_HORIZONS, DEFAULT_QUANTILES, ErrorRecord, ItemInfo, Period
+from mqstream.periods import Cadence
 
 AGE_CAP = 365  # days of history after which an item counts as "established"
 FP16_MAX = 65504.0  # float16 state fields clip here
@@ -125,10 +126,11 @@ def ema_scale(units: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 def origin_features(h: torch.Tensor, item: torch.Tensor, ema: torch.Tensor, age: torch.Tensor,
-                    price: torch.Tensor) -> torch.Tensor:
-    """What the decoder knows at an origin: (..., C), (..., E), and (...) ema, age (days of
+                    price: torch.Tensor, cadence: Cadence) -> torch.Tensor:
+    """What the decoder knows at an origin: (..., C), (..., E), and (...) ema, age (periods of
     history), planned price -> (..., C + E + 3)."""
-    age_feat = torch.log1p(age.clamp(max=AGE_CAP).float()) / np.log1p(AGE_CAP)
+    cap = cadence.count(AGE_CAP)
+    age_feat = torch.log1p(age.clamp(max=cap).float()) / np.log1p(cap)
     extras = torch.stack([torch.log1p(ema), age_feat, torch.log1p(price)], -1)  # (..., 3)
     return torch.cat([h, item, extras], -1)
 
@@ -177,9 +179,9 @@ def calibrate(q: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
     return torch.cummax(q * factors, -1).values
 
 
-def future_calendar(origin_days: np.ndarray, horizons: int) -> torch.Tensor:
-    """(...) origin days -> (..., H, N_CAL) calendar of the target days t+1..t+H."""
-    return torch.from_numpy(calendar(np.asarray(origin_days)[..., None] + np.arange(1, horizons + 1)))
+def future_calendar(origins: np.ndarray, horizons: int, cadence: Cadence) -> torch.Tensor:
+    """(...) origin periods -> (..., H, N_CAL) calendar of the target periods t+1..t+H."""
+    return torch.from_numpy(calendar(np.asarray(origins)[..., None] + np.arange(1, horizons + 1), cadence))
 
 
 def pinball_loss(pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
@@ -246,9 +248,16 @@ class MQCNNConfig:
     scale_alpha: float = 1 / 28  # EMA weight of demand scale: about a month of memory
     buffer_dtype: str = "float16"  # conv ring buffers in the state: half the bytes, no loss seen
     use_views: bool = False  # read page views; off, the views input is 0 in training and serving alike
+    period: str = "day"  # what a step is (mqstream.periods): the model serves only a worker of the same
+    week_start: int = 0  # 0 = Monday
 
     def __post_init__(self):  # JSON round trips give lists
         self.quantiles, self.dilations = tuple(self.quantiles), tuple(self.dilations)
+        Cadence(self.period, self.week_start)  # raises on an unknown period
+
+    @property
+    def cadence(self) -> Cadence:
+        return Cadence(self.period, self.week_start)
         if self.buffer_dtype not in ("float16", "float32"):
             raise ValueError(f"buffer_dtype must be 'float16' or 'float32', not {self.buffer_dtype!r}")
 
@@ -273,8 +282,8 @@ class MQCNN(nn.Module):
         age = batch.exists.cumsum(1)  # (B, T)
         at = lambda x: torch.take_along_dim(x, origins.reshape(B, -1, *([1] * (x.dim() - 2))), 1)
         item = self.item(batch.tokens, batch.band).unsqueeze(1).expand(-1, origins.shape[1], -1)  # (B, S, E)
-        origin = origin_features(at(h), item, at(ema), at(age), at(batch.price))  # (B, S, n_origin)
-        cal = future_calendar(batch.days[origins].numpy(), self.cfg.horizons)  # (B, S, H, N_CAL)
+        origin = origin_features(at(h), item, at(ema), at(age), at(batch.price), self.cfg.cadence)  # (B, S, n_origin)
+        cal = future_calendar(batch.days[origins].numpy(), self.cfg.horizons, self.cfg.cadence)  # (B, S, H, N_CAL)
         ctx, agn = self.decoder.contexts(origin, cal)
         return self.decoder.quantiles(ctx, agn, cal) * (1 + at(ema))[..., None, None]  # (B, S, H, Q)
 
@@ -320,7 +329,7 @@ def base_step(encoder: CausalConvEncoder, cfg: MQCNNConfig, st: dict[str, np.nda
     units = np.array([p.units for p in periods], np.float32)
     price = np.array([p.price for p in periods], np.float32)
     views = np.array([p.views for p in periods])
-    x = encoder_inputs(torch.from_numpy(past_inputs(units, views, price, day)), cfg.use_views)  # (R, N_PAST)
+    x = encoder_inputs(torch.from_numpy(past_inputs(units, views, price, day, cfg.cadence)), cfg.use_views)  # (R, N_PAST)
     buf = torch.from_numpy(st["conv"][rows].astype(np.float32))  # (R, Rb, C)
     h = encoder.step(x, buf, torch.from_numpy(day))
     ema = st["ema"][rows, 0]
@@ -336,7 +345,8 @@ def base_origin(model: nn.Module, st: dict[str, np.ndarray]) -> torch.Tensor:
     """Origin features (B, n_origin) of decoded states."""
     item = model.item(torch.from_numpy(st["tokens"]).long(), torch.from_numpy(st["band"][:, 0]).long())
     return origin_features(torch.from_numpy(st["h"]), item, torch.from_numpy(st["ema"][:, 0]).float(),
-                           torch.from_numpy(st["n_days"][:, 0]), torch.from_numpy(st["price"][:, 0]))
+                           torch.from_numpy(st["n_days"][:, 0]), torch.from_numpy(st["price"][:, 0]),
+                           model.cfg.cadence)
 
 
 class MQCNNForecaster:
@@ -348,7 +358,7 @@ class MQCNNForecaster:
     def __init__(self, model: MQCNN):
         self.model = model.eval()
         self.cfg = model.cfg
-        self.horizons, self.quantiles = self.cfg.horizons, self.cfg.quantiles
+        self.horizons, self.quantiles, self.cadence = self.cfg.horizons, self.cfg.quantiles, self.cfg.cadence
         self.version = model_version(self.name, self.cfg, model)
         self.layout = StateLayout(tag=0x4D51_0001, fields=base_fields(self.cfg))
 
@@ -367,7 +377,7 @@ class MQCNNForecaster:
     @torch.no_grad()
     def forecast(self, states: Sequence[bytes]) -> np.ndarray:
         st = self.layout.decode(states)
-        origin, cal = base_origin(self.model, st), future_calendar(st["last_day"][:, 0], self.cfg.horizons)
+        origin, cal = base_origin(self.model, st), future_calendar(st["last_day"][:, 0], self.cfg.horizons, self.cfg.cadence)
         ctx, agn = self.model.decoder.contexts(origin, cal)
         q = self.model.decoder.quantiles(ctx, agn, cal) * (1 + torch.from_numpy(st["ema"]).float())[..., None]
         return q.numpy()  # (B, H, Q)

@@ -57,7 +57,6 @@ from mqstream.models.protocol import ErrorRecord, ItemInfo, Period
 
 FP16_MAX = 65504.0  # errors are stored as float16; larger values clip
 ERROR_CLIP = 10.0  # scaled errors beyond +-10 scales carry no more information
-YEAR = 364  # 52 weeks: same weekday last year
 
 
 @dataclass
@@ -87,14 +86,14 @@ class MQTransformerConfig(MQCNNConfig):
 
     @property
     def memory_days(self) -> int:
-        """Ring buffer length: the oldest day attention reaches is t - memory_days + 1."""
-        return YEAR + self.year_window if self.use_year else self.recent_days
+        """Ring buffer length: the oldest period attention reaches is t - memory_days + 1."""
+        return self.cadence.year + self.year_window if self.use_year else self.recent_days
 
     def attention_lags(self) -> np.ndarray:
         """Memory slots attended, as lags from the origin (slot l is day t - l), ascending."""
         if not self.use_year:
             return np.arange(self.recent_days)
-        year = np.arange(YEAR - self.horizons - self.year_window, self.memory_days)
+        year = np.arange(self.cadence.year - self.horizons - self.year_window, self.memory_days)
         return np.union1d(np.arange(self.recent_days), year)
 
 
@@ -186,7 +185,7 @@ class MQTransformer(nn.Module):
     def positional(self, days: np.ndarray) -> torch.Tensor:
         """(...) day indices -> (..., pe_dim), computed once per distinct day."""
         uniq, inv = np.unique(days, return_inverse=True)
-        return self.pe(torch.from_numpy(calendar(uniq)))[torch.from_numpy(inv.reshape(np.shape(days)))]
+        return self.pe(torch.from_numpy(calendar(uniq, self.cfg.cadence)))[torch.from_numpy(inv.reshape(np.shape(days)))]
 
     def keys_values(self, mem: torch.Tensor, pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Attention keys and values of stored states (..., dm) on days with encoding (..., p)
@@ -202,7 +201,7 @@ class MQTransformer(nn.Module):
         is day t - slots[i]), mem_valid (..., L), err_actual (..., D, K), err_fcst
         (..., D, K, Q) where row a is target day t - a -> (..., H, Q) quantiles in units."""
         cfg = self.cfg
-        cal = future_calendar(origin_day, cfg.horizons)  # (..., H, N_CAL)
+        cal = future_calendar(origin_day, cfg.horizons, cfg.cadence)  # (..., H, N_CAL)
         ctx, agn = self.decoder.contexts(origin, cal)  # (..., H, dc), (..., da)
         qin = torch.cat([ctx, self.pe(cal)], -1)  # (..., H, dc + p): context and pe(t+h)
         q = self.query(qin).unflatten(-1, (cfg.heads, cfg.head_dim))  # (..., H, nh, hd)
@@ -236,7 +235,7 @@ class MQTransformer(nn.Module):
         age = batch.exists.cumsum(1)
         at = lambda x: torch.take_along_dim(x, origins.reshape(B, S, *([1] * (x.dim() - 2))), 1)
         item = self.item(batch.tokens, batch.band).unsqueeze(1).expand(-1, S, -1)  # (B, S, E)
-        origin = origin_features(at(h), item, at(ema), at(age), at(batch.price))  # (B, S, n_origin)
+        origin = origin_features(at(h), item, at(ema), at(age), at(batch.price), cfg.cadence)  # (B, S, n_origin)
 
         # keys and values once per column, then each origin gathers its attended slots
         mem = stored(self.memory(h), getattr(torch, cfg.memory_dtype))  # (B, T, dm) as the state holds it
@@ -286,7 +285,7 @@ class MQTransformerForecaster:
     def __init__(self, model: MQTransformer):
         self.model = model.eval()
         self.cfg = cfg = model.cfg
-        self.horizons, self.quantiles = cfg.horizons, cfg.quantiles
+        self.horizons, self.quantiles, self.cadence = cfg.horizons, cfg.quantiles, cfg.cadence
         self.version = model_version(self.name, cfg, model)
         k, q = len(cfg.feedback_horizons), len(cfg.quantiles)
         self.layout = StateLayout(tag=0x4D51_0002, fields=base_fields(cfg) + [

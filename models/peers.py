@@ -26,7 +26,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from mqstream.models.dataset import DailySeries
+from mqstream.models.dataset import DemandSeries
 from mqstream.models.protocol import DEFAULT_HORIZONS, DEFAULT_QUANTILES
 
 MISSING = "neuralforecast is not installed: pip install 'mqstream[peers]'"
@@ -92,7 +92,7 @@ class NHITSPeer:
         self.horizons, self.quantiles, self.seed, self.max_steps = horizons, tuple(quantiles), seed, max_steps
         self.input_size = input_size or 3 * horizons  # 12 weeks at 28 days; 8 weeks scored the same
 
-    def forecast(self, series: DailySeries, views: np.ndarray, origins: np.ndarray) -> np.ndarray:
+    def forecast(self, series: DemandSeries, views: np.ndarray, origins: np.ndarray) -> np.ndarray:
         if origins[0] <= self.cutoff:
             raise ValueError(f"{self.name}: origins must come after the training cutoff")
         with warnings.catch_warnings():
@@ -110,14 +110,14 @@ class NHITSPeer:
             valid_batch_size=self.PREDICT_SERIES_PER_BATCH, scaler_type=self.SCALER,
             random_seed=self.seed, **TRAINER)
 
-    def _fit(self, series: DailySeries):
+    def _fit(self, series: DemandSeries):
         """A fitted ``NeuralForecast`` that has read no day after the cutoff."""
         train = series.units[:, : series.column(self.cutoff) + 1]  # (N, T_train)
         engine = self.nf.NeuralForecast(models=[self._model()], freq=1)
         engine.fit(long_frame(train, series.start_day))
         return engine
 
-    def _predict(self, engine, series: DailySeries, origin: int) -> np.ndarray:
+    def _predict(self, engine, series: DemandSeries, origin: int) -> np.ndarray:
         """(N, H, Q) quantiles in units from the ``input_size`` days to ``origin``: all the
         model reads (shorter histories are zero-padded by the library)."""
         stop = series.column(origin) + 1

@@ -3,8 +3,8 @@
 A model is two verbs over per-item state held as bytes (so the worker can keep it in a
 faust table and never knows which model it drives):
 
-- ``advance``: move each item's state forward by one closed period (one day), at a
-  cost that does not depend on how much history the item has;
+- ``advance``: move each item's state forward by one closed period (a day, or a week:
+  ``cadence``), at a cost that does not depend on how much history the item has;
 - ``forecast``: quantiles for horizons 1..H for a batch of items, from their states.
 
 ``observe_errors`` feeds the model the scored errors of its own earlier forecasts (the
@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 import numpy as np
+
+from mqstream.periods import Cadence
 
 DEFAULT_QUANTILES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_HORIZONS = 28
@@ -64,6 +66,7 @@ class QuantileForecaster(Protocol):
     version: str
     horizons: int
     quantiles: tuple[float, ...]
+    cadence: Cadence  # the periods its states step through
 
     def new_state(self, item: ItemInfo, first_day: int) -> bytes:
         """State of an item with no closed period yet; ``first_day`` is its first open day."""

@@ -7,7 +7,8 @@ Public API
   checkpoint directory written by ``models.training`` (weights as safetensors + JSON config;
   nothing in it is executed); "seasonal-naive" takes none. An MQTransformer checkpoint written
   with ``--keep-warm-start`` whose attention did not learn is served with a version ending in
-  ``-warm-start``, and a warning.
+  ``-warm-start``, and a warning. The model serves the periods of ``cadence``: a checkpoint
+  trained on others is refused.
 """
 from __future__ import annotations
 
@@ -15,16 +16,17 @@ import warnings
 from pathlib import Path
 
 from mqstream.models.protocol import QuantileForecaster
+from mqstream.periods import DAILY, Cadence
 
 MODEL_NAMES = ("mqcnn", "mqtransformer", "seasonal-naive")
 WARM_START_SUFFIX = "-warm-start"  # version of a checkpoint whose attention did not learn
 
 
-def load_model(name: str, checkpoint: Path | None = None) -> QuantileForecaster:
+def load_model(name: str, checkpoint: Path | None = None, cadence: Cadence = DAILY) -> QuantileForecaster:
     if name == "seasonal-naive":
-        from mqstream.models.seasonal_naive import SeasonalNaive  # the lead's module; imported when asked for
+        from mqstream.models.seasonal_naive import SeasonalNaive, SeasonalNaiveConfig
 
-        return SeasonalNaive()
+        return SeasonalNaive(SeasonalNaiveConfig.of(cadence))
     if name not in ("mqcnn", "mqtransformer"):
         raise ValueError(f"model must be one of {', '.join(MODEL_NAMES)}, not {name!r}")
     if checkpoint is None:
@@ -38,6 +40,9 @@ def load_model(name: str, checkpoint: Path | None = None) -> QuantileForecaster:
     if stored != name:
         raise ValueError(f"checkpoint {checkpoint} holds {stored!r}, not {name!r}")
     forecaster = MQCNNForecaster(module) if name == "mqcnn" else MQTransformerForecaster(module)
+    if forecaster.cadence != cadence:
+        raise ValueError(f"checkpoint {checkpoint} was trained on {forecaster.cadence.name(2)}; this run's period is "
+                         f"{cadence.period} (set period, or train with --period {cadence.period})")
     if not checkpoint_record(Path(checkpoint)).get("learned", True):
         # its attention never beat the MQ-CNN it started from: say so wherever the version shows
         forecaster.version += WARM_START_SUFFIX

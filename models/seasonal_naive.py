@@ -1,10 +1,11 @@
 """Seasonal-naive forecaster with empirical quantiles of its own past errors.
 
 The point forecast for day t + h repeats the same weekday of the last observed week
-(lag 7·ceil(h/7) days back from the target). Its spread comes from the errors that the
-same rule made over the last ``memory`` days at the same lag: the q-quantile of
-``actual − naive`` is added to the point forecast. Four lags (7, 14, 21, 28) cover
-horizons 1..28, so the state is small and fixed in size.
+(lag 7·ceil(h/7) days back from the target); with weeks, the same week a year before
+(lag 52). Its spread comes from the errors that the same rule made over the last
+``memory`` periods at the same lag: the q-quantile of ``actual − naive`` is added to the
+point forecast. Four lags (7, 14, 21, 28) cover horizons 1..28 (one lag, 52, covers 13
+weeks), so the state is small and fixed in size.
 """
 from __future__ import annotations
 
@@ -14,20 +15,25 @@ from typing import Sequence
 import numpy as np
 
 from mqstream.models.protocol import DEFAULT_HORIZONS, DEFAULT_QUANTILES, ErrorRecord, ItemInfo, Period
-
-SEASON = 7
+from mqstream.periods import DAILY, Cadence
 
 
 @dataclass(frozen=True)
 class SeasonalNaiveConfig:
     horizons: int = DEFAULT_HORIZONS
     quantiles: tuple[float, ...] = DEFAULT_QUANTILES
-    memory: int = 56  # days of errors per lag: eight weeks, enough for a 0.1/0.9 quantile
+    memory: int = 56  # periods of errors per lag: eight weeks of days, enough for a 0.1/0.9 quantile
+    cadence: Cadence = DAILY
+
+    @classmethod
+    def of(cls, cadence: Cadence) -> "SeasonalNaiveConfig":
+        """The defaults for a cadence: 28 days or 13 weeks, errors of eight weeks (days) or a quarter's weeks."""
+        return cls(horizons=cadence.default_horizons, memory=56 if cadence.days == 1 else 13, cadence=cadence)
 
 
 class SeasonalNaive:
-    """State layout (float32): ``[days_seen, history (H_max), errors (L, memory)]`` where the
-    history ring holds the last ``n_lags * 7`` days and errors are NaN until observed."""
+    """State layout (float32): ``[periods_seen, history (H_max), errors (L, memory)]`` where the
+    history ring holds the last ``n_lags * season`` periods and errors are NaN until observed."""
 
     name = "seasonal-naive"
     version = "1"
@@ -36,9 +42,11 @@ class SeasonalNaive:
         self.config = config
         self.horizons = config.horizons
         self.quantiles = config.quantiles
-        self.n_lags = -(-config.horizons // SEASON)  # ceil: lags 7, 14, ..., 7·n_lags
-        self.window = self.n_lags * SEASON
-        self._lag_of_horizon = (np.arange(config.horizons) // SEASON)  # (H,) lag index
+        self.cadence = config.cadence
+        self.season = season = config.cadence.week  # 7 days, or 52 weeks
+        self.n_lags = -(-config.horizons // season)  # ceil: lags 7, 14, ..., 7·n_lags
+        self.window = self.n_lags * season
+        self._lag_of_horizon = (np.arange(config.horizons) // season)  # (H,) lag index
 
     # --- state as bytes -----------------------------------------------------------------
     def _size(self) -> int:
@@ -63,8 +71,9 @@ class SeasonalNaive:
         seen, history, errors = self._views(rows)
         y = np.array([p.units for p in periods], np.float32)  # (B,)
         # history[:, -1] is yesterday; history[:, -7k] is k weeks before today
-        lagged = history[:, self.window - SEASON * np.arange(1, self.n_lags + 1)]  # (B, L)
-        has_lag = seen[:, None] >= SEASON * np.arange(1, self.n_lags + 1)  # (B, L)
+        lags = self.season * np.arange(1, self.n_lags + 1)
+        lagged = history[:, self.window - lags]  # (B, L)
+        has_lag = seen[:, None] >= lags  # (B, L)
         new_err = np.where(has_lag, y[:, None] - lagged, np.nan)  # (B, L)
         errors[:] = np.concatenate([errors[:, :, 1:], new_err[:, :, None]], axis=2)
         history[:] = np.concatenate([history[:, 1:], y[:, None]], axis=1)
@@ -80,7 +89,7 @@ class SeasonalNaive:
         h = np.arange(self.horizons)  # (H,) horizon - 1
         lag_idx = self._lag_of_horizon  # (H,)
         # target day t+h+1 repeats day t+h+1-7(k+1), i.e. history index window-7(k+1)+h+1
-        point = history[:, self.window - SEASON * (lag_idx + 1) + h]  # (B, H)
+        point = history[:, self.window - self.season * (lag_idx + 1) + h]  # (B, H)
         spread = _nan_quantiles(errors, self.quantiles)  # (B, L, Q)
         values = point[:, :, None] + spread[:, lag_idx, :]  # (B, H, Q)
         return np.maximum.accumulate(np.clip(values, 0.0, None), axis=2)

@@ -37,14 +37,15 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from mqstream.models.dataset import daily_series, daily_views, select_products
+from mqstream.models.dataset import MIN_SALE_DAYS, demand_series, select_products, views_series
 from mqstream.models.features import SeriesBatch, series_batch
-from mqstream.models.history import History, HistoryError, add_history_arguments, history_from_args, load_history
+from mqstream.models.history import (History, HistoryError, add_history_arguments, add_period_arguments,
+                                     cadence_from_args, history_from_args, load_history)
 from mqstream.models.mqcnn import MQCNN, MQCNNConfig, pinball_loss
 from mqstream.models.mqtransformer import MQTransformer, MQTransformerConfig, asdict_base
 from mqstream.models.pageviews import page_views, views_label
 from mqstream.models.scores import coverage_80, wql
-from mqstream.periods import day_of_iso
+from mqstream.periods import DAILY, Cadence
 
 MODELS = {"mqcnn": (MQCNN, MQCNNConfig), "mqtransformer": (MQTransformer, MQTransformerConfig)}
 SHIPPED_CUTOFF = "2011-05-31"  # the dev split's (docs/EVALUATION.md)
@@ -56,7 +57,7 @@ class TrainSettings:
     lr: float | None = None  # peak Adam step, cosine-decayed to 0 over the run; None: DEFAULTS[model]
     origins_per_item: int | None = None  # consecutive forking origins per series; None: DEFAULTS[model]
     batch_items: int = 32  # series per step
-    val_days: int = 28  # validation origins: the last 28 whose horizons all end by the cutoff
+    val_days: int = 28  # validation origins: the last 28 days' worth of periods whose horizons all end by the cutoff
     seed: int = 0
     max_items: int | None = None  # train on a random subset (tests, quick checks)
     val_items: int | None = 1024  # validate on a fixed random subset: validation is a forward pass per epoch
@@ -105,25 +106,47 @@ class WarmStartKept(Exception):
 
 
 def training_series(cutoff_day: int, data: History | None = None, max_items: int | None = None,
-                    seed: int = 0, simulated_views: bool = False) -> tuple[SeriesBatch, np.ndarray]:
-    """Products of ``data`` (``History.products``) with >= 50 selling days up to the cutoff, as
-    a batch of dense series (an item exists from its first priced day); page views: the
-    data's real ones, else simulated if asked, else 0. Returns the batch and item ids."""
+                    seed: int = 0, simulated_views: bool = False,
+                    cadence: Cadence = DAILY) -> tuple[SeriesBatch, np.ndarray]:
+    """Products of ``data`` (``History.products``) with sales in >= 50 days' worth of periods up
+    to the cutoff period, as a batch of dense series (an item exists from its first priced
+    period); page views: the data's real ones, else simulated if asked, else 0. Returns the
+    batch and item ids."""
     data = load_history() if data is None else data
-    series = daily_series(data.sales, end_day=cutoff_day)
-    keep = np.flatnonzero(select_products(series, cutoff_day + 1, products=data.products))
+    series = demand_series(data.sales, end_day=cutoff_day, cadence=cadence)
+    min_periods = cadence.count(MIN_SALE_DAYS)
+    keep = np.flatnonzero(select_products(series, cutoff_day + 1, min_periods, data.products))
     if not len(keep):
-        raise HistoryError(f"no item sold on 50 days up to the cutoff {pd.Timestamp(cutoff_day, unit='D').date()}: "
-                           "nothing to train on")
+        raise HistoryError(f"no item sold in {min_periods} {cadence.name(2)} up to the cutoff "
+                           f"{cadence.iso(cutoff_day)}: nothing to train on")
     if max_items is not None and max_items < len(keep):
         keep = np.sort(np.random.default_rng(seed).choice(keep, max_items, replace=False))
     units, price, items = series.units[keep], series.price[keep], series.items[keep]
-    real = None if data.views is None else daily_views(data.views, items, series.start_day, cutoff_day)
+    real = None if data.views is None else views_series(data.views, items, series.start_day, cutoff_day, cadence)
+    if simulated_views and cadence.days != 1:
+        raise HistoryError("simulated page views are daily; with weeks, give real ones (--views) or none")
     views = page_views(items, units, series.start_day, simulated_views, real)
     first_col = np.argmax((price > 0) | (units > 0), axis=1)
     item_price = price[np.arange(len(keep)), first_col]
     return series_batch(units, views, price, series.start_day, first_col, series.descriptions[keep],
-                        item_price), items
+                        item_price, cadence), items
+
+
+def period_config(model: str, cadence: Cadence, horizons: int | None = None) -> dict:
+    """What a model config needs for a cadence: its period, its horizons (28 days or 13 weeks
+    unless given) and, for weeks, the spans the daily defaults set in days, in weeks: the
+    demand scale's memory (a month), and MQTransformer's recent window (8 weeks), last year's
+    window (a week either side) and error memory (4 weeks at horizons 1, 2, 4 and H)."""
+    h = horizons or cadence.default_horizons
+    config = {"period": cadence.period, "week_start": cadence.week_start, "horizons": h}
+    if cadence.days != 1:
+        config["scale_alpha"] = 1 / 4
+        if model == "mqtransformer":
+            config.update(recent_days=8, year_window=1, feedback_days=4,
+                          feedback_horizons=tuple(sorted({k for k in (1, 2, 4) if k <= h} | {h})))
+    elif model == "mqtransformer" and h != 28:
+        config["feedback_horizons"] = tuple(sorted({k for k in (1, 7, 14) if k <= h} | {h}))
+    return config
 
 
 def targets(batch: SeriesBatch, origins: torch.Tensor, horizons: int, last_col: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -303,14 +326,16 @@ def recipe_of(model: str, s: TrainSettings) -> Recipe:
 
 def train(model: str = "mqtransformer", cutoff: str = SHIPPED_CUTOFF, out: Path | None = None,
           settings: TrainSettings | None = None, model_config: dict | None = None,
-          data: History | None = None, progress: bool = True) -> TrainResult:
+          data: History | None = None, progress: bool = True, cadence: Cadence = DAILY,
+          horizons: int | None = None) -> TrainResult:
     """Train ``model`` on ``data`` (default: the shipped data) up to ``cutoff`` (inclusive) for a fixed number of epochs; keep
     the weights of the best validation epoch; with ``settings.calibrate``, fit calibration
     factors on the validation block; write a checkpoint to ``out`` when given. Deterministic for a seed and a
     ``torch.get_num_threads()``. An MQTransformer starts from an MQ-CNN with the shared
     hyper-parameters: ``settings.warm_start`` (a checkpoint) or one trained here with the
     MQ-CNN defaults (``settings.epochs``/``lr``/``origins_per_item`` apply to the
-    MQTransformer stage only)."""
+    MQTransformer stage only). The model steps through periods of ``cadence``; with weeks,
+    the cutoff is the last week that ends by it."""
     if model not in MODELS:
         raise ValueError(f"--model must be one of {sorted(MODELS)}, not {model!r}")
     s = settings or TrainSettings()
@@ -318,17 +343,22 @@ def train(model: str = "mqtransformer", cutoff: str = SHIPPED_CUTOFF, out: Path 
     torch.use_deterministic_algorithms(True)
     module_cls, cfg_cls = MODELS[model]
     data = load_history() if data is None else data
-    cfg = cfg_cls(**{**(model_config or {}), "use_views": s.simulated_views or data.views is not None})
+    cfg = cfg_cls(**{**period_config(model, cadence, horizons), **(model_config or {}),
+                     "use_views": s.simulated_views or data.views is not None})
 
-    cutoff_day = day_of_iso(cutoff)
-    batch, _ = training_series(cutoff_day, data, s.max_items, s.seed, s.simulated_views)
+    cutoff_day = cadence.last_ending_by(cutoff)
+    batch, _ = training_series(cutoff_day, data, s.max_items, s.seed, s.simulated_views, cadence)
     cutoff_col = int(cutoff_day - batch.days[0])
-    split = Split(cutoff_col, cutoff_col - cfg.horizons - s.val_days + 1, s.val_days)
+    val = cadence.count(s.val_days)
+    split = Split(cutoff_col, cutoff_col - cfg.horizons - val + 1, val)
+    if split.val_first < 1:
+        raise HistoryError(f"the data up to {cutoff} holds {cutoff_col + 1} {cadence.name(2)}: too few for "
+                           f"{val} validation origins with {cfg.horizons} horizons and training before them")
     rng = np.random.default_rng(s.seed)
     val_batch = batch if s.val_items is None or s.val_items >= len(batch) else \
         batch.select(np.sort(rng.choice(len(batch), s.val_items, replace=False)))
 
-    record: dict = {"cutoff": cutoff, "settings": {k: (str(v) if isinstance(v, Path) else v)
+    record: dict = {"cutoff": cutoff, "period": cadence.period, "horizons": cfg.horizons, "settings": {k: (str(v) if isinstance(v, Path) else v)
                                                    for k, v in asdict(s).items()},
                     "page_views": views_label(s.simulated_views, data.views_path), "data": data.describe()}
     torch.manual_seed(s.seed)
@@ -439,6 +469,7 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--max-items", type=int, default=None)
     p.add_argument("--no-progress", action="store_true")
     add_history_arguments(p)
+    add_period_arguments(p)
     return p
 
 
@@ -450,18 +481,22 @@ def run(args: argparse.Namespace) -> int:
                              simulated_views=args.simulated_views, keep_warm_start=args.keep_warm_start,
                              new_lr_factor=args.new_lr_factor)
     try:
+        cadence = cadence_from_args(args)
         history = history_from_args(args)
         cutoff = args.cutoff or (SHIPPED_CUTOFF if args.data is None else
                                  pd.Timestamp(history.last_day, unit="D").date().isoformat())
-        r = train(args.model, cutoff, args.out, settings, data=history, progress=not args.no_progress)
+        r = train(args.model, cutoff, args.out, settings, data=history, progress=not args.no_progress,
+                  cadence=cadence, horizons=args.horizons)
     except HistoryError as exc:
         print(f"mqstream train: {exc}", file=sys.stderr)
         return 2
     except WarmStartKept as exc:
         print(f"mqstream train: {exc}", file=sys.stderr)
         return 3
+    through = cadence.iso(cadence.last_ending_by(cutoff)) if cadence.days != 1 else cutoff
     print(f"{r.name}: best validation wQL {r.val_loss:.4f} after {r.epochs} epochs on {r.items} items up to "
-          f"{cutoff}, {r.seconds:.0f} s -> {r.path}")
+          f"{cutoff} ({cadence.name(2)}{f', the last from {through}' if cadence.days != 1 else ''}), "
+          f"{r.seconds:.0f} s -> {r.path}")
     return 0
 
 

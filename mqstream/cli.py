@@ -207,10 +207,13 @@ def _replay(args, settings: Settings) -> int:
     shipped = args.data is None
     first = day_of_iso(args.start) if args.start else (day_of_iso("2011-06-01") if shipped else history.first_day)
     last = day_of_iso(args.end) if args.end else (day_of_iso("2011-07-31") if shipped else history.last_day)
+    cadence = settings.cadence  # whole periods only: a week closed on part of its days would publish a wrong actual
+    first, last = int(cadence.first_day(cadence.of_day(first))), int(cadence.first_day(cadence.of_day(last) + 1)) - 1
     create_topics(settings)
     events = replay_events(first, last, history.sales, views=not args.no_views, real_views=history.views)
     views = "none" if args.no_views else views_label(history.views is None, history.views_path)
-    print(f"replaying {len(events):,} events ({iso_of_day(first)}..{iso_of_day(last)}; page views: {views})")
+    print(f"replaying {len(events):,} events ({iso_of_day(first)}..{iso_of_day(last)}, whole {cadence.name(2)}; "
+          f"page views: {views})")
     send(events, settings, speedup=args.speedup)
     return 0
 
@@ -227,7 +230,18 @@ def _show(args, settings: Settings) -> int:
     return run_show(settings, args.item, args.plot, args.history_days, args.worker or worker_url(settings))
 
 
+def _daily_only(command: str, settings: Settings) -> bool:
+    """The demo and `up` replay the shipped data day by day with the daily default model."""
+    if settings.period != "day":
+        print(f"mqstream {command}: the demo is daily (period = {settings.period!r} is set); for weeks, train, "
+              "replay and serve your own run (README: Your own data)", file=sys.stderr)
+        return False
+    return True
+
+
 def _demo(args, settings: Settings) -> int:
+    if not _daily_only("demo", settings):
+        return 2
     if not settings.uses_local_broker:  # else the demo starts the local broker itself
         _require_broker(settings)
     from mqstream.demo import run_demo
@@ -236,6 +250,8 @@ def _demo(args, settings: Settings) -> int:
 
 
 def _up(args, settings: Settings) -> int:
+    if not _daily_only("up", settings):
+        return 2
     if not settings.uses_local_broker:  # else `up` starts the local broker itself
         _require_broker(settings)
     from mqstream.local_stack import StackError, run_up

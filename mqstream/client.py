@@ -42,7 +42,8 @@ from kafka.partitioner.default import murmur2
 from mqstream import schemas
 from mqstream.bootstrap import check_bootstrap
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSIONS = (1, 2)  # version 2 says its period (day or week); version 1 is days
+PERIOD_DAYS = {"day": 1, "week": 7}
 # a read to the end is bound by kafka-python parsing each record in Python; fewer, larger
 # fetches took a fifth off reading 100,000 forecasts (2 cores), for ~150 MB more RSS
 BULK_FETCH = {"fetch_max_bytes": 50 * 2**20, "max_partition_fetch_bytes": 10 * 2**20, "max_poll_records": 50_000}
@@ -83,13 +84,14 @@ class Forecast:
     """One forecast of one item from one origin (a `forecasts` or `forecasts-latest` message)."""
 
     item_id: str
-    origin: dt.date  # the last closed day; horizon h forecasts origin + h days
-    horizons: tuple[int, ...]  # 1..H
+    origin: dt.date  # first day of the last closed period; horizon h forecasts the period h periods later
+    horizons: tuple[int, ...]  # 1..H, in periods
     quantiles: tuple[float, ...]  # increasing levels
-    values: np.ndarray  # (H, Q) demand units, read-only
+    values: np.ndarray  # (H, Q) demand units per period, read-only
     model: str
     model_version: str
     created_at: dt.datetime
+    period: str = "day"  # or "week"
 
     @classmethod
     def from_message(cls, value: bytes | dict, validate: bool = False) -> "Forecast":
@@ -99,10 +101,15 @@ class Forecast:
         values.flags.writeable = False
         return cls(body["item_id"], dt.date.fromisoformat(body["origin"]), tuple(body["horizons"]),
                    tuple(body["quantiles"]), values, body["model"]["name"], body["model"]["version"],
-                   dt.datetime.fromisoformat(body["created_at"]))
+                   dt.datetime.fromisoformat(body["created_at"]), body.get("period", "day"))
+
+    @property
+    def period_days(self) -> int:
+        return PERIOD_DAYS[self.period]
 
     def target(self, horizon: int) -> dt.date:
-        return self.origin + dt.timedelta(days=horizon)
+        """The first day of the period ``horizon`` periods after the origin."""
+        return self.origin + dt.timedelta(days=horizon * self.period_days)
 
     def quantile(self, q: float, horizon: int | None = None) -> float | np.ndarray:
         """The q-quantile of one horizon's demand (a float), or of every horizon ((H,) array)."""
@@ -110,24 +117,28 @@ class Forecast:
         result = interpolate(values, self.quantiles, q)
         return result if horizon is None else float(result)
 
-    def total(self, q: float, days: int = 7) -> float:
-        """The sum of the q-quantiles of days 1..``days``. That is the q-quantile of the total
-        demand over those days if the days move together (their errors share the level, as a
-        forecast's mostly do). If they are partly independent, the true quantile of the
-        total lies nearer its median: for q > 0.5 this sum is then on the high side (more
-        stock than needed, seldom less), for q < 0.5 on the low side."""
-        if not 1 <= days <= len(self.horizons):
-            raise ValueError(f"days must be 1..{len(self.horizons)} (the forecast's horizons), got {days}")
-        return float(interpolate(self.values[:days], self.quantiles, q).sum())
+    def total(self, q: float, periods: int | None = None) -> float:
+        """The sum of the q-quantiles of periods 1..``periods`` (default: the next 7 days, or
+        the next week). That is the q-quantile of the total demand over those periods if
+        they move together (their errors share the level, as a forecast's mostly do). If
+        they are partly independent, the true quantile of the total lies nearer its median:
+        for q > 0.5 this sum is then on the high side (more stock than needed, seldom less),
+        for q < 0.5 on the low side."""
+        periods = -(-7 // self.period_days) if periods is None else periods
+        if not 1 <= periods <= len(self.horizons):
+            raise ValueError(f"periods must be 1..{len(self.horizons)} (the forecast's horizons, in "
+                             f"{self.period}s), got {periods}")
+        return float(interpolate(self.values[:periods], self.quantiles, q).sum())
 
-    def order_up_to(self, service_level: float, lead_days: int, on_hand: float = 0.0) -> OrderUpTo:
-        """The order-up-to level for the next ``lead_days`` days at ``service_level`` (the
-        probability that stock covers their demand), and what to order given ``on_hand``.
-        The level is ``total(service_level, lead_days)``, a sum of daily quantiles: exact when
-        days move together and otherwise erring towards more stock (see ``total``)."""
+    def order_up_to(self, service_level: float, lead_periods: int, on_hand: float = 0.0) -> OrderUpTo:
+        """The order-up-to level for the next ``lead_periods`` periods (days or weeks) at
+        ``service_level`` (the probability that stock covers their demand), and what to order
+        given ``on_hand``. The level is ``total(service_level, lead_periods)``, a sum of
+        per-period quantiles: exact when periods move together and otherwise erring towards
+        more stock (see ``total``)."""
         if not 0 < service_level < 1:
             raise ValueError(f"service_level must be in (0, 1), got {service_level}")
-        level = self.total(service_level, lead_days)
+        level = self.total(service_level, lead_periods)
         return OrderUpTo(level, max(level - on_hand, 0.0))
 
     def _row(self, horizon: int) -> int:
@@ -173,15 +184,16 @@ class ForecastError:
     message)."""
 
     item_id: str
-    target: dt.date
+    target: dt.date  # first day of the target period
     actual: float
     quantiles: tuple[float, ...]
     origins: tuple[dt.date, ...]
-    horizons: tuple[int, ...]  # days from each origin to target
+    horizons: tuple[int, ...]  # periods from each origin to target
     forecasts: np.ndarray  # (record, quantile)
     pinball: np.ndarray  # (record, quantile)
     model: str
     model_version: str
+    period: str = "day"
 
     @classmethod
     def from_message(cls, value: bytes | dict, validate: bool = False) -> "ForecastError":
@@ -190,7 +202,7 @@ class ForecastError:
                    tuple(body["quantiles"]), tuple(dt.date.fromisoformat(o) for o in body["origins"]),
                    tuple(body["horizons"]), np.asarray(body["forecasts"], np.float64),
                    np.asarray(body["pinball"], np.float64),
-                   body["model"]["name"], body["model"]["version"])
+                   body["model"]["name"], body["model"]["version"], body.get("period", "day"))
 
 
 class LatestForecasts(Mapping[str, Forecast]):
@@ -397,9 +409,9 @@ def _body(kind: str, value: bytes | dict, validate: bool) -> dict:
     if validate:
         return schemas.validate(kind, value)
     body = value if isinstance(value, dict) else orjson.loads(value)
-    if body.get("schema_version") != SCHEMA_VERSION:
+    if body.get("schema_version") not in SCHEMA_VERSIONS:
         raise ValueError(f"{kind} message with schema_version {body.get('schema_version')!r}: this client "
-                         f"reads version {SCHEMA_VERSION}; upgrade mqstream")
+                         f"reads versions {', '.join(map(str, SCHEMA_VERSIONS))}; upgrade mqstream")
     return body
 
 

@@ -7,6 +7,8 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from mqstream.periods import PERIODS, WEEKDAYS, Cadence
+
 MODELS = ("seasonal-naive", "mqcnn", "mqtransformer")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
@@ -24,10 +26,12 @@ class Settings:
     partitions: int = 4  # of every topic; the unit of parallelism and of state sharding
     app_id: str = "mqstream"  # consumer group and changelog topic prefix
     data_dir: str = "var"  # worker state (RocksDB), local broker logs
-    allowed_lateness: int = 3600  # seconds after a day ends that its events are still applied
+    period: str = "day"  # of state, closes, forecasts and scores: day or week (the model must be trained on it)
+    week_start: str = "monday"  # the weekday a week starts on
+    allowed_lateness: int = 3600  # seconds after a period ends that its events are still applied
     watermark_inputs: str = "sales,page-views"  # inputs every day close waits for ("sales" if no page views)
-    active_days: int = 28  # items that sold within this many days get forecasts
-    history_days: int = 56  # closed daily buckets kept per item
+    active_days: int = 28  # items that sold within this many days get forecasts (whole periods, rounded up)
+    history_days: int = 56  # closed buckets kept per item, in days (whole periods, rounded up)
     model: str = "mqtransformer"
     checkpoint: str = ""  # neural model weights (safetensors + JSON config); empty: checkpoints/<model>
     refresh_batch: int = 1024  # items per model call
@@ -61,6 +65,10 @@ class Settings:
         return Path(self.checkpoint or f"checkpoints/{self.model}")
 
     @property
+    def cadence(self) -> Cadence:
+        return Cadence(self.period, WEEKDAYS.index(self.week_start))
+
+    @property
     def uses_tls(self) -> bool:
         return self.security_protocol in ("SSL", "SASL_SSL")
 
@@ -80,6 +88,8 @@ class Settings:
         _check(1 <= self.partitions <= 1024, "partitions", "an integer 1..1024")
         _check(0 <= self.standby_replicas <= 8, "standby_replicas", "an integer 0..8")
         _check(self.model in MODELS, "model", ", ".join(MODELS))
+        _check(self.period in PERIODS, "period", ", ".join(PERIODS))
+        _check(self.week_start in WEEKDAYS, "week_start", ", ".join(WEEKDAYS))
         _check(0 <= self.allowed_lateness <= 7 * 86_400, "allowed_lateness", "seconds, 0..604800")
         _check(bool(self.watermark_input_names) and set(self.watermark_input_names) <= {"sales", "page-views"},
                "watermark_inputs", "'sales,page-views' or 'sales' (comma-separated input names)")

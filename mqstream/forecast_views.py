@@ -16,8 +16,8 @@ from mqstream.client import Forecast, ForecastClient, ForecastError, LookupUnava
 from mqstream.config import Settings
 from mqstream.kafka_auth import kafka_options
 
-SHOWN_HORIZONS = (1, 2, 3, 7, 14, 21, 28)
-TAIL_HEADER = f"{'item':<12} {'origin':<10} {'model':<20} {'p10_7d':>9} {'p50_7d':>9} {'p90_7d':>9} {'p50_d1':>8}"
+SHOWN_HORIZONS = {"day": (1, 2, 3, 7, 14, 21, 28), "week": (1, 2, 3, 4, 8, 13)}
+TAIL_HEADER = f"{'item':<12} {'origin':<10} {'model':<20} {'p10_7d':>9} {'p50_7d':>9} {'p90_7d':>9} {'p50_h1':>8}"
 
 
 def tail_line(f: Forecast) -> str:
@@ -29,11 +29,11 @@ def tail_line(f: Forecast) -> str:
 def show_table(f: Forecast) -> str:
     lines = [f"item {f.item_id}  origin {f.origin}  model {f.model} {f.model_version}  "
              f"published {f.created_at:%Y-%m-%d %H:%M:%S %Z}",
-             f"{'horizon':>7}  {'day':<10} {'p10':>9} {'p50':>9} {'p90':>9}"]
-    for h in (h for h in SHOWN_HORIZONS if h in f.horizons):
+             f"{'horizon':>7}  {f.period:<10} {'p10':>9} {'p50':>9} {'p90':>9}"]
+    for h in (h for h in SHOWN_HORIZONS[f.period] if h in f.horizons):
         p10, p50, p90 = (f.quantile(q, horizon=h) for q in (0.1, 0.5, 0.9))
         lines.append(f"{h:>7}  {f.target(h).isoformat():<10} {p10:>9.2f} {p50:>9.2f} {p90:>9.2f}")
-    lines.append(f"{'1-7':>7}  {'total':<10} {f.total(0.1):>9.2f} {f.total(0.5):>9.2f} {f.total(0.9):>9.2f}")
+    lines.append(f"{'7d':>7}  {'total':<10} {f.total(0.1):>9.2f} {f.total(0.5):>9.2f} {f.total(0.9):>9.2f}")
     return "\n".join(lines)
 
 
@@ -57,7 +57,7 @@ def plot_fan(f: Forecast, history: list[ForecastError], path: Path) -> None:
         ax.plot([e.target for e in history], [e.actual for e in history], "o-", color="black", markersize=3,
                 label="actual")
     ax.axvline(f.origin, color="grey", linestyle=":", linewidth=1)
-    ax.set(title=f"{f.item_id}: forecast from {f.origin} ({f.model} {f.model_version})", ylabel="units per day")
+    ax.set(title=f"{f.item_id}: forecast from {f.origin} ({f.model} {f.model_version})", ylabel=f"units per {f.period}")
     ax.legend(loc="upper left")
     fig.autofmt_xdate()
     fig.savefig(path, dpi=100, bbox_inches="tight")

@@ -4,7 +4,6 @@ in streams/processor.py)."""
 from __future__ import annotations
 
 from mqstream.models.dataset import is_demand
-from mqstream.periods import DAY_SECONDS, iso_of_day
 from mqstream.state.clock import PartitionClock
 from mqstream.state.item import RETURNS, UNITS, VIEWS
 
@@ -15,7 +14,8 @@ MAX_AHEAD_OF_NOW = 86_400
 def time_refusal(ts: int, clock: PartitionClock, now: float) -> tuple[str, str] | None:
     """(reason, detail) when an event at ``ts`` cannot be taken in, None when it can."""
     if clock.is_too_late(ts):
-        return "too_late", (f"day {iso_of_day(ts // DAY_SECONDS)} closed "
+        cadence = clock.cadence
+        return "too_late", (f"{cadence.period} {cadence.iso(cadence.of_ts(ts))} closed "
                             f"(watermark {clock.watermark}, lateness {clock.lateness}s)")
     if clock.newest and ts > clock.newest + MAX_AHEAD_OF_NEWEST:
         return "ts_too_far_ahead", f"ts {ts} is over a week past the newest event {clock.newest}"

@@ -1,31 +1,33 @@
-"""PartitionClock: the event-time watermark of one partition and the days it has closed.
+"""PartitionClock: the event-time watermark of one partition and the periods it has closed.
 
 Sales and page views arrive on separate topics that a worker consumes at different paces
 (a whole fetched batch of one before any of the other), so each input keeps its own
 watermark (its newest event time) and the partition's watermark is the lowest of them: a
-day closes only when every required input has passed it, and nothing closes before each
-has spoken. An input without data holds closes back until a watermark marker speaks for
-it. Day D closes once that watermark passes the end of D plus the allowed lateness;
-events of D arriving before that are applied, later ones are too late.
+period (a day or a week, ``mqstream.periods``) closes only when every required input has
+passed it, and nothing closes before each has spoken. An input without data holds closes
+back until a watermark marker speaks for it. Period P closes once that watermark passes the
+end of P plus the allowed lateness; events of P arriving before that are applied, later
+ones are too late.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from mqstream.periods import DAY_SECONDS
+from mqstream.periods import DAILY, Cadence
 
 
-def closed_through(watermark: int, lateness: int) -> int:
-    """Last day whose end plus ``lateness`` seconds the watermark has reached."""
-    return (watermark - lateness) // DAY_SECONDS - 1
+def closed_through(watermark: int, lateness: int, cadence: Cadence = DAILY) -> int:
+    """Last period whose end plus ``lateness`` seconds the watermark has reached."""
+    return int(cadence.of_ts(watermark - lateness)) - 1
 
 
 @dataclass
 class PartitionClock:
     lateness: int
-    required: tuple[str, ...] = ()  # inputs that must have spoken before any day closes
+    required: tuple[str, ...] = ()  # inputs that must have spoken before any period closes
     inputs: dict[str, int] = field(default_factory=dict)  # input name -> newest event time
+    cadence: Cadence = DAILY
     # derived from inputs, kept as they change: asked for every event (a tenth of ingest CPU)
     _required: frozenset[str] = field(init=False, repr=False)
     _closed: int = field(init=False, repr=False)
@@ -50,10 +52,10 @@ class PartitionClock:
         return self._closed
 
     def is_too_late(self, ts: int) -> bool:
-        return ts // DAY_SECONDS <= self._closed
+        return self.cadence.of_ts(ts) <= self._closed
 
     def observe(self, source: str, ts: int) -> bool:
-        """Advance one input's watermark; True when that closes at least one more day."""
+        """Advance one input's watermark; True when that closes at least one more period."""
         if ts <= self.inputs.get(source, -1):
             return False  # no new time: nothing can close (most events; the min is not recomputed)
         first, before = not self.inputs, self._closed
@@ -61,26 +63,26 @@ class PartitionClock:
         self._derive()
         return not first and self._closed > before
 
-    def hold_closed(self, day: int) -> None:
-        """Never reopen ``day``: after a restart the watermark is at least its close."""
-        if day < 0:
+    def hold_closed(self, period: int) -> None:
+        """Never reopen ``period``: after a restart the watermark is at least its close."""
+        if period < 0:
             return
-        floor = (day + 1) * DAY_SECONDS + self.lateness
+        floor = self.cadence.end_ts(period) + self.lateness
         for source in {*self.inputs, *self.required}:
             self.inputs[source] = max(self.inputs.get(source, 0), floor)
         self._derive()
 
     def _derive(self) -> None:
-        self._closed = closed_through(self.watermark, self.lateness)
+        self._closed = closed_through(self.watermark, self.lateness, self.cadence)
         self._newest = max(self.inputs.values(), default=0)
 
 
 def recovered_clock(lateness: int, required: tuple[str, ...], input_times: Iterable[dict[str, int]],
-                    closed: int) -> PartitionClock:
+                    closed: int, cadence: Cadence = DAILY) -> PartitionClock:
     """A partition's clock after a (re)start, from what its tables hold: the newest event time
     of each input, as every item and the watermark markers remember them (``input_times``),
-    and ``closed``, the newest day a close finished (-1: none); that day is never reopened."""
-    clock = PartitionClock(lateness, required)
+    and ``closed``, the newest period a close finished (-1: none); it is never reopened."""
+    clock = PartitionClock(lateness, required, cadence=cadence)
     for times in input_times:
         for source, ts in times.items():
             clock.observe(source, ts)

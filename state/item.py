@@ -4,7 +4,8 @@
 event ids already applied to them (so a redelivered event is recognised, also after a
 restart) and the last ``history_days`` closed days. ``ItemModel`` changes once per closed
 day: the model's state and the ledger of forecasts still to be scored. Each is written
-back whole, so a changelog message is always a consistent snapshot of its part.
+back whole, so a changelog message is always a consistent snapshot of its part. A day here
+is a period of the worker's cadence (``mqstream.periods``): a day, or a week.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import orjson
 
-from mqstream.periods import DAY_SECONDS
+from mqstream.periods import DAILY, Cadence
 from mqstream.models.protocol import ItemInfo
 
 # bucket columns; history keeps the first three. The day's price is that of its latest priced
@@ -67,11 +68,11 @@ class ItemState:
         return event_id in self.seen.get(day, ())
 
     def apply(self, source: str, event_id: str, ts: int, amounts: list[tuple[int, float]],
-              price: float = 0.0, description: str = "") -> None:
-        """Add each (column, amount) to an open day's bucket; the caller checked that the day
-        is open for the partition and the event new. Every choice here (the day's price, the
-        description, the first day) is independent of the order events arrive in."""
-        day = ts // DAY_SECONDS
+              price: float = 0.0, description: str = "", cadence: Cadence = DAILY) -> None:
+        """Add each (column, amount) to the bucket of the period of ``ts``; the caller checked
+        that it is open for the partition and the event new. Every choice here (the period's
+        price, the description, the first period) is independent of the order events arrive in."""
+        day = cadence.of_ts(ts)
         if day < self.born and self.closed_through == self.born - 1:
             self.born, self.closed_through = day, day - 1  # an earlier event came in later
         bucket = self.open_days.setdefault(day, [0.0] * 5)
@@ -84,12 +85,12 @@ class ItemState:
         self.seen.setdefault(day, []).append(event_id)
         self.last_event_ts[source] = max(self.last_event_ts.get(source, 0), ts)
 
-    def launch_info(self, through: int) -> ItemInfo:
+    def launch_info(self, through: int, cadence: Cadence = DAILY) -> ItemInfo:
         """What the model is told of the item when it starts at ``born``, from days up to
         ``through`` only (all of them complete): a close redone after a crash, or run after
         more events of later days arrived, tells the same."""
         first_day = self.open_days.get(self.born, [0.0] * 5)
-        described = self.description_ts and self.description_ts // DAY_SECONDS <= through
+        described = self.description_ts and cadence.of_ts(self.description_ts) <= through
         return ItemInfo(self.item_id, self.description if described else "", first_day[PRICE])
 
     # --- closing days ---------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Closing days for a batch of items: score earlier forecasts, advance the model, forecast.
+"""Closing periods (days or weeks) for a batch of items: score earlier forecasts, advance the model, forecast.
 
 This is the whole per-close computation, free of Kafka: the worker hands it the items of a
 partition (both parts of each) and publishes what it returns.
@@ -17,8 +17,8 @@ from mqstream.state.ledger import DECIMALS, ForecastLedger, published
 
 @dataclass(frozen=True)
 class RefreshPolicy:
-    active_days: int = 28  # forecasts go to items that sold within this many days
-    history_days: int = 56  # closed days of buckets kept per item
+    active_periods: int = 28  # forecasts go to items that sold within this many periods
+    history_periods: int = 56  # closed periods of buckets kept per item
     batch_size: int = 1024  # items per model call
     decimals: ClassVar[int] = DECIMALS  # of published forecasts: the ledger keeps them exactly
 
@@ -49,7 +49,7 @@ def new_item(item_id: str, born: int, policy: RefreshPolicy) -> ItemState:
     """An item seen for the first time, born on the day of that event (moved back if an
     earlier event of it arrives before its first close)."""
     return ItemState(item_id=item_id, born=born, closed_through=born - 1,
-                     history=np.zeros((policy.history_days, N_HISTORY), np.float32))
+                     history=np.zeros((policy.history_periods, N_HISTORY), np.float32))
 
 
 def new_model(item: ItemInfo, born: int, model: QuantileForecaster) -> ItemModel:
@@ -76,7 +76,7 @@ def is_dormant(item: ItemState, item_model: ItemModel, through: int, policy: Ref
 
 
 def is_active(item: ItemState, origin: int, policy: RefreshPolicy) -> bool:
-    return item.sold_within(origin - policy.active_days + 1, origin)
+    return item.sold_within(origin - policy.active_periods + 1, origin)
 
 
 def close_items(items: list[ItemState], item_models: list[ItemModel], through: int,

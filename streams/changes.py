@@ -14,8 +14,9 @@ item's previous one when
 An item's first forecast (no previous) has nothing to move from, so it is a change only if
 its P90 total is above the stock level: it starts out short of stock.
 
-A "next-7-day total" is the sum of the day-1..7 values of one quantile: the quantile of
-the week's total if the days move together; see mqstream/client.py (Forecast.total).
+A "next-7-day total" is the sum of the day-1..7 values of one quantile (with weeks, the
+week-1 value): the quantile of the week's total if the days move together; see
+mqstream/client.py (Forecast.total).
 Totals are rounded to the published decimals, so a consumer recomputing them from the
 published forecasts gets the same totals and the same decision.
 """
@@ -28,12 +29,12 @@ from typing import Sequence
 import numpy as np
 import orjson
 
-from mqstream.periods import iso_of_day
+from mqstream.periods import DAILY, Cadence
 from mqstream.models.protocol import QuantileForecaster
 from mqstream.state.refresh import IssuedForecast
-from mqstream.streams.messages import SCHEMA_VERSION
+from mqstream.streams.messages import contract
 
-WEEK = 7
+WEEK_DAYS = 7
 P50_MOVED = "p50_7d_moved"
 P90_CROSSED_STOCK = "p90_7d_crossed_stock"
 
@@ -48,8 +49,8 @@ class ChangeRule:
 
 @dataclass(frozen=True)
 class WeekTotals:
-    origin: int  # days since 1970-01-01
-    p50: float  # sum of the day-1..7 P50 values
+    origin: int  # the period of the forecast's origin (mqstream.periods)
+    p50: float  # sum of the P50 values of the horizons covering the next 7 days
     p90: float
 
 
@@ -62,20 +63,22 @@ class MaterialChange:
     p50_move: float | None  # (after.p50 - before.p50) / max(before.p50, floor); None when first
 
 
-def week_totals(forecast: IssuedForecast, quantiles: Sequence[float], decimals: int) -> WeekTotals:
-    week = np.asarray(forecast.values, np.float64)[:WEEK]  # (7, Q)
-    if len(week) < WEEK:
-        raise ValueError(f"a forecast needs {WEEK} horizons for week totals, got {len(week)}")
+def week_totals(forecast: IssuedForecast, quantiles: Sequence[float], decimals: int,
+                cadence: Cadence = DAILY) -> WeekTotals:
+    n = cadence.count(WEEK_DAYS)  # 7 days, or 1 week
+    week = np.asarray(forecast.values, np.float64)[:n]  # (n, Q)
+    if len(week) < n:
+        raise ValueError(f"a forecast needs {n} horizons for week totals, got {len(week)}")
     p50, p90 = (round(float(week[:, _column(quantiles, q)].sum()), decimals) for q in (0.5, 0.9))
     return WeekTotals(forecast.origin, p50, p90)
 
 
 def material_change(previous: IssuedForecast | None, current: IssuedForecast,
-                    quantiles: Sequence[float], rule: ChangeRule) -> MaterialChange | None:
+                    quantiles: Sequence[float], rule: ChangeRule, cadence: Cadence = DAILY) -> MaterialChange | None:
     """The change from ``previous`` (the item's last published forecast, None if it has none)
     to ``current``, if the rule calls it material; None otherwise."""
-    after = week_totals(current, quantiles, rule.decimals)
-    before = None if previous is None else week_totals(previous, quantiles, rule.decimals)
+    after = week_totals(current, quantiles, rule.decimals, cadence)
+    before = None if previous is None else week_totals(previous, quantiles, rule.decimals, cadence)
     reasons, move = [], None
     if before is not None:
         move = (after.p50 - before.p50) / max(before.p50, rule.floor)
@@ -88,15 +91,16 @@ def material_change(previous: IssuedForecast | None, current: IssuedForecast,
     return MaterialChange(current.item_id, tuple(reasons), before, after, move) if reasons else None
 
 
-def change_message(change: MaterialChange, rule: ChangeRule, model: QuantileForecaster, created_at: str) -> bytes:
-    """The `forecast-changes` message (schema: mqstream/schemas/forecast-change.v1.json); send it
-    keyed by item id with streams.messages.headers(model)."""
+def change_message(change: MaterialChange, rule: ChangeRule, model: QuantileForecaster, created_at: str,
+                   cadence: Cadence = DAILY) -> bytes:
+    """The `forecast-changes` message (schema: mqstream/schemas/forecast-change.v1.json, v2 for
+    weeks); send it keyed by item id with streams.messages.headers(model, cadence)."""
     return orjson.dumps({
-        "schema_version": SCHEMA_VERSION,
+        **contract(cadence),
         "item_id": change.item_id,
         "reasons": list(change.reasons),
-        "before": None if change.before is None else _totals(change.before),
-        "after": _totals(change.after),
+        "before": None if change.before is None else _totals(change.before, cadence),
+        "after": _totals(change.after, cadence),
         "p50_7d_move": None if change.p50_move is None else round(change.p50_move, 6),
         "change_share": rule.share,
         "stock_level": rule.stock_level,
@@ -105,8 +109,8 @@ def change_message(change: MaterialChange, rule: ChangeRule, model: QuantileFore
     })
 
 
-def _totals(totals: WeekTotals) -> dict:
-    return {"origin": iso_of_day(totals.origin), "p50_7d": totals.p50, "p90_7d": totals.p90}
+def _totals(totals: WeekTotals, cadence: Cadence) -> dict:
+    return {"origin": cadence.iso(totals.origin), "p50_7d": totals.p50, "p90_7d": totals.p90}
 
 
 def _column(quantiles: Sequence[float], q: float) -> int:

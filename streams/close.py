@@ -1,4 +1,4 @@
-"""A partition's day close: every tracked item whose days up to ``through`` are complete gets
+"""A partition's close: every tracked item whose periods up to ``through`` are complete gets
 its model advanced, its forecasts issued and its earlier forecasts scored
 (``state.refresh.close_items``), then the outputs and the state are written in the order that
 makes a crash at any point safe."""
@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 from mqstream.models.protocol import QuantileForecaster
+from mqstream.periods import Cadence
 from mqstream.state.item import ItemModel, ItemState
 from mqstream.state.refresh import RefreshPolicy, close_items, is_dormant, new_model
 from mqstream.streams.metrics import WorkerMetrics
@@ -16,12 +17,12 @@ from mqstream.streams.tables import Tables
 
 class PartitionClose:
     def __init__(self, tables: Tables, model: QuantileForecaster, policy: RefreshPolicy, publisher: Publisher,
-                 metrics: WorkerMetrics):
-        self.tables, self.model, self.policy = tables, model, policy
+                 metrics: WorkerMetrics, cadence: Cadence):
+        self.tables, self.model, self.policy, self.cadence = tables, model, policy, cadence
         self.publisher, self.metrics = publisher, metrics
 
     async def close(self, partition: int, tracked: set[bytes], through: int) -> None:
-        """Close the days up to ``through`` for the ``tracked`` items of ``partition``; items
+        """Close the periods up to ``through`` for the ``tracked`` items of ``partition``; items
         left dormant by it leave ``tracked`` (they come back at their next event)."""
         items, item_models = self._due(partition, tracked, through)
         if not items:
@@ -54,7 +55,7 @@ class PartitionClose:
             if raw_model is None:  # the item's first close: its model starts now
                 if item.born > through:
                     continue
-                item_model = new_model(item.launch_info(item.born), item.born, self.model)
+                item_model = new_model(item.launch_info(item.born, self.cadence), item.born, self.model)
             else:
                 item_model = ItemModel.from_bytes(raw_model)
             if item.closed_through < through:

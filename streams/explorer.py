@@ -40,7 +40,7 @@ from typing import Coroutine, TypeVar
 import numpy as np
 import orjson
 
-from mqstream.periods import iso_of_day
+from mqstream.periods import Cadence
 from mqstream.state.item import UNITS, ItemState
 from mqstream.models.scores import pinball_loss
 from mqstream.state.refresh import IssuedForecast, ScoredDay
@@ -72,11 +72,12 @@ class ItemView:
 
     item: ItemState
     forecast: IssuedForecast | None
-    first_actual: int  # first day of ``actuals``
-    actuals: np.ndarray  # (days,) units sold per day, first_actual..origin (or closed_through): a horizon's worth
+    first_actual: int  # first period of ``actuals``
+    actuals: np.ndarray  # (periods,) units sold per period, first_actual..origin (or closed_through): a horizon's worth
     scored: list[ScoredDay]  # oldest target first
     quality: dict[str, BucketQuality]
     quantiles: tuple[float, ...]
+    cadence: Cadence
 
 
 class ForecastExplorer:
@@ -166,7 +167,7 @@ class ForecastExplorer:
         first = max(item.born, last - lookup.model.horizons + 1)
         scored = [] if ledger is None else lookup.scored_days(item, item_model, ledger)
         return ItemView(item, forecast, first, item.daily(UNITS, first, last), scored, self.quality.by_bucket(),
-                        tuple(lookup.model.quantiles))
+                        tuple(lookup.model.quantiles), lookup.cadence)
 
 
 def _peer_matches(peer: str, query: str) -> tuple[list[Match], bool] | None:
@@ -182,16 +183,16 @@ def _peer_matches(peer: str, query: str) -> tuple[list[Match], bool] | None:
 
 # --- HTML ---------------------------------------------------------------------------------
 def item_page(view: ItemView) -> bytes:
-    item, e = view.item, html.escape
+    item, e, period = view.item, html.escape, view.cadence.period
     head = (f"<h1>{e(item.item_id)}</h1><p class=description>{e(item.description or '(no description)')}</p>")
     if view.forecast is None:
-        chart = "<p>No forecast yet: the item's first day has not closed.</p>"
+        chart = f"<p>No forecast yet: the item's first {period} has not closed.</p>"
     else:
-        chart = (f"<h2>Forecast from {iso_of_day(view.forecast.origin)}</h2>"
+        chart = (f"<h2>Forecast from the {period} of {view.cadence.iso(view.forecast.origin)}</h2>"
                  "<div class=chart><canvas id=fan></canvas></div>"
                  f"<script type=application/json id=fan-data>{_script_json(fan_series(view))}</script>"
                  f"<script src=\"/explorer/static/{CHART_JS}\"></script><script>{FAN_JS}</script>")
-    body = head + chart + _scored_table(view) + _quality_table(view.quality, view.quantiles)
+    body = head + chart + _scored_table(view) + _quality_table(view.quality, view.quantiles, period)
     return _page(f"Item {item.item_id}", _search_form("") + body)
 
 
@@ -205,14 +206,15 @@ def _level(q: float) -> str:
 
 
 def fan_series(view: ItemView) -> dict:
-    """The chart's series over one axis of days: actuals up to the origin, quantiles after it."""
+    """The chart's series over one axis of periods: actuals up to the origin, quantiles after it."""
     forecast, n_actual = view.forecast, len(view.actuals)
     horizons = len(forecast.values)
     low, mid, high = _bands(view.quantiles)
-    days = range(view.first_actual, forecast.origin + horizons + 1)
+    periods = range(view.first_actual, forecast.origin + horizons + 1)
     gap = [None] * n_actual
     return {
-        "labels": [iso_of_day(day) for day in days],
+        "labels": [view.cadence.iso(period) for period in periods],
+        "unit": f"units a {view.cadence.period}",
         "actual": view.actuals.tolist() + [None] * horizons,
         "low": gap + forecast.values[:, low].tolist(),
         "mid": gap + forecast.values[:, mid].tolist(),
@@ -233,19 +235,20 @@ def _scored_table(view: ItemView) -> str:
         newest = scored.records[-1]  # the shortest horizon
         loss = np.mean([pinball_loss(scored.actual, r.forecast, q).mean() for r in scored.records])
         band = " · ".join(_num(newest.forecast[i]) for i in (low, mid, high))
-        rows.append(f"<tr><td>{iso_of_day(scored.target)}</td><td>{_num(scored.actual)}</td>"
+        rows.append(f"<tr><td>{view.cadence.iso(scored.target)}</td><td>{_num(scored.actual)}</td>"
                     f"<td>{len(scored.records):,}</td><td>{loss:.3f}</td><td>{newest.horizon}</td><td>{band}</td></tr>")
-    return ("<h2>Recent scored forecasts</h2><table id=scored><thead><tr><th>Target day</th><th>Actual</th>"
+    return ("<h2>Recent scored forecasts</h2><table id=scored><thead><tr>"
+            f"<th>Target {view.cadence.period}</th><th>Actual</th>"
             "<th>Forecasts scored</th><th>Mean pinball loss</th><th>Latest forecast's horizon</th>"
             f"<th>Its {names}</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
 
-def _quality_table(quality: dict[str, BucketQuality], quantiles: tuple[float, ...]) -> str:
+def _quality_table(quality: dict[str, BucketQuality], quantiles: tuple[float, ...], period: str) -> str:
     title = "<h2>This worker's rolling quality by horizon</h2>"
     if not quality:
         return title + "<p>No forecast of this worker has been scored yet.</p>"
     mid = _bands(quantiles)[1]
-    rows = "".join(f"<tr><td>{bucket} days</td><td>{q.forecasts:,}</td><td>{q.wql.mean():.3f}</td>"
+    rows = "".join(f"<tr><td>{bucket} {period}s</td><td>{q.forecasts:,}</td><td>{q.wql.mean():.3f}</td>"
                    f"<td>{q.wql[mid]:.3f}</td><td>{q.coverage:.1%}</td></tr>" for bucket, q in quality.items())
     return (title + "<p>Over its own partitions' items, for the target days of the last week.</p>"
             "<table id=quality><thead><tr><th>Horizon</th><th>Forecasts scored</th><th>Mean wQL</th>"
@@ -314,6 +317,6 @@ new Chart(document.getElementById("fan"), {
     series("actual", fan.actual, {borderColor: "#222", pointRadius: 2}),
   ]},
   options: {animation: false, maintainAspectRatio: false, interaction: {mode: "index", intersect: false},
-            scales: {y: {beginAtZero: true, title: {display: true, text: "units a day"}}}},
+            scales: {y: {beginAtZero: true, title: {display: true, text: fan.unit}}}},
 });
 """

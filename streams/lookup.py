@@ -18,6 +18,7 @@ import faust
 import orjson
 
 from mqstream.models.protocol import QuantileForecaster
+from mqstream.periods import Cadence
 from mqstream.state.item import UNITS, ItemModel, ItemState
 from mqstream.state.ledger import ForecastLedger
 from mqstream.state.refresh import IssuedForecast, RefreshPolicy, ScoredDay
@@ -43,9 +44,10 @@ def on_loop(app: faust.App, work: Coroutine[None, None, T], timeout: float) -> T
 
 
 class ForecastLookup:
-    def __init__(self, app: faust.App, tables: Tables, model: QuantileForecaster, policy: RefreshPolicy):
+    def __init__(self, app: faust.App, tables: Tables, model: QuantileForecaster, policy: RefreshPolicy,
+                 cadence: Cadence):
         self.app, self.items, self.item_models = app, tables.items, tables.item_models
-        self.model, self.policy = model, policy
+        self.model, self.policy, self.cadence = model, policy, cadence
 
     def answer_from_thread(self, path: str, timeout: float = 10.0) -> Answer:
         try:
@@ -68,11 +70,12 @@ class ForecastLookup:
             return _error(404, f"no forecast of item {item_id} yet")
         if match["errors"]:
             now = messages.utc_now()
-            found = [orjson.loads(messages.error_message(scored, self.model, now, self.policy.decimals))
+            found = [orjson.loads(messages.error_message(scored, self.model, now, self.policy.decimals,
+                                                              self.cadence))
                      for scored in self.scored_days(self.item(item_id), item_model, ledger)]
             return 200, orjson.dumps({"item_id": item_id, "errors": found}), {}
         issued = IssuedForecast(item_id, *latest)
-        return 200, messages.forecast_message(issued, self.model, messages.utc_now()), {}
+        return 200, messages.forecast_message(issued, self.model, messages.utc_now(), self.cadence), {}
 
     def elsewhere(self, item_id: str, path: str, say: Say) -> Answer | None:
         """The answer where this worker does not own the item's partition: a redirect (307) to

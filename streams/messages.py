@@ -1,4 +1,7 @@
-"""What the worker publishes: forecasts, forecast errors and dead letters, as JSON bytes."""
+"""What the worker publishes: forecasts, forecast errors and dead letters, as JSON bytes.
+
+Days are published in schema version 1, which every consumer reads; weeks in version 2,
+which says its period (mqstream/schemas/README.md: a new unit needs a new version)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -6,24 +9,28 @@ import datetime as dt
 import numpy as np
 import orjson
 
-from mqstream.periods import iso_of_day
+from mqstream.periods import DAILY, Cadence
 from mqstream.models.protocol import QuantileForecaster
 from mqstream.models.scores import pinball_loss
 from mqstream.state.refresh import IssuedForecast, ScoredDay
 
-SCHEMA_VERSION = 1
 
 
-def headers(model: QuantileForecaster) -> list[tuple[str, bytes]]:
-    return [("schema-version", str(SCHEMA_VERSION).encode()),
+def contract(cadence: Cadence) -> dict:
+    """The fields that open every output message: its schema version and, from version 2, its period."""
+    return {"schema_version": 1} if cadence.period == "day" else {"schema_version": 2, "period": cadence.period}
+
+
+def headers(model: QuantileForecaster, cadence: Cadence = DAILY) -> list[tuple[str, bytes]]:
+    return [("schema-version", str(contract(cadence)["schema_version"]).encode()),
             ("model", model.name.encode()), ("model-version", model.version.encode())]
 
 
-def forecast_message(issued: IssuedForecast, model: QuantileForecaster, created_at: str) -> bytes:
+def forecast_message(issued: IssuedForecast, model: QuantileForecaster, created_at: str, cadence: Cadence = DAILY) -> bytes:
     return orjson.dumps({
-        "schema_version": SCHEMA_VERSION,
+        **contract(cadence),
         "item_id": issued.item_id,
-        "origin": iso_of_day(issued.origin),
+        "origin": cadence.iso(issued.origin),
         "horizons": list(range(1, model.horizons + 1)),
         "quantiles": list(model.quantiles),
         "values": issued.values.tolist(),  # (horizon, quantile)
@@ -32,17 +39,18 @@ def forecast_message(issued: IssuedForecast, model: QuantileForecaster, created_
     })
 
 
-def error_message(scored: ScoredDay, model: QuantileForecaster, created_at: str, decimals: int) -> bytes:
+def error_message(scored: ScoredDay, model: QuantileForecaster, created_at: str, decimals: int,
+                  cadence: Cadence = DAILY) -> bytes:
     q = np.asarray(model.quantiles)
     forecasts = np.round(np.stack([r.forecast for r in scored.records]).astype(np.float64), decimals)
     losses = np.stack([pinball_loss(scored.actual, f, q) for f in forecasts])
     return orjson.dumps({
-        "schema_version": SCHEMA_VERSION,
+        **contract(cadence),
         "item_id": scored.item_id,
-        "target": iso_of_day(scored.target),
+        "target": cadence.iso(scored.target),
         "actual": scored.actual,
         "quantiles": list(model.quantiles),
-        "origins": [iso_of_day(r.origin) for r in scored.records],
+        "origins": [cadence.iso(r.origin) for r in scored.records],
         "horizons": [r.horizon for r in scored.records],
         "forecasts": forecasts.tolist(),  # (record, quantile)
         "pinball": np.round(losses, 6).tolist(),  # (record, quantile)

@@ -14,7 +14,6 @@ from faust.types import TP, Message
 
 from mqstream.config import Settings
 from mqstream.models.protocol import ErrorRecord, QuantileForecaster
-from mqstream.periods import DAY_SECONDS, day_of_iso
 from mqstream.state.admission import sale_amounts, time_refusal, view_amounts
 from mqstream.state.clock import PartitionClock, recovered_clock
 from mqstream.state.item import ItemModel, ItemState
@@ -30,9 +29,10 @@ class Processor:
     def __init__(self, settings: Settings, model: QuantileForecaster, policy: RefreshPolicy, tables: Tables,
                  names: dict[str, str], publisher: Publisher, metrics: WorkerMetrics):
         self.settings, self.model, self.policy, self.tables = settings, model, policy, tables
+        self.cadence = settings.cadence
         self.sales_topic, self.error_topic = names["sales"], names["forecast-errors"]
         self.publisher, self.metrics = publisher, metrics
-        self.closer = PartitionClose(tables, model, policy, publisher, metrics)
+        self.closer = PartitionClose(tables, model, policy, publisher, metrics, self.cadence)
         self.clocks: dict[int, PartitionClock] = {}
         self.tracked: dict[int, set[bytes]] = {}  # items with work at the next close
         self.applied: dict[int, dict[str, int]] = {}  # partition -> input topic -> last offset handled
@@ -96,18 +96,18 @@ class Processor:
 
     def _apply(self, partition: int, topic: str, key: bytes, event: Sale | PageView,
                cache: dict[bytes, ItemState]) -> None:
-        item = cache.get(key)
+        item, period = cache.get(key), self.cadence.of_ts(event.ts)
         if item is None:
             raw = self.tables.get(self.tables.items, partition, key)
             item = cache[key] = (ItemState.from_bytes(raw) if raw is not None
-                                 else new_item(event.item_id, event.ts // DAY_SECONDS, self.policy))
-        if item.has_seen(event.event_id, event.ts // DAY_SECONDS):
+                                 else new_item(event.item_id, period, self.policy))
+        if item.has_seen(event.event_id, period):
             self.metrics.duplicates.inc()  # still written back: heals a changelog that missed it
         elif isinstance(event, PageView):
-            item.apply(topic, event.event_id, event.ts, view_amounts(event.views))
+            item.apply(topic, event.event_id, event.ts, view_amounts(event.views), cadence=self.cadence)
         else:
             item.apply(topic, event.event_id, event.ts, sale_amounts(event.invoice, event.quantity, event.price),
-                       event.price, event.description)
+                       event.price, event.description, self.cadence)
         self.tracked[partition].add(key)
 
     async def _close_after_commit(self, partition: int, clock: PartitionClock, applied: Sequence[Message],
@@ -152,8 +152,8 @@ class Processor:
     async def _take_errors(self, message: Message) -> None:
         """Errors read back from ``forecast-errors``: into the item's error memory, once."""
         body = orjson.loads(message.value)
-        target = day_of_iso(body["target"])
-        records = [ErrorRecord(day_of_iso(o), target, body["actual"], np.asarray(f, np.float32))
+        target = self.cadence.of_iso(body["target"])
+        records = [ErrorRecord(self.cadence.of_iso(o), target, body["actual"], np.asarray(f, np.float32))
                    for o, f in zip(body["origins"], body["forecasts"])]
         tables = self.tables
         item_model = take_errors(tables.get(tables.item_models, message.partition, message.key), target, records,
@@ -179,7 +179,8 @@ class Processor:
             required = tuple(self.settings.topic(name) for name in self.settings.watermark_input_names)
             closed = max((ItemModel.days_of(raw)[0] for _, raw in tables.scan(tables.item_models, partition)),
                          default=-1)  # item models are written by closes only
-            self.clocks[partition] = recovered_clock(self.settings.allowed_lateness, required, input_times(), closed)
+            self.clocks[partition] = recovered_clock(self.settings.allowed_lateness, required, input_times(), closed,
+                                                     self.cadence)
             self.tracked[partition] = tracked
             self.closed_offsets[partition] = orjson.loads(marks.get(CLOSED_OFFSETS, b"{}"))
             self.applied[partition] = dict(self.closed_offsets[partition])

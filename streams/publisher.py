@@ -9,6 +9,7 @@ from faust.types import Message
 
 from mqstream.models.protocol import QuantileForecaster
 from mqstream.models.scores import pinball_loss
+from mqstream.periods import Cadence
 from mqstream.state.refresh import Refresh
 from mqstream.streams import messages
 from mqstream.streams.changes import ChangeRule, change_message, material_change
@@ -17,29 +18,29 @@ from mqstream.streams.metrics import QualityWindow, WorkerMetrics
 
 class Publisher:
     def __init__(self, app: faust.App, names: dict[str, str], model: QuantileForecaster, change_rule: ChangeRule,
-                 decimals: int, metrics: WorkerMetrics, quality: QualityWindow):
-        self.app, self.names, self.model = app, names, model
+                 decimals: int, metrics: WorkerMetrics, quality: QualityWindow, cadence: Cadence):
+        self.app, self.names, self.model, self.cadence = app, names, model, cadence
         self.change_rule, self.decimals = change_rule, decimals
         self.metrics, self.quality = metrics, quality
 
     async def publish(self, refresh: Refresh) -> None:
         """A close's outputs, flushed: every forecast (to ``forecasts`` and the compacted
         ``forecasts-latest``), its change event where the rule finds one, and every scored day."""
-        now = messages.utc_now()
-        head = messages.headers(self.model)
+        now, cadence = messages.utc_now(), self.cadence
+        head = messages.headers(self.model, cadence)
         changes = 0
         for issued in refresh.issued:
-            key, body = issued.item_id.encode(), messages.forecast_message(issued, self.model, now)
+            key, body = issued.item_id.encode(), messages.forecast_message(issued, self.model, now, cadence)
             await self._send("forecasts", key, body, head)
             await self._send("forecasts-latest", key, body, head)
-            change = material_change(issued.previous, issued, self.model.quantiles, self.change_rule)
+            change = material_change(issued.previous, issued, self.model.quantiles, self.change_rule, cadence)
             if change is not None:
                 changes += 1
-                await self._send("forecast-changes", key, change_message(change, self.change_rule, self.model, now),
+                await self._send("forecast-changes", key, change_message(change, self.change_rule, self.model, now, cadence),
                                  head)
         for scored in refresh.scored:
             await self._send("forecast-errors", scored.item_id.encode(),
-                             messages.error_message(scored, self.model, now, self.decimals), head)
+                             messages.error_message(scored, self.model, now, self.decimals, cadence), head)
         await self.flush()
         self.metrics.forecasts.inc(len(refresh.issued))
         self.metrics.changes.inc(changes)

@@ -13,7 +13,7 @@ from kafka import KafkaProducer
 from tqdm import tqdm
 
 from mqstream.periods import DAY_SECONDS, day_of_ts
-from mqstream.models.dataset import daily_series, load_transactions
+from mqstream.models.dataset import demand_series, load_transactions
 from mqstream.models.pageviews import simulate_views
 from mqstream.config import Settings
 from mqstream.kafka_auth import kafka_options
@@ -50,7 +50,7 @@ def real_view_events(views: pd.DataFrame) -> Iterator[ReplayEvent]:
 def view_events(tx: pd.DataFrame, first_day: int, last_day: int) -> list[ReplayEvent]:
     """Simulated page views (see models/pageviews.py) of every item sold in the window."""
     items = np.array(sorted(tx.loc[day_of_ts(tx["ts"]).between(first_day, last_day), "item_id"].unique()))
-    series = daily_series(tx, items, first_day, last_day)
+    series = demand_series(tx, items, first_day, last_day)
     views = simulate_views(series.items, series.units, first_day)
     events = []
     for i, j in zip(*np.nonzero(views)):
@@ -78,10 +78,11 @@ def replay_events(first_day: int, last_day: int, tx: pd.DataFrame | None = None,
 
 
 def send(events: list[ReplayEvent], settings: Settings, speedup: float = 0.0,
-         close_last_day: bool = True, progress: bool = True) -> int:
+         close_last_period: bool = True, progress: bool = True) -> int:
     """Produce ``events``; ``speedup`` event-time seconds per wall second (0: no waiting).
-    With ``close_last_day`` a watermark marker to every partition closes the final day.
-    Returns the number of messages produced, markers included."""
+    With ``close_last_period`` a watermark marker to every partition closes the period (day or
+    week, ``settings.period``) of the last event. Returns the number of messages produced,
+    markers included."""
     producer = KafkaProducer(**kafka_options(settings), acks="all",
                              linger_ms=20, batch_size=512 * 1024, compression_type=None)
     start_wall, start_ts = time.monotonic(), events[0].ts if events else 0
@@ -92,8 +93,9 @@ def send(events: list[ReplayEvent], settings: Settings, speedup: float = 0.0,
                 time.sleep(lag)
         producer.send(settings.topic(event.topic), key=event.key, value=event.value)
     sent = len(events)
-    if close_last_day and events:
-        mark = (events[-1].ts // DAY_SECONDS + 1) * DAY_SECONDS + settings.allowed_lateness
+    if close_last_period and events:
+        cadence = settings.cadence
+        mark = cadence.end_ts(cadence.of_ts(events[-1].ts)) + settings.allowed_lateness
         for topic in {settings.topic(e.topic) for e in events}:
             for partition in range(settings.partitions):
                 producer.send(topic, value=orjson.dumps({"ts": mark}), partition=partition,

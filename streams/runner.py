@@ -29,7 +29,7 @@ def run_worker(settings: Settings, loglevel: str = "warn") -> int:
     host = socket.gethostname() if settings.metrics_host in ("0.0.0.0", "::") else settings.metrics_host
     app, processor = build_app(settings, model, f"http://{host}:{port}")
     logging.getLogger("mqstream").setLevel(logging.INFO)
-    lookup = ForecastLookup(app, processor.tables, model, processor.policy)
+    lookup = ForecastLookup(app, processor.tables, model, processor.policy, processor.cadence)
     explorer = ForecastExplorer(lookup, processor.publisher.quality)
     serve(processor.metrics, settings.metrics_host, port, lambda: is_ready(app), lookup.answer_from_thread,
           explorer.answer_from_thread)

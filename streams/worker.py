@@ -9,7 +9,7 @@ from pathlib import Path
 import faust
 
 import mqstream.streams.store  # noqa: F401  registers the partitioned-rocksdb store
-from mqstream.config import Settings
+from mqstream.config import ConfigError, Settings
 from mqstream.kafka_auth import faust_credentials
 from mqstream.models.protocol import QuantileForecaster
 from mqstream.models.registry import load_model as from_registry
@@ -28,7 +28,12 @@ INPUTS = ("sales", "page-views", "forecast-errors")
 
 
 def load_model(settings: Settings) -> QuantileForecaster:
-    return from_registry(settings.model, settings.checkpoint_path)
+    """The model the settings name, for their period; a missing or mismatched checkpoint is a
+    settings error (named, exit 2), not a crash."""
+    try:
+        return from_registry(settings.model, settings.checkpoint_path, settings.cadence)
+    except (ValueError, FileNotFoundError) as exc:
+        raise ConfigError(f"setting 'model' / 'checkpoint': {exc}") from exc
 
 
 def build_app(settings: Settings, model: QuantileForecaster, url: str = "") -> tuple[faust.App, Processor]:
@@ -55,11 +60,12 @@ def build_app(settings: Settings, model: QuantileForecaster, url: str = "") -> t
     names = topic_names(settings)
     tables = Tables(*(app.Table(name, partitions=settings.partitions, key_type=bytes, value_type=bytes)
                       for name in TABLES))
-    policy = RefreshPolicy(settings.active_days, settings.history_days, settings.refresh_batch)
+    policy = RefreshPolicy(settings.cadence.count(settings.active_days), settings.cadence.count(settings.history_days),
+                           settings.refresh_batch)
     metrics, quality = WorkerMetrics(), QualityWindow(model.quantiles)
     metrics.model.info({"name": model.name, "version": model.version})
     change_rule = ChangeRule(settings.change_share, settings.stock_level, decimals=policy.decimals)
-    publisher = Publisher(app, names, model, change_rule, policy.decimals, metrics, quality)
+    publisher = Publisher(app, names, model, change_rule, policy.decimals, metrics, quality, settings.cadence)
     processor = Processor(settings, model, policy, tables, names, publisher, metrics)
 
     inputs = {names[name] for name in INPUTS}

@@ -112,6 +112,24 @@ def run_to_the_end(settings: Settings, events) -> float:
     return time.monotonic() - started
 
 
+def replay_and_serve(settings: Settings, monkeypatch, replay_args: list[str]) -> tuple[list[dict], list[dict]]:
+    """``mqstream replay REPLAY_ARGS`` under these settings' topics and period, then one worker
+    until it has caught up: the forecasts and errors it published, each valid for its schema."""
+    from mqstream.cli import main
+    from mqstream.schemas import validate
+
+    for name in ("topic_prefix", "period"):
+        monkeypatch.setenv(f"MQSTREAM_{name.upper()}", str(getattr(settings, name)))
+    assert main(["--kafka-port", str(settings.kafka_port), "replay", *replay_args]) == 0
+    worker = start_worker(settings)
+    try:
+        wait_caught_up(settings, worker)
+    finally:
+        stop_worker(worker)
+    return ([validate("forecast", r.value) for r in read_topic(settings, settings.topic("forecasts"))],
+            [validate("forecast-error", r.value) for r in read_topic(settings, settings.topic("forecast-errors"))])
+
+
 def outputs(settings: Settings) -> tuple[dict, dict]:
     """(forecasts by (item, origin), errors by (item, target)), redeliveries collapsed."""
     return (latest_by(read_topic(settings, settings.topic("forecasts")), "item_id", "origin"),

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from mqstream.models.dataset import daily_series, load_transactions
+from mqstream.models.dataset import demand_series, load_transactions
 from mqstream.models.pageviews import simulate_views
 
 
@@ -20,7 +20,7 @@ def torch_one_thread():
 
 def real_series(items: np.ndarray, start: int, days: int):
     """(series, simulated views, first priced column, first price) of ``items`` over ``days``."""
-    s = daily_series(load_transactions(), items=items, start_day=start, end_day=start + days - 1)
+    s = demand_series(load_transactions(), items=items, start_day=start, end_day=start + days - 1)
     first = np.argmax(s.price > 0, axis=1)
     item_price = s.price[np.arange(len(items)), first]
     return s, simulate_views(s.items, s.units, s.start_day), first, item_price

@@ -6,10 +6,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from mqstream.periods import day_of_iso
+from mqstream.periods import DAILY, day_of_iso
 from mqstream.models.backtest import (BacktestSplit, StreamingReplay, history_until, leaked_origins, prepare,
                                       run_method)
-from mqstream.models.dataset import DailySeries
+from mqstream.models.dataset import DemandSeries
 from mqstream.models.evaluate import (_comparisons, _over_seeds, configure_parser, per_seed_differences, run as evaluate_run,
                                       verdict)
 from mqstream.models.scores import HORIZON_BUCKETS
@@ -20,19 +20,19 @@ from mqstream.state.refresh import RefreshPolicy
 START = day_of_iso("2011-01-03")
 
 
-def synthetic_series(n_items: int = 4, days: int = 140, seed: int = 0) -> tuple[DailySeries, np.ndarray]:
+def synthetic_series(n_items: int = 4, days: int = 140, seed: int = 0) -> tuple[DemandSeries, np.ndarray]:
     """Poisson demand with a weekly pattern (no sales on Saturdays), a fixed price per item."""
     rng = np.random.default_rng(seed)
     weekday = np.array([1.0, 1.2, 1.1, 1.0, 1.4, 0.0, 0.6])[(START + np.arange(days) + 3) % 7]
     units = rng.poisson(rng.uniform(1, 8, (n_items, 1)) * weekday).astype(np.float32)
     price = np.repeat(rng.uniform(1, 5, (n_items, 1)), days, axis=1).astype(np.float32)
     items = np.array([str(10001 + i) for i in range(n_items)])
-    series = DailySeries(items=items, descriptions=np.array(["WIDGET"] * n_items), start_day=START,
+    series = DemandSeries(items=items, descriptions=np.array(["WIDGET"] * n_items), start_day=START,
                          units=units, price=price)
     return series, simulate_views(items, units, START)
 
 
-def split_of(series: DailySeries, origins: int = 10, horizons: int = 3) -> BacktestSplit:
+def split_of(series: DemandSeries, origins: int = 10, horizons: int = 3) -> BacktestSplit:
     last_origin = int(series.days[-1]) - horizons
     return BacktestSplit(cutoff=last_origin - origins, first_origin=last_origin - origins + 1,
                          last_origin=last_origin, horizons=horizons, quantiles=(0.1, 0.5, 0.9), min_sale_days=5)
@@ -137,7 +137,7 @@ def test_crossing_quantiles_are_rejected():
 class SpyModel:
     """A QuantileForecaster that forecasts its last closed day and records what it is fed."""
 
-    name, version, horizons, quantiles = "spy", "1", 3, (0.1, 0.5, 0.9)
+    name, version, horizons, quantiles, cadence = "spy", "1", 3, (0.1, 0.5, 0.9), DAILY
 
     def __init__(self):
         self.created: dict[str, int] = {}
@@ -217,7 +217,7 @@ def test_forecasts_of_items_without_a_recent_sale_are_not_published_so_not_fed_b
 
 def test_replay_publishes_as_the_worker_does():
     policy = RefreshPolicy()
-    assert StreamingReplay.ACTIVE_DAYS == policy.active_days
+    assert StreamingReplay.ACTIVE_DAYS == policy.active_periods
     assert StreamingReplay.PUBLISHED_DECIMALS == policy.decimals
 
 

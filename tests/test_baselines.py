@@ -7,7 +7,7 @@ from mqstream.periods import day_of_iso
 from mqstream.models.backtest import BacktestSplit, leaked_origins, prepare, run_method
 from mqstream.models.baselines import (AutoETSBaseline, AutoETSConfig, FeatureBuilder, LightGBMBaseline,
                                        QuantileForestBaseline, TreeBaselineConfig, ZeroForecast)
-from mqstream.models.dataset import DailySeries
+from mqstream.models.dataset import DemandSeries
 from mqstream.models.pageviews import simulate_views
 
 START = day_of_iso("2010-11-01")
@@ -17,14 +17,14 @@ LEVELS = (0.1, 0.5, 0.9)
 CUTOFF = START + DAYS - 1 - HORIZONS - 6  # six origins after it, each with all its targets in the data
 
 
-def synthetic_series(n_items: int = 4, seed: int = 0) -> tuple[DailySeries, np.ndarray]:
+def synthetic_series(n_items: int = 4, seed: int = 0) -> tuple[DemandSeries, np.ndarray]:
     """Poisson demand with a weekly pattern (no sales on Saturdays), a fixed price per item."""
     rng = np.random.default_rng(seed)
     weekday = np.array([1.0, 1.2, 1.1, 1.0, 1.4, 0.0, 0.6])[(START + np.arange(DAYS) + 3) % 7]
     units = rng.poisson(rng.uniform(1, 8, (n_items, 1)) * weekday).astype(np.float32)
     price = np.repeat(rng.uniform(1, 5, (n_items, 1)), DAYS, axis=1).astype(np.float32)
     items = np.array([str(20001 + i) for i in range(n_items)])
-    series = DailySeries(items=items, descriptions=np.array(["MUG"] * n_items), start_day=START,
+    series = DemandSeries(items=items, descriptions=np.array(["MUG"] * n_items), start_day=START,
                          units=units, price=price)
     return series, simulate_views(items, units, START)
 

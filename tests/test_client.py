@@ -9,12 +9,13 @@ import numpy as np
 import orjson
 import pytest
 
-from mqstream.periods import iso_of_day
+from mqstream.periods import Cadence, iso_of_day
 from mqstream.bootstrap import BrokerUnreachable
 from mqstream.client import Forecast, ForecastChange, ForecastClient, LookupUnavailable, interpolate
 from mqstream.local_broker import free_port
 from mqstream.schemas import InvalidMessage
 from mqstream.streams.changes import ChangeRule, change_message, material_change
+from mqstream.streams import messages
 from mqstream.streams.topics import create_topics
 from tests.forecast_helpers import CREATED_AT, MODEL, error_bytes, forecast_bytes, issued, produce
 from tests.kafka_helpers import fresh_settings
@@ -70,23 +71,32 @@ def test_crossing_quantiles_in_a_message_are_rearranged_so_interpolation_stays_m
 
 
 def test_a_newer_schema_version_is_refused_not_misread():
-    body = {**orjson.loads(forecast_bytes(issued("A", ORIGIN))), "schema_version": 2}
-    with pytest.raises(ValueError, match="schema_version 2"):
+    body = {**orjson.loads(forecast_bytes(issued("A", ORIGIN))), "schema_version": 3}
+    with pytest.raises(ValueError, match="schema_version 3"):
         Forecast.from_message(body)
 
 
 def test_total_sums_the_daily_quantiles(forecast):
     assert forecast.total(0.5) == pytest.approx(forecast.values[:7, STORED.index(0.5)].sum())
-    assert forecast.total(0.85, days=3) == pytest.approx(forecast.quantile(0.85)[:3].sum())
-    with pytest.raises(ValueError, match="days must be 1..28"):
-        forecast.total(0.5, days=29)
+    assert forecast.total(0.85, periods=3) == pytest.approx(forecast.quantile(0.85)[:3].sum())
+    with pytest.raises(ValueError, match="periods must be 1..28"):
+        forecast.total(0.5, periods=29)
 
 
 def test_order_up_to_covers_the_lead_time_at_the_service_level(forecast):
-    advice = forecast.order_up_to(0.85, lead_days=5, on_hand=3.0)
-    assert advice.level == pytest.approx(forecast.total(0.85, days=5))
+    advice = forecast.order_up_to(0.85, lead_periods=5, on_hand=3.0)
+    assert advice.level == pytest.approx(forecast.total(0.85, periods=5))
     assert advice.order == pytest.approx(advice.level - 3.0)
     assert forecast.order_up_to(0.85, 5, on_hand=1e6).order == 0.0
+
+
+def test_a_weekly_forecast_counts_weeks_and_its_default_total_is_the_next_week():
+    weeks = Cadence("week")
+    origin = weeks.of_iso("2011-01-26")  # the week of Monday 2011-01-24
+    f = Forecast.from_message(messages.forecast_message(issued("A", origin), MODEL, CREATED_AT, weeks), validate=True)
+    assert (f.period, f.origin, f.target(2)) == ("week", dt.date(2011, 1, 24), dt.date(2011, 2, 7))
+    assert f.total(0.5) == pytest.approx(f.values[0, STORED.index(0.5)])  # the next 7 days: week 1
+    assert f.order_up_to(0.9, lead_periods=4).level == pytest.approx(f.values[:4, STORED.index(0.9)].sum())
 
 
 def test_order_up_to_grows_with_service_level_and_lead_time(forecast):
@@ -181,11 +191,11 @@ def test_latest_of_a_few_items_holds_only_theirs(topics):
 
 @pytest.mark.consumers
 def test_latest_decodes_a_message_when_its_item_is_looked_up(topics):
-    newer = {**orjson.loads(forecast_bytes(issued("B", ORIGIN))), "schema_version": 2}
+    newer = {**orjson.loads(forecast_bytes(issued("B", ORIGIN))), "schema_version": 3}
     produce(topics, "forecasts-latest", [("A", forecast_bytes(issued("A", ORIGIN))), ("B", orjson.dumps(newer))])
     current = ForecastClient(topics.kafka_bootstrap, topics.topic_prefix).latest(timeout=60)
     assert sorted(current) == ["A", "B"] and current["A"].item_id == "A"
-    with pytest.raises(ValueError, match="schema_version 2"):
+    with pytest.raises(ValueError, match="schema_version 3"):
         current["B"]
 
 

@@ -36,3 +36,16 @@ def test_standby_replicas_are_counted_from_zero(monkeypatch):
         load_settings()
     monkeypatch.setenv("MQSTREAM_STANDBY_REPLICAS", "0")
     assert load_settings().standby_replicas == 0
+
+
+def test_the_period_and_the_weeks_first_day_are_validated(monkeypatch):
+    monkeypatch.setenv("MQSTREAM_PERIOD", "week")
+    monkeypatch.setenv("MQSTREAM_WEEK_START", "sunday")
+    settings = load_settings()
+    assert (settings.cadence.period, settings.cadence.week_start, settings.cadence.iso(settings.cadence.of_iso(
+        "2011-03-09"))) == ("week", 6, "2011-03-06")
+    for name, value, says in (("period", "month", "day, week"), ("week_start", "funday", "monday, tuesday")):
+        monkeypatch.setenv(f"MQSTREAM_{name.upper()}", value)
+        with pytest.raises(ConfigError, match=f"setting '{name}': accepted values are {says}"):
+            load_settings()
+        monkeypatch.delenv(f"MQSTREAM_{name.upper()}")

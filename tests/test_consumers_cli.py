@@ -54,7 +54,7 @@ def test_tail_prints_a_line_per_forecast_with_its_next_seven_days(topics):
     run = mqstream(topics, "tail", "--from-beginning", "--max", "3")
     assert run.returncode == 0, run.stderr
     header, *lines = run.stdout.splitlines()
-    assert header.split() == ["item", "origin", "model", "p10_7d", "p50_7d", "p90_7d", "p50_d1"]
+    assert header.split() == ["item", "origin", "model", "p10_7d", "p50_7d", "p90_7d", "p50_h1"]
     assert sorted(line.split() for line in lines) == sorted(expected_tail_fields(b) for b in bodies)
 
 
@@ -78,7 +78,7 @@ def test_show_prints_the_current_forecast_at_a_few_horizons(topics):
     assert [row.split() for row in rows] == [
         [str(h), iso_of_day(ORIGIN + h), f"{v[h - 1, P10]:.2f}", f"{v[h - 1, P50]:.2f}", f"{v[h - 1, P90]:.2f}"]
         for h in (1, 2, 3, 7, 14, 21, 28)]
-    assert total.split() == ["1-7", "total", *(f"{v[:7, j].sum():.2f}" for j in (P10, P50, P90))]
+    assert total.split() == ["7d", "total", *(f"{v[:7, j].sum():.2f}" for j in (P10, P50, P90))]
 
 
 def test_show_plot_writes_a_fan_chart_with_the_past_actuals(topics, tmp_path):

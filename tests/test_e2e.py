@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from mqstream.periods import day_of_iso, day_of_ts
-from mqstream.models.dataset import daily_series, demand_mask, load_transactions
+from mqstream.models.dataset import demand_series, demand_mask, load_transactions
 from mqstream.state.item import RETURNS, UNITS, VIEWS
 from mqstream.models.scores import pinball_loss
 from mqstream.streams.replay import replay_events
@@ -60,7 +60,7 @@ def test_every_item_sold_in_the_period_gets_well_formed_forecasts(replayed, tran
 
 def test_state_daily_totals_equal_totals_from_the_file(replayed, transactions, events):
     _, state, _, _ = replayed
-    expected = daily_series(transactions, np.array(sorted(state)), FIRST, LAST)
+    expected = demand_series(transactions, np.array(sorted(state)), FIRST, LAST)
     views = {}
     for e in events:
         if e.topic == "page-views":
@@ -81,7 +81,7 @@ def test_state_daily_totals_equal_totals_from_the_file(replayed, transactions, e
 
 def test_forecast_errors_equal_an_offline_scoring_of_the_published_forecasts(replayed, transactions):
     _, state, forecasts, errors = replayed
-    actual = daily_series(transactions, np.array(sorted(state)), FIRST, LAST)
+    actual = demand_series(transactions, np.array(sorted(state)), FIRST, LAST)
     row = {item: i for i, item in enumerate(actual.items)}
     published = {key: np.array(body["values"]) for key, body in forecasts.items()}
     expected_records = sum(min(28, LAST - day_of_iso(origin)) for _, origin in forecasts)

@@ -18,7 +18,7 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 
 from mqstream.periods import day_of_iso, day_of_ts
-from mqstream.models.dataset import daily_series, load_transactions
+from mqstream.models.dataset import demand_series, load_transactions
 from mqstream.client import ForecastClient
 from mqstream.schemas import validate, validate_headers
 from mqstream.state.refresh import IssuedForecast
@@ -182,7 +182,7 @@ def window_sales():
 
 def test_the_explorer_charts_an_items_forecast_and_actuals_and_redirects_to_its_owner(served, browser, window_sales):
     settings, urls = served
-    series = daily_series(window_sales, start_day=FIRST, end_day=LAST)
+    series = demand_series(window_sales, start_day=FIRST, end_day=LAST)
     item = str(series.items[np.argmax(series.units.sum(axis=1))])  # the best seller: a chart worth seeing
     status, forecast, owner = get(f"{urls['w1']}/forecasts/{item}")
     assert status == 200
@@ -198,7 +198,7 @@ def test_the_explorer_charts_an_items_forecast_and_actuals_and_redirects_to_its_
         n_actual = origin - FIRST + 1
         for label, column in (("P10", 0), ("P50", 4), ("P90", 8)):
             assert chart["series"][label] == [None] * n_actual + values[:, column].tolist()
-        sold = daily_series(window_sales, np.array([item]), FIRST, origin).units[0]
+        sold = demand_series(window_sales, np.array([item]), FIRST, origin).units[0]
         assert chart["series"]["actual"] == sold.tolist() + [None] * HORIZONS
         assert browser.find_elements(By.CSS_SELECTOR, "#scored tbody tr")
         assert browser.find_elements(By.CSS_SELECTOR, "#quality tbody tr")

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import orjson
 
-from mqstream.periods import iso_of_day
+from mqstream.periods import DAILY, iso_of_day
 from mqstream.models.protocol import DEFAULT_QUANTILES, ErrorRecord
 from mqstream.state.refresh import IssuedForecast, RefreshPolicy, ScoredDay, new_item
 from mqstream.streams.explorer import ItemView, fan_series, item_page
@@ -24,7 +24,7 @@ def view_of(description: str = "WHITE MUG") -> ItemView:
     forecast = IssuedForecast(item.item_id, DAY, values)
     scored = [ScoredDay(item.item_id, DAY, 4.0, [ErrorRecord(DAY - 1, DAY, 4.0, values[0])])]
     quality = {"1-7": BucketQuality(np.full(9, 0.5), 0.8, 12)}
-    return ItemView(item, forecast, DAY - 3, np.array([1.0, 0.0, 2.0, 4.0]), scored, quality, DEFAULT_QUANTILES)
+    return ItemView(item, forecast, DAY - 3, np.array([1.0, 0.0, 2.0, 4.0]), scored, quality, DEFAULT_QUANTILES, DAILY)
 
 
 def embedded_chart_data(page: bytes) -> dict:

@@ -62,7 +62,7 @@ def test_killed_five_times_with_duplicates_and_late_events_ends_as_an_uninterrup
     settings = fresh_settings(kafka_settings, tmp_path)
     create_topics(settings)
     half = len(sent) // 2  # the second half goes out after two restarts: its duplicates meet recovered state
-    send(sent[:half], settings, close_last_day=False, progress=False)
+    send(sent[:half], settings, close_last_period=False, progress=False)
     for kill in range(5):
         if kill == 2:
             send(sent[half:], settings, progress=False)

@@ -13,12 +13,13 @@ import pytest
 
 from mqstream.periods import DAY_SECONDS
 from mqstream.models import evaluate, training
-from mqstream.models.dataset import daily_series
+from mqstream.models.dataset import demand_series
 from mqstream.models.history import (HistoryError, HistoryFormat, load_history, parse_columns, read_items, read_sales,
                                      read_views)
 from mqstream.cli import main
 from mqstream.streams.offsets import read_topic
 from mqstream.streams.events import CONTROL_HEADER
+from tests.kafka_helpers import fresh_settings, replay_and_serve
 from tests.model_helpers import torch_one_thread  # noqa: F401 (fixture)
 
 SALES = pd.DataFrame({
@@ -205,7 +206,7 @@ def retailer_flags(files: dict[str, Path], *kinds: str) -> list[str]:
 
 def test_the_retailer_loads_with_every_day_a_period_and_its_holiday_effect(retailer):
     history = load_history(retailer["data"], fmt=HistoryFormat(parse_columns(COLUMNS), DATE_FORMAT))
-    series = daily_series(history.sales)
+    series = demand_series(history.sales)
     assert history.products is None and len(series.items) == 12 and series.units.shape[1] == 421
     day = lambda iso: series.column(pd.Timestamp(iso).value // (DAY_SECONDS * 10**9))
     assert series.units[:, day("2010-12-25")].sum() == 0
@@ -248,7 +249,7 @@ def test_the_retailer_is_backtested_on_a_split_derived_from_its_dates(retailer, 
 def test_named_splits_and_simulated_views_are_refused_with_the_retailers_data(retailer, tmp_path, capsys):
     parse = evaluate.configure_parser(argparse.ArgumentParser()).parse_args
     assert evaluate.run(parse(["--split", "dev", *retailer_flags(retailer, "data")])) == 2
-    assert "--split dev is a split of the shipped data" in capsys.readouterr().err
+    assert "--split dev is a daily split of the shipped data" in capsys.readouterr().err
     assert evaluate.run(parse(["--simulated-views", *retailer_flags(retailer, "data", "views")])) == 2
     assert "--views gives real page views" in capsys.readouterr().err
 
@@ -273,3 +274,25 @@ def test_the_retailer_replays_into_kafka_in_event_time_order_with_watermarks(ret
             assert ts == sorted(ts)
     sale = orjson.loads(read_topic(settings, settings.topic("sales"))[0].value)
     assert sale["description"].startswith("GADGET") and sale["event_id"].startswith("shop-")
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_the_retailer_is_served_daily_by_a_worker_of_its_own_model(retailer, kafka_settings, tmp_path, monkeypatch,
+                                                                  torch_one_thread):
+    checkpoint = tmp_path / "shop-mqcnn"
+    args = training.configure_parser(argparse.ArgumentParser()).parse_args(
+        ["--model", "mqcnn", "--out", str(checkpoint), "--epochs", "1", "--threads", "1", "--no-progress",
+         "--cutoff", "2010-12-31", *retailer_flags(retailer, "data", "views", "items")])
+    assert training.run(args) == 0
+    settings = fresh_settings(kafka_settings, tmp_path, model="mqcnn", checkpoint=str(checkpoint))
+    forecasts, errors = replay_and_serve(settings, monkeypatch, ["--start", "2011-01-04", "--end", "2011-01-17",
+                                                                 *retailer_flags(retailer, "data", "views", "items")])
+    assert {f["origin"] for f in forecasts} == {str(d.date()) for d in pd.date_range("2011-01-04", "2011-01-17")}
+    assert {f["item_id"] for f in forecasts} == {f"SKU-{k:02d}" for k in range(12)}
+    assert all(f["schema_version"] == 1 and len(f["horizons"]) == 28 for f in forecasts)
+    series = demand_series(load_history(retailer["data"], fmt=HistoryFormat(parse_columns(COLUMNS), DATE_FORMAT)).sales)
+    assert errors
+    for e in errors:
+        day = pd.Timestamp(e["target"]).value // (DAY_SECONDS * 10**9)
+        assert e["actual"] == series.units[list(series.items).index(e["item_id"]), series.column(day)]

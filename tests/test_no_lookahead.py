@@ -4,13 +4,16 @@ again from the changed data (the page views too, when a run simulates them) and 
 the same forecast at o (``models.backtest.leaked_origins``). The baselines (zero, QRF,
 LightGBM, AutoETS) get the same check in tests/test_baselines.py."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
-from mqstream.periods import day_of_iso
+from mqstream.models.registry import load_model
+from mqstream.periods import Cadence, day_of_iso
 from mqstream.models.backtest import StreamingReplay, leaked_origins
-from mqstream.models.dataset import DailySeries
+from mqstream.models.dataset import DemandSeries
 from mqstream.models.mqcnn import MQCNN, MQCNNConfig, MQCNNForecaster
 from mqstream.models.mqtransformer import MQTransformer, MQTransformerConfig, MQTransformerForecaster
 from mqstream.models.pageviews import simulate_views
@@ -23,11 +26,11 @@ SMALL = dict(channels=8, dilations=(1, 2, 4), item_dim=4, context_dim=4, agnosti
 ORIGINS = START + np.array([70, 75])
 
 
-def series(n_items: int = 3, days: int = 110) -> DailySeries:
+def series(n_items: int = 3, days: int = 110) -> DemandSeries:
     rng = np.random.default_rng(0)
     weekly = np.tile([3.0, 5.0, 4.0, 6.0, 2.0, 0.0, 1.0], days // 7 + 1)[:days]
     units = rng.poisson(weekly * rng.uniform(0.5, 2.0, (n_items, 1))).astype(np.float32)
-    return DailySeries(items=np.array([f"2{k:04d}" for k in range(n_items)]),
+    return DemandSeries(items=np.array([f"2{k:04d}" for k in range(n_items)]),
                        descriptions=np.array(["RED MUG"] * n_items), start_day=START, units=units,
                        price=np.full((n_items, days), 2.5, np.float32))
 
@@ -66,3 +69,25 @@ def test_simulated_views_of_a_day_are_drawn_from_that_day_and_before():
     views, changed = (simulate_views(s.items, u, s.start_day) for u in (s.units, later))
     np.testing.assert_array_equal(views[:, :31], changed[:, :31])
     assert (changed[:, 31:] > views[:, 31:]).all()
+
+
+@pytest.mark.parametrize("name", ["mqcnn", "mqtransformer", "seasonal-naive"])
+def test_a_weekly_model_uses_nothing_after_the_origin_week(name):
+    weeks = Cadence("week")
+    start = weeks.of_iso("2010-01-04")
+    s = replace(series(days=80), start_day=start, cadence=weeks)
+    if name == "seasonal-naive":
+        method = StreamingReplay(load_model(name, cadence=weeks), feedback_warmup=3)
+    else:
+        period = {"period": "week", "horizons": 13}
+        torch.manual_seed(0)
+        net = (MQCNN(MQCNNConfig(**SMALL, **period)) if name == "mqcnn" else
+               MQTransformer(MQTransformerConfig(**SMALL, **period, pe_dim=4, recent_days=8, year_window=1,
+                                                 memory_dim=4, head_dim=4, feedback_days=4, feedback_dim=4,
+                                                 feedback_horizons=(1, 2, 4, 13))))
+        method = StreamingReplay(load_forecaster(net), feedback_warmup=6)
+    assert leaked_origins(method, s, start + np.array([60, 64])) == []
+
+
+def load_forecaster(net):
+    return MQCNNForecaster(net) if isinstance(net, MQCNN) else MQTransformerForecaster(net)

@@ -7,7 +7,7 @@ import torch
 from mqstream.periods import day_of_iso
 from mqstream.models.backtest import BacktestSplit, leaked_origins, prepare, run_method
 from mqstream.models.baselines import ZeroForecast
-from mqstream.models.dataset import DailySeries
+from mqstream.models.dataset import DemandSeries
 from mqstream.models.scores import wql
 from mqstream.models.peers import MISSING, NHITSPeer
 from mqstream.models.protocol import DEFAULT_HORIZONS, DEFAULT_QUANTILES
@@ -33,14 +33,14 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def weekly_series(n_items: int = 20, seed: int = 0) -> DailySeries:
+def weekly_series(n_items: int = 20, seed: int = 0) -> DemandSeries:
     """Poisson demand with a strong weekly pattern (no sales on Saturdays), fixed prices."""
     rng = np.random.default_rng(seed)
     weekday = np.array([1.0, 1.2, 1.1, 1.0, 1.4, 0.0, 0.6])[(START + np.arange(DAYS) + 3) % 7]
     units = rng.poisson(rng.uniform(2, 12, (n_items, 1)) * weekday).astype(np.float32)  # (N, T)
     price = np.repeat(rng.uniform(1, 5, (n_items, 1)), DAYS, axis=1).astype(np.float32)  # (N, T)
     items = np.array([str(20001 + i) for i in range(n_items)])
-    return DailySeries(items=items, descriptions=np.array(["MUG"] * n_items), start_day=START,
+    return DemandSeries(items=items, descriptions=np.array(["MUG"] * n_items), start_day=START,
                        units=units, price=price)
 
 

@@ -2,6 +2,7 @@
 it, what breaks it is refused, and what the compatibility rule allows is accepted."""
 from __future__ import annotations
 
+import datetime as dt
 from importlib.resources import files
 
 import orjson
@@ -11,7 +12,8 @@ from jsonschema import Draft202012Validator
 from mqstream.schemas import KINDS, TOPIC_KINDS, InvalidMessage, schema, validate, validate_headers
 from mqstream.streams import messages
 from mqstream.streams.topics import TOPICS
-from tests.forecast_helpers import MODEL, error_bytes, forecast_bytes, issued
+from mqstream.periods import Cadence
+from tests.forecast_helpers import CREATED_AT, MODEL, error_bytes, forecast_bytes, issued
 
 ORIGIN = 15_000
 
@@ -33,8 +35,9 @@ def broken(body: dict, **changes) -> dict:
 
 def test_schema_files_ship_in_the_package_and_are_valid_draft_2020_12():
     for kind in KINDS:
-        assert files("mqstream.schemas").joinpath(f"{kind}.v1.json").is_file()
-        Draft202012Validator.check_schema(schema(kind))
+        for version in (1, 2):
+            assert files("mqstream.schemas").joinpath(f"{kind}.v{version}.json").is_file()
+            Draft202012Validator.check_schema(schema(kind, version))
 
 
 def test_every_output_topic_has_a_schema():
@@ -66,7 +69,7 @@ def test_an_added_optional_field_is_accepted(forecast, error):
 
 @pytest.mark.parametrize("change,fault", [
     (lambda f: {k: v for k, v in f.items() if k != "origin"}, "'origin' is a required property"),
-    (lambda f: broken(f, schema_version=2), "no schema version 2"),
+    (lambda f: broken(f, schema_version=3), "no schema version 3"),
     (lambda f: broken(f, schema_version="1"), "schema_version must be an integer"),
     (lambda f: broken(f, item_id=""), "item_id"),
     (lambda f: broken(f, origin="2011-02-30"), "origin"),
@@ -112,3 +115,39 @@ def test_non_objects_are_refused(raw):
 def test_an_unknown_kind_is_a_programming_error(forecast):
     with pytest.raises(ValueError, match="unknown message kind"):
         validate("forecasts", forecast)
+
+
+# --- version 2: weeks ---------------------------------------------------------------------
+WEEKS = Cadence("week")
+
+
+def weekly(forecast: dict, horizons: int = 13) -> dict:
+    return {**forecast, **messages.contract(WEEKS), "horizons": list(range(1, horizons + 1)),
+            "values": forecast["values"][:horizons]}
+
+
+def test_the_worker_publishes_weeks_in_version_2_with_their_period():
+    body = validate("forecast", messages.forecast_message(issued("A", ORIGIN), MODEL, CREATED_AT, WEEKS))
+    assert (body["schema_version"], body["period"]) == (2, "week")
+    assert body["origin"] == WEEKS.iso(ORIGIN) and dt.date.fromisoformat(body["origin"]).weekday() == 0
+    assert dict(messages.headers(MODEL, WEEKS))["schema-version"] == b"2"
+    assert validate("forecast", forecast_bytes(issued("A", ORIGIN)))["schema_version"] == 1  # days stay in v1
+
+
+def test_version_2_needs_its_period_and_seven_horizons_for_days_only(forecast):
+    validate("forecast", weekly(forecast, horizons=1))  # the next week covers the next 7 days
+    with pytest.raises(InvalidMessage, match="'period' is a required property"):
+        validate("forecast", {k: v for k, v in weekly(forecast).items() if k != "period"})
+    with pytest.raises(InvalidMessage, match="horizons: .* is too short"):
+        validate("forecast", {**weekly(forecast, horizons=6), "period": "day"})
+    with pytest.raises(InvalidMessage, match="period"):
+        validate("forecast", {**weekly(forecast), "period": "month"})
+
+
+def test_a_weekly_error_counts_its_horizons_in_weeks(error):
+    target = dt.date.fromisoformat(WEEKS.iso(ORIGIN))
+    origins = [(target - dt.timedelta(weeks=w)).isoformat() for w in (3, 1)]
+    body = {**error, **messages.contract(WEEKS), "target": target.isoformat(), "origins": origins}
+    assert validate("forecast-error", body)["horizons"] == [3, 1]
+    with pytest.raises(InvalidMessage, match="is not the weeks from origin"):
+        validate("forecast-error", {**body, "horizons": [21, 7]})

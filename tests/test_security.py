@@ -14,7 +14,7 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from mqstream.periods import day_of_iso
-from mqstream.models.dataset import daily_series, load_transactions
+from mqstream.models.dataset import demand_series, load_transactions
 from mqstream.models.training import load_checkpoint
 from mqstream.config import ConfigError, Settings, load_settings
 from mqstream.kafka_auth import kafka_options
@@ -72,7 +72,7 @@ def test_the_worker_runs_the_whole_loop_over_sasl_ssl_and_never_logs_the_passwor
     forecasts, errors = outputs(settings)
     assert forecasts and errors
     state = table_state(settings)
-    expected = daily_series(tx, np.array(sorted(state)), FIRST, LAST)
+    expected = demand_series(tx, np.array(sorted(state)), FIRST, LAST)
     for i, item in enumerate(expected.items):
         np.testing.assert_allclose(state[item].daily(UNITS, FIRST, LAST), expected.units[i], err_msg=item)
     log_files = list(Path(settings.data_dir).parent.glob("*.log"))

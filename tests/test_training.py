@@ -17,7 +17,8 @@ from mqstream.models.features import VIEWS_INPUT
 from mqstream.models.registry import WARM_START_SUFFIX
 from mqstream.models.scores import coverage_80, wql
 from mqstream.models.training import (TrainSettings, WarmStartKept, configure_parser, fit_calibration, run, targets,
-                                      train, training_series, day_of_iso)
+                                      train, training_series)
+from mqstream.periods import day_of_iso
 from tests.model_helpers import torch_one_thread  # noqa: F401 (fixture)
 
 TINY = {"channels": 8, "dilations": [1, 2, 4], "item_dim": 4, "context_dim": 4, "agnostic_dim": 4,

@@ -18,7 +18,8 @@ from jsonschema.exceptions import best_match
 KINDS = ("forecast", "forecast-error", "forecast-change")
 TOPIC_KINDS = {"forecasts": "forecast", "forecasts-latest": "forecast",
                "forecast-errors": "forecast-error", "forecast-changes": "forecast-change"}
-VERSIONS = {kind: (1,) for kind in KINDS}  # the schema versions this code knows, per kind
+VERSIONS = {kind: (1, 2) for kind in KINDS}  # the schema versions this code knows, per kind
+PERIOD_DAYS = {"day": 1, "week": 7}  # version 2's ``period``; version 1 counts days
 
 
 class InvalidMessage(ValueError):
@@ -124,10 +125,10 @@ def _error_shape(body: dict) -> str | None:
             return f"{name}: one entry per origin ({n}), got {len(body[name])}"
         if name != "horizons" and any(len(row) != q for row in body[name]):
             return f"{name}: every row needs one entry per quantile ({q})"
-    target = dt.date.fromisoformat(body["target"])
+    target, days = dt.date.fromisoformat(body["target"]), PERIOD_DAYS[body.get("period", "day")]
     for origin, horizon in zip(body["origins"], body["horizons"]):
-        if (target - dt.date.fromisoformat(origin)).days != horizon:
-            return f"horizons: {horizon} is not the days from origin {origin} to target {body['target']}"
+        if (target - dt.date.fromisoformat(origin)).days != horizon * days:
+            return f"horizons: {horizon} is not the {body.get('period', 'day')}s from origin {origin} to target {body['target']}"
     return _quantile_order(body["quantiles"], body["forecasts"], "forecasts")
 
 
