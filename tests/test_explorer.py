@@ -2,12 +2,14 @@
 drives the real pages in headless Chromium)."""
 from __future__ import annotations
 
+import datetime as dt
 import re
+from dataclasses import replace
 
 import numpy as np
 import orjson
 
-from mqstream.periods import DAILY, iso_of_day
+from mqstream.periods import DAILY, Cadence, iso_of_day
 from mqstream.models.protocol import DEFAULT_QUANTILES, ErrorRecord
 from mqstream.state.refresh import IssuedForecast, RefreshPolicy, ScoredDay, new_item
 from mqstream.streams.explorer import ItemView, fan_series, item_page
@@ -57,3 +59,14 @@ def test_a_description_cannot_put_markup_or_script_into_the_page():
     assert b"<img" not in page and b"alert(2)</script>" not in page
     assert b"&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in page
     assert page.count(b"<script") == 3  # the chart's data, Chart.js and the few lines that draw it
+
+
+def test_a_weekly_item_page_names_weeks_by_their_monday_and_counts_units_a_week():
+    weeks = Cadence("week")
+    view = replace(view_of(), cadence=weeks)
+    fan = fan_series(view)
+    assert fan["labels"][:2] == [weeks.iso(DAY - 3), weeks.iso(DAY - 2)]
+    assert all(dt.date.fromisoformat(label).weekday() == 0 for label in fan["labels"])
+    assert fan["unit"] == "units a week"
+    page = item_page(view).decode()
+    assert f"Forecast from the week of {weeks.iso(DAY)}" in page and "<th>Target week</th>" in page
