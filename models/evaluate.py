@@ -51,7 +51,6 @@ SPLITS = {  # name -> (cutoff, first origin, last origin); docs/EVALUATION.md
     "peak": ("2010-10-31", "2010-11-01", "2010-11-25"),  # targets run into the Christmas ramp of 2010
 }
 DERIVED_ORIGINS = 28  # origins of a split derived from a retailer's data: its last four weeks (of days; 4 weeks)
-DAILY_ONLY = ("autoets", "nhits")  # their seasonality and frequency are set for days
 ABLATIONS = {  # MQTransformer without one of its attentions, trained from the same warm start
     "mqt-no-encoder-attention": {"encoder_attention": False},
     "mqt-no-feedback-attention": {"feedback_attention": False},
@@ -157,6 +156,15 @@ def _tree(cls, source: MethodSource) -> ForecastMethod:
     return cls(split.cutoff, replace(cls.DEFAULT_CONFIG, horizons=split.horizons, quantiles=split.quantiles))
 
 
+def _autoets(source: MethodSource) -> ForecastMethod:
+    """AutoETS with a weekly season for days; with weeks none (ETS takes seasons of up to 24
+    periods, and a year is 52), refit every four weeks either way."""
+    split, baselines = source.split, _baselines()
+    season = 7 if split.cadence.days == 1 else 1
+    return baselines.AutoETSBaseline(baselines.AutoETSConfig(split.horizons, split.quantiles, season_length=season,
+                                                             refit_every=split.cadence.count(28)))
+
+
 def _seasonal_naive(source: MethodSource, seed: int) -> ForecastMethod:
     from mqstream.models.registry import load_model
 
@@ -168,7 +176,7 @@ METHODS: dict[str, MethodFactory] = {
     "seasonal-naive": _seasonal_naive,
     "qrf": lambda s, seed: _tree(_baselines().QuantileForestBaseline, s),
     "lightgbm": lambda s, seed: _tree(_baselines().LightGBMBaseline, s),
-    "autoets": lambda s, seed: _baselines().AutoETSBaseline(),
+    "autoets": lambda s, seed: _autoets(s),
     "nhits": _nhits,  # Nixtla's N-HiTS, the maintained neural peer (the `peers` extra)
     "mqcnn": _trained("mqcnn"),
     "mqtransformer": _trained("mqtransformer"),
@@ -188,8 +196,7 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--end", help="last origin; its 28th horizon must be in the data")
     p.add_argument("--cutoff", help="last day the learned methods train on")
     p.add_argument("--methods", default=None,
-                   help=f"comma-separated, from: {','.join(DEFAULT_METHODS)} (the default; with weeks without "
-                        f"{' and '.join(DAILY_ONLY)}), {', '.join(ABLATIONS)}")
+                   help=f"comma-separated, from: {','.join(DEFAULT_METHODS)} (the default), {', '.join(ABLATIONS)}")
     p.add_argument("--seeds", default="0,1,2",
                    help="seeds of the neural methods (%(default)s): each is trained and scored per seed")
     p.add_argument("--checkpoints", default=None,
@@ -212,14 +219,10 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     try:
         cadence = cadence_from_args(args)
-        args.methods = args.methods or ",".join(n for n in DEFAULT_METHODS if cadence.days == 1 or n not in DAILY_ONLY)
+        args.methods = args.methods or ",".join(DEFAULT_METHODS)
         names = _method_names(args.methods)
         seeds = _seeds(args.seeds)
         horizons = args.horizons or cadence.default_horizons
-        unavailable = [n for n in names if n in DAILY_ONLY and cadence.days != 1]
-        if unavailable:
-            raise MethodUnavailable(f"{', '.join(unavailable)}: days only for now (their seasonality and "
-                                    "frequency are set for days); leave them out of --methods")
         if args.simulated_views and cadence.days != 1:
             raise MethodUnavailable("--simulated-views: simulated page views are daily")
         history = history_from_args(args)

@@ -122,7 +122,7 @@ def test_a_weekly_model_trains_on_whole_weeks_up_to_its_cutoff(weekly_checkpoint
 def test_a_weekly_backtest_scores_13_weekly_horizons_against_the_baselines(weekly_file, tmp_path, torch_one_thread):
     out = tmp_path / "eval" / "shop-weekly"
     args = evaluate.configure_parser(argparse.ArgumentParser()).parse_args(
-        ["--methods", "zero,seasonal-naive,mqcnn", "--seeds", "0", "--train-items", "32", "--out", str(out),
+        ["--methods", "zero,seasonal-naive,autoets,mqcnn", "--seeds", "0", "--train-items", "32", "--out", str(out),
          "--checkpoints", str(tmp_path / "ckpt"), "--period", "week", *flags(weekly_file)])
     assert evaluate.run(args) == 0
     report = json.loads(out.with_suffix(".json").read_text())
@@ -131,13 +131,13 @@ def test_a_weekly_backtest_scores_13_weekly_horizons_against_the_baselines(weekl
     assert (split["cutoff"], split["first_origin"], split["last_origin"]) == ("2011-02-27", "2011-02-28", "2011-05-23")
     methods = report["methods"]
     assert methods["zero"]["wql"] == pytest.approx(1.0) and set(methods["zero"]["wql_by_bucket"]) == {"1-7", "8-14"}
-    assert methods["mqcnn"]["wql"] < methods["zero"]["wql"]
+    assert methods["mqcnn"]["wql"] < methods["zero"]["wql"] and methods["autoets"]["wql"] < methods["zero"]["wql"]
     assert "--period week" in report["command"] and "h8–13" in out.with_suffix(".md").read_text()
     with pytest.raises(SystemExit):
         evaluate.configure_parser(argparse.ArgumentParser()).parse_args(["--period", "month"])
     refused = evaluate.configure_parser(argparse.ArgumentParser()).parse_args(
-        ["--methods", "nhits", "--period", "week", *flags(weekly_file)])
-    assert evaluate.run(refused) == 2
+        ["--simulated-views", "--period", "week", *flags(weekly_file)])
+    assert evaluate.run(refused) == 2  # simulated views are daily
 
 
 @pytest.mark.e2e
