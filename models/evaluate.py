@@ -27,7 +27,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -98,16 +98,16 @@ def _trained(name: str) -> MethodFactory:
 
 
 def _ensure_trained(source: MethodSource, name: str, seed: int) -> Path:
-    from mqstream.models.training import TrainSettings, checkpoint_record, train
+    from mqstream.models.training import TrainSettings, checkpoint_record, recipe_of, train
 
     path = checkpoint_dir(source, name, seed)
     split = source.split
+    model = _model_of(name)
     wanted = {"cutoff": split.cadence.last_iso(split.cutoff), "seed": seed, "simulated_views": source.simulated_views,
               "max_items": source.train_items, "data": source.history.data_id, "period": split.cadence.period,
-              "horizons": split.horizons}
+              "horizons": split.horizons, "recipe": asdict(recipe_of(model, TrainSettings()))}
     if (path / "config.json").is_file() and _record_matches(checkpoint_record(path), wanted):
         return path
-    model = _model_of(name)
     warm = _ensure_trained(source, "mqcnn", seed) if model == "mqtransformer" else None
     print(f"training {name} seed {seed} up to {wanted['cutoff']} -> {path}", flush=True)
     # keep_warm_start: the backtest reports a model that did not learn (marked), it does not hide it
@@ -127,7 +127,9 @@ def _record_matches(record: dict, wanted: dict) -> bool:
     s = record.get("settings", {})
     # a checkpoint from before --data existed was trained on the shipped data
     data = record.get("data", {}).get("id", SHIPPED_DATA_ID)
+    # a checkpoint of an earlier recipe is trained again, not scored as today's model
     return (record.get("cutoff") == wanted["cutoff"] and s.get("seed") == wanted["seed"]
+            and record.get("recipe") == wanted["recipe"]
             and s.get("simulated_views", False) == wanted["simulated_views"]
             and s.get("max_items") == wanted["max_items"] and data == wanted["data"]
             and record.get("period", "day") == wanted["period"]

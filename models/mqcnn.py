@@ -254,12 +254,12 @@ class MQCNNConfig:
     def __post_init__(self):  # JSON round trips give lists
         self.quantiles, self.dilations = tuple(self.quantiles), tuple(self.dilations)
         Cadence(self.period, self.week_start)  # raises on an unknown period
+        if self.buffer_dtype not in ("float16", "float32"):
+            raise ValueError(f"buffer_dtype must be 'float16' or 'float32', not {self.buffer_dtype!r}")
 
     @property
     def cadence(self) -> Cadence:
         return Cadence(self.period, self.week_start)
-        if self.buffer_dtype not in ("float16", "float32"):
-            raise ValueError(f"buffer_dtype must be 'float16' or 'float32', not {self.buffer_dtype!r}")
 
 
 class MQCNN(nn.Module):

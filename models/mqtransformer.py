@@ -182,6 +182,17 @@ class MQTransformer(nn.Module):
             else:
                 own[k].copy_(v)
 
+    @torch.no_grad()
+    def attention_use(self) -> dict[str, float]:
+        """Mean |weight| of the decoder's first local layer on each group of its inputs: how
+        much the forecasts read each attention (both start at 0 from a warm start)."""
+        w = self.decoder.local_mlp[0].weight.abs()  # (hidden, inputs): attention outputs come last
+        fb = self.cfg.feedback_dim
+        enc = fb + self.cfg.heads * self.cfg.head_dim
+        return {"other_inputs": round(w[:, :-enc].mean().item(), 4),
+                "encoder_attention": round(w[:, -enc:-fb].mean().item(), 4),
+                "feedback_attention": round(w[:, -fb:].mean().item(), 4)}
+
     def positional(self, days: np.ndarray) -> torch.Tensor:
         """(...) day indices -> (..., pe_dim), computed once per distinct day."""
         uniq, inv = np.unique(days, return_inverse=True)

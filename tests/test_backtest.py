@@ -10,8 +10,8 @@ from mqstream.periods import DAILY, day_of_iso
 from mqstream.models.backtest import (BacktestSplit, StreamingReplay, history_until, leaked_origins, prepare,
                                       run_method)
 from mqstream.models.dataset import DemandSeries
-from mqstream.models.evaluate import (_comparisons, _over_seeds, configure_parser, per_seed_differences, run as evaluate_run,
-                                      verdict)
+from mqstream.models.evaluate import (_comparisons, _over_seeds, _record_matches, configure_parser, per_seed_differences,
+                                      run as evaluate_run, verdict)
 from mqstream.models.scores import HORIZON_BUCKETS
 from mqstream.models.pageviews import simulate_views
 from mqstream.models.seasonal_naive import SeasonalNaive
@@ -295,3 +295,13 @@ def test_a_difference_that_a_seed_reverses_is_a_tie_whatever_the_interval():
     assert verdict({"ci95": [-0.008, -0.002], "per_seed": [-0.01, -0.002]}) == "better"
     assert verdict({"ci95": [0.002, 0.005], "per_seed": [0.002, 0.004, 0.004]}) == "worse"
     assert verdict({"ci95": [-0.001, 0.005], "per_seed": [0.002, 0.004]}) == "tie"
+
+
+def test_a_checkpoint_trained_with_another_recipe_is_trained_again_not_scored_as_todays_model():
+    wanted = {"cutoff": "2011-05-31", "seed": 0, "simulated_views": False, "max_items": None, "data": "d",
+              "period": "day", "horizons": 28, "recipe": {"epochs": 6, "lr": 0.001, "origins_per_item": 48}}
+    record = {"cutoff": "2011-05-31", "settings": {"seed": 0, "max_items": None}, "data": {"id": "d"},
+              "period": "day", "horizons": 28, "recipe": {"epochs": 6, "lr": 0.001, "origins_per_item": 48}}
+    assert _record_matches(record, wanted)
+    assert not _record_matches({**record, "recipe": {"epochs": 2, "lr": 0.001, "origins_per_item": 24}}, wanted)
+    assert not _record_matches({k: v for k, v in record.items() if k != "recipe"}, wanted)

@@ -146,7 +146,11 @@ def test_mqtransformer_that_does_not_beat_its_warm_start_fails_training(shipped,
 def test_a_kept_warm_start_is_marked_and_served_under_a_version_that_says_so(shipped, mqcnn_run, tmp_path):
     frozen = replace(QUICK, lr=1e-30, warm_start=mqcnn_run.path, keep_warm_start=True)
     r = train("mqtransformer", out=tmp_path / "m", settings=frozen, model_config=TINY_MQT, data=shipped, progress=False)
-    assert json.loads((r.path / "config.json").read_text())["train"]["learned"] is False
+    record = json.loads((r.path / "config.json").read_text())["train"]
+    assert record["learned"] is False
+    # the decoder never read its attention outputs, and the checkpoint says so
+    assert record["attention_use"]["encoder_attention"] == 0 == record["attention_use"]["feedback_attention"]
+    assert record["attention_use"]["other_inputs"] > 0
     with pytest.warns(UserWarning, match="did not beat its MQ-CNN warm start"):
         model = load_model("mqtransformer", r.path)
     assert model.version.endswith(WARM_START_SUFFIX)
