@@ -30,15 +30,16 @@ from mqstream.models.registry import load_model
 from mqstream.models.scores import item_losses, paired_bootstrap, score
 from mqstream.models.training import TrainSettings, train
 
-# name -> model, TrainSettings overrides, MQTransformerConfig overrides
+# name -> model, the MQ-CNN variant it starts from ("warm"), TrainSettings and
+# MQTransformerConfig overrides; empty: the defaults
 VARIANTS: dict[str, dict] = {
-    "mqcnn": {"model": "mqcnn"},  # the reference every other variant is compared with
-    "mqcnn-epochs10": {"model": "mqcnn", "settings": {"epochs": 10}},
+    "mqcnn": {"model": "mqcnn"},  # the reference every variant is compared with
+    "mqcnn-epochs5": {"model": "mqcnn", "settings": {"epochs": 5}},  # its recipe before 10 epochs
     "default": {},
-    "epochs2x24": {"settings": {"epochs": 2, "origins_per_item": 24}},  # the recipe before 6 x 48
-    "epochs6x48": {"settings": {"epochs": 6, "origins_per_item": 48}},
-    "epochs12x48": {"settings": {"epochs": 12, "origins_per_item": 48}},
-    "smooth0": {"settings": {"smoothness": 0.0}},
+    "epochs2x24-on-epochs5": {"warm": "mqcnn-epochs5", "settings": {"epochs": 2, "origins_per_item": 24}},  # before
+    "on-epochs5": {"warm": "mqcnn-epochs5"},
+    "smooth0-on-epochs5": {"warm": "mqcnn-epochs5", "settings": {"epochs": 2, "origins_per_item": 24,
+                                                                 "smoothness": 0.0}},
     "no-encoder-attention": {"config": {"encoder_attention": False}},
     "no-feedback-attention": {"config": {"feedback_attention": False}},
 }
@@ -51,7 +52,7 @@ def trained(name: str, seed: int, cutoff: str, out: Path, history) -> Path:
         return path
     v = VARIANTS[name]
     model = v.get("model", "mqtransformer")
-    warm = trained("mqcnn", seed, cutoff, out, history) if model == "mqtransformer" else None
+    warm = trained(v.get("warm", "mqcnn"), seed, cutoff, out, history) if model == "mqtransformer" else None
     settings = TrainSettings(seed=seed, warm_start=warm, keep_warm_start=True, **v.get("settings", {}))
     train(model, cutoff, path, settings, model_config=v.get("config"), data=history, progress=False)
     return path
