@@ -65,6 +65,9 @@ def main() -> None:
     p.add_argument("--only", default=",".join(VARIANTS), help=f"comma-separated, from: {','.join(VARIANTS)}")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
+    unknown = set(args.only.split(",")) - set(VARIANTS)
+    if unknown:
+        p.error(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
     torch.set_num_threads(2)
     args.out.mkdir(parents=True, exist_ok=True)
     cutoff, start, end = SPLITS[args.split]
