@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from mqstream.models.evaluate import SPLITS
 from mqstream.models.history import load_history
 from mqstream.models.registry import load_model
 from mqstream.models.scores import item_losses, paired_bootstrap, score
-from mqstream.models.training import TrainSettings, train
+from mqstream.models.training import TrainSettings, checkpoint_record, recipe_of, train
 
 # name -> model, the MQ-CNN variant it starts from ("warm"), TrainSettings and
 # MQTransformerConfig overrides; empty: the defaults
@@ -46,12 +47,14 @@ VARIANTS: dict[str, dict] = {
 
 
 def trained(name: str, seed: int, cutoff: str, out: Path, history) -> Path:
-    """The variant's checkpoint under OUT, trained unless already there."""
+    """The variant's checkpoint under OUT, trained unless one of today's recipe is there
+    ("mqcnn" and "default" follow the defaults, which may have changed since)."""
     path = out / f"{name}-seed{seed}"
-    if (path / "config.json").is_file():
-        return path
     v = VARIANTS[name]
     model = v.get("model", "mqtransformer")
+    recipe = asdict(recipe_of(model, TrainSettings(**v.get("settings", {}))))
+    if (path / "config.json").is_file() and checkpoint_record(path).get("recipe") == recipe:
+        return path
     warm = trained(v.get("warm", "mqcnn"), seed, cutoff, out, history) if model == "mqtransformer" else None
     settings = TrainSettings(seed=seed, warm_start=warm, keep_warm_start=True, **v.get("settings", {}))
     train(model, cutoff, path, settings, model_config=v.get("config"), data=history, progress=False)
@@ -85,7 +88,7 @@ def main() -> None:
             losses = item_losses(data.actuals, forecasts, split.quantiles)
             reference = losses if reference is None else reference
             s = score(data.actuals, forecasts, split.quantiles)
-            record = json.loads((path / "config.json").read_text())["train"]
+            record = checkpoint_record(path)
             row = {"split": args.split, "variant": name, "seed": seed, "wql": s["wql"], "volatility": s["volatility"],
                    "coverage_80": s["coverage_80"], "wql_by_bucket": s["wql_by_bucket"],
                    "minus_mqcnn": paired_bootstrap(losses, reference, scale), "val_wql": record.get("val_wql"),
