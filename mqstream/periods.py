@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -31,8 +32,9 @@ def day_of_iso(text: str) -> int:
     return (dt.date.fromisoformat(text) - EPOCH).days
 
 
+@lru_cache(maxsize=8192)
 def iso_of_day(day: int) -> str:
-    """The ISO date of a day."""
+    """The ISO date of a day (cached: a close names the same few dozen days for every item)."""
     return (EPOCH + dt.timedelta(days=int(day))).isoformat()
 
 

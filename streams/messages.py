@@ -43,7 +43,7 @@ def error_message(scored: ScoredDay, model: QuantileForecaster, created_at: str,
                   cadence: Cadence = DAILY) -> bytes:
     q = np.asarray(model.quantiles)
     forecasts = np.round(np.stack([r.forecast for r in scored.records]).astype(np.float64), decimals)
-    losses = np.stack([pinball_loss(scored.actual, f, q) for f in forecasts])
+    losses = pinball_loss(scored.actual, forecasts, q)
     return orjson.dumps({
         **contract(cadence),
         "item_id": scored.item_id,

@@ -3,6 +3,8 @@ errors, and the dead letters of refused input; with the counters and the rolling
 window those outputs feed."""
 from __future__ import annotations
 
+from collections import defaultdict
+
 import faust
 import numpy as np
 from faust.types import Message
@@ -12,6 +14,7 @@ from mqstream.models.scores import pinball_loss
 from mqstream.periods import Cadence
 from mqstream.state.refresh import Refresh
 from mqstream.streams import messages
+from mqstream.streams.blocks import Record, partitioner, send_records
 from mqstream.streams.changes import ChangeRule, change_message, material_change
 from mqstream.streams.metrics import QualityWindow, WorkerMetrics
 
@@ -28,22 +31,25 @@ class Publisher:
         ``forecasts-latest``), its change event where the rule finds one, and every scored day."""
         now, cadence = messages.utc_now(), self.cadence
         head = messages.headers(self.model, cadence)
-        changes = 0
+        outputs: dict[str, list[Record]] = {"forecasts": [], "forecasts-latest": [], "forecast-changes": [],
+                                             "forecast-errors": []}
         for issued in refresh.issued:
             key, body = issued.item_id.encode(), messages.forecast_message(issued, self.model, now, cadence)
-            await self._send("forecasts", key, body, head)
-            await self._send("forecasts-latest", key, body, head)
+            outputs["forecasts"].append((key, body, head))
+            outputs["forecasts-latest"].append((key, body, head))
             change = material_change(issued.previous, issued, self.model.quantiles, self.change_rule, cadence)
             if change is not None:
-                changes += 1
-                await self._send("forecast-changes", key, change_message(change, self.change_rule, self.model, now, cadence),
-                                 head)
+                outputs["forecast-changes"].append(
+                    (key, change_message(change, self.change_rule, self.model, now, cadence), head))
         for scored in refresh.scored:
-            await self._send("forecast-errors", scored.item_id.encode(),
-                             messages.error_message(scored, self.model, now, self.decimals, cadence), head)
+            outputs["forecast-errors"].append((scored.item_id.encode(),
+                                               messages.error_message(scored, self.model, now, self.decimals, cadence),
+                                               head))
+        for output, records in outputs.items():
+            await self._send_all(self.names[output], records)
         await self.flush()
         self.metrics.forecasts.inc(len(refresh.issued))
-        self.metrics.changes.inc(changes)
+        self.metrics.changes.inc(len(outputs["forecast-changes"]))
         self.metrics.errors.inc(len(refresh.scored))
         self._track_quality(refresh)
 
@@ -61,9 +67,20 @@ class Publisher:
         await self.app.producer.flush()
 
     async def _send(self, output: str, key: bytes, value: bytes, headers) -> None:
-        """Straight to the producer, partitioned by key like the inputs (faust's Topic.send
-        costs a future message per record: 5% of a close)."""
+        """One record, partitioned by key like the inputs."""
         await self.app.producer.send(self.names[output], key, value, None, None, headers)
+
+    async def _send_all(self, topic: str, records: list[Record]) -> None:
+        """Many records, as record batches per partition (streams/blocks.py), partitioned by
+        key like the inputs, each partition's in the order given."""
+        if not records:
+            return
+        producer = self.app.producer._ensure_producer()
+        partition_of, by_partition = await partitioner(producer, topic), defaultdict(list)
+        for record in records:
+            by_partition[partition_of(record[0])].append(record)
+        for partition, block in by_partition.items():
+            await send_records(producer, topic, partition, block)
 
     def _track_quality(self, refresh: Refresh) -> None:
         q = np.asarray(self.model.quantiles)

@@ -9,6 +9,8 @@ from typing import Iterator, Sequence
 
 import faust
 
+from mqstream.streams.blocks import send_records
+
 # the keys of the watermarks table, a record each per partition
 WATERMARKS = b"watermarks"  # the input watermarks as of the last watermark marker
 CLOSED_OFFSETS = b"closed-offsets"  # per input topic, the last offset applied before the last close
@@ -31,22 +33,22 @@ class Tables:
         return table.data.partition_items(partition)
 
     async def put(self, table: faust.Table, partition: int, pairs: Sequence[tuple[bytes, bytes]]) -> None:
-        """Into the partition's database and changelog partition. Straight to the producer:
-        faust's send_soon costs a buffered future message and a task switch per write, several
-        times the rest of an event's handling. The changelog offset is noted once, at the last
-        write (offsets of one partition are acknowledged in order)."""
-        topic, sent = table.changelog_topic.get_topic_name(), None
-        producer = self.items.app.producer
+        """Into the partition's database and changelog partition, as whole record batches
+        (streams/blocks.py). How far the changelog holds the partition is noted once the last
+        batch is acknowledged, as faust does for its own writes: a restart then replays only
+        the changelog's tail."""
         for key, value in pairs:
             table.data.put_in(partition, key, value)
-            sent = await producer.send(topic, key, value, partition, None, None)
+        producer = self.items.app.producer._ensure_producer()
+        sent = await send_records(producer, table.changelog_topic.get_topic_name(), partition,
+                                  ((key, value, []) for key, value in pairs))
         if sent is not None:
-            sent.add_done_callback(partial(_persist_offset, table.data))
+            future, count = sent
+            future.add_done_callback(partial(_persist_offset, table.data, count - 1))
 
 
-def _persist_offset(store, sent: asyncio.Future) -> None:
-    """Note in the partition's database how far its changelog is known to hold it, as faust
-    does for its own writes: a restart then replays only the changelog's tail."""
+def _persist_offset(store, last: int, sent: asyncio.Future) -> None:
+    """``last``: the index of the table's last write in the acknowledged batch."""
     if not sent.cancelled() and sent.exception() is None:
         meta = sent.result()
-        store.set_persisted_offset(meta.topic_partition, meta.offset)
+        store.set_persisted_offset(meta.topic_partition, meta.offset + last)
