@@ -211,6 +211,18 @@ class StateLayout:
         self.tag = tag
         self.sizes = [np.dtype(dt).itemsize * int(np.prod(shape)) for _, dt, shape in self.fields]
         self.nbytes = sum(self.sizes)
+        offsets = np.cumsum([0, *self.sizes[:-1]]).tolist()
+        self._places = {name: (dt, size, offset, shape)
+                        for (name, dt, shape), size, offset in zip(self.fields, self.sizes, offsets)}
+
+    def views(self, state: bytearray, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Writable views of some fields of one state: writing through them changes ``state``
+        (an update of a few fields need not decode and encode the others)."""
+        if len(state) != self.nbytes or int.from_bytes(state[:4], "little", signed=True) != self.tag:
+            raise ValueError(f"state is not a {self.nbytes}-byte state of this model and layout version")
+        raw = np.frombuffer(state, np.uint8)
+        return {name: raw[offset: offset + size].view(dt).reshape(shape)
+                for name in names for dt, size, offset, shape in (self._places[name],)}
 
     def decode(self, states: Sequence[bytes]) -> dict[str, np.ndarray]:
         raw = np.frombuffer(b"".join(states), np.uint8)

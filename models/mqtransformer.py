@@ -328,22 +328,23 @@ class MQTransformerForecaster:
 
     def observe_errors(self, state: bytes, errors: Sequence[ErrorRecord]) -> bytes:
         """Keep errors at ``feedback_horizons`` whose target is among the last
-        ``feedback_days`` closed days; order of arrival does not matter."""
-        cfg = self.cfg
-        st = self.layout.decode([state])
-        last = int(st["last_day"][0, 0])
+        ``feedback_days`` closed days; order of arrival does not matter. Only the feedback
+        fields are touched, in place in a copy of the state."""
+        cfg, out = self.cfg, bytearray(state)
+        st = self.layout.views(out, ("last_day", "fb_day", "fb_actual", "fb_fcst"))
+        last = int(st["last_day"][0])
         for e in errors:
             if e.horizon not in cfg.feedback_horizons or not last - cfg.feedback_days < e.target <= last:
                 continue
             row = e.target % cfg.feedback_days
-            if st["fb_day"][0, row] != e.target:
-                st["fb_day"][0, row] = e.target
-                st["fb_actual"][0, row] = np.nan
-                st["fb_fcst"][0, row] = np.nan
+            if st["fb_day"][row] != e.target:
+                st["fb_day"][row] = e.target
+                st["fb_actual"][row] = np.nan
+                st["fb_fcst"][row] = np.nan
             col = cfg.feedback_horizons.index(e.horizon)
-            st["fb_actual"][0, row, col] = np.float16(min(e.actual, FP16_MAX))
-            st["fb_fcst"][0, row, col] = np.minimum(np.asarray(e.forecast, np.float32), FP16_MAX).astype(np.float16)
-        return self.layout.encode(st)[0]
+            st["fb_actual"][row, col] = np.float16(min(e.actual, FP16_MAX))
+            st["fb_fcst"][row, col] = np.minimum(np.asarray(e.forecast, np.float32), FP16_MAX).astype(np.float16)
+        return bytes(out)
 
     @torch.no_grad()
     def forecast(self, states: Sequence[bytes]) -> np.ndarray:

@@ -92,6 +92,7 @@ class Cadence:
         """The first second after ``period``."""
         return int(self.first_day(period + 1)) * DAY_SECONDS
 
+    @lru_cache(maxsize=8192)
     def iso(self, period: int) -> str:
         """The ISO date of the period's first day."""
         return iso_of_day(self.first_day(int(period)))
