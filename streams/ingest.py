@@ -44,31 +44,44 @@ class BatchConsumer(driver.Consumer):
             records, active = await self._wait_next_records(timeout=1.0)
             if not records or self.should_stop:
                 continue
-            batches = list(records.items())
-            for index, (tp, batch) in enumerate(batches):
-                if not self.flow_active or self.app.consumer_generation_id != generation:
-                    self._drop(batches[index:])
-                    break
-                if not (active is None or tp in active or tp in self._buffered_partitions):
-                    continue  # paused since the fetch (faust's rule)
-                messages = await self._fresh(tp, batch)
-                if not messages:
-                    continue
-                if tp.topic in self.batch_topics:
-                    messages = await self._deliver(tp, messages)
-                else:
-                    for message in messages:
-                        await self.wait_first(self.callback(message), self.suspend_flow.wait())
-                if messages:
-                    self._read_offset[tp] = messages[-1].offset
+            await self._handle(list(records.items()), active, generation)
             if self._commit_every is not None and self._n_acked >= self._commit_every:
                 self._n_acked = 0
                 await self.commit()
 
+    async def _getmany(self, active_partitions: set[TP] | None, timeout: float):
+        """faust's fetch, given a copy of the active partitions. The consumer thread reads the
+        set for as long as it waits for records, while a recovery here pauses and resumes
+        partitions, and aiokafka reads an empty set as every partition: the records of paused
+        partitions came back, were skipped, and were lost where no commit let faust's seek at
+        the resume find them (the group's lag stayed at the topic's end)."""
+        return await super()._getmany(None if active_partitions is None else set(active_partitions), timeout)
+
+    async def _handle(self, batches: list[tuple[TP, list]], active: set[TP] | None, generation: int) -> None:
+        """Each fetched batch to its handler, in order, unless the flow stopped since the fetch."""
+        for index, (tp, batch) in enumerate(batches):
+            if not self.flow_active or self.app.consumer_generation_id != generation:
+                self._drop(batches[index:])
+                return
+            if not (active is None or tp in active or tp in self._buffered_partitions):
+                self._drop([(tp, batch)])  # paused since the fetch: read again where resumed
+                continue
+            messages = await self._fresh(tp, batch)
+            if not messages:
+                continue
+            if tp.topic in self.batch_topics:
+                messages = await self._deliver(tp, messages)
+            else:
+                for message in messages:
+                    await self.wait_first(self.callback(message), self.suspend_flow.wait())
+            if messages:
+                self._read_offset[tp] = messages[-1].offset
+
     def _drop(self, batches) -> None:
-        """Leave fetched batches unhandled, a rebalance having begun. The first offset of each
-        input partition's batch is kept so that ``_read_dropped_again`` can read it once the flow
-        resumes; changelog partitions are faust's (its recovery and standbys seek them)."""
+        """Leave fetched batches unhandled: a rebalance has begun, or their partitions were
+        paused since the fetch. The first offset of each input partition's batch is kept so
+        that ``_read_dropped_again`` can read it once the flow resumes; changelog partitions are
+        faust's (its recovery and standbys seek them)."""
         for tp, records in batches:
             if tp.topic not in self.batch_topics:
                 continue

@@ -1,5 +1,6 @@
-"""The batch consumer's rules (streams/ingest.py), without Kafka: when it reads a dropped batch
-again, and which acked offsets a close waits to see committed by the broker."""
+"""The batch consumer's rules (streams/ingest.py), without Kafka: which fetched batches it hands
+on, when it reads a dropped batch again, and which acked offsets a close waits to see committed
+by the broker."""
 import asyncio
 from types import SimpleNamespace
 
@@ -7,6 +8,60 @@ import pytest
 from faust.types import TP
 
 from mqstream.streams.ingest import BatchConsumer, behind_gap, rewinds
+
+
+def test_a_fetch_asks_for_the_partitions_active_when_it_began():
+    active = {TP("sales", 0)}
+
+    class Thread:  # faust's consumer thread, reading the partitions while it waits for records
+        async def getmany(self, partitions, timeout):
+            active.clear()  # meanwhile a recovery paused them: aiokafka takes an empty set for all
+            return {tp: [] for tp in partitions}
+
+    consumer = BatchConsumer.__new__(BatchConsumer)
+    consumer._thread = Thread()
+    assert asyncio.run(consumer._getmany(active, 1.0)) == {TP("sales", 0): []}
+
+
+class FetchedConsumer:
+    """What ``_handle`` reads of faust's consumer, with a handler that takes every batch."""
+
+    batch_topics = frozenset({"sales"})
+    flow_active = True
+
+    def __init__(self):
+        self.app = SimpleNamespace(consumer_generation_id=1)
+        self._buffered_partitions, self._dropped, self._read_offset, self.handled = set(), {}, {}, []
+
+    async def _fresh(self, tp, records):
+        return records
+
+    async def _deliver(self, tp, messages):
+        self.handled.append((tp, [m.offset for m in messages]))
+        return messages
+
+    _drop = BatchConsumer._drop
+
+
+def _records(tp: TP, first: int, last: int) -> tuple[TP, list]:
+    return tp, [SimpleNamespace(offset=offset) for offset in range(first, last + 1)]
+
+
+def test_a_batch_of_a_partition_paused_since_the_fetch_is_kept_to_be_read_again():
+    paused, active, changelog = TP("sales", 0), TP("sales", 1), TP("items-changelog", 0)
+    consumer = FetchedConsumer()
+    batches = [_records(paused, 5, 7), _records(active, 3, 4), _records(changelog, 0, 2)]
+    asyncio.run(BatchConsumer._handle(consumer, batches, {active}, generation=1))
+    assert consumer._dropped == {paused: 5}  # the changelog is faust's: its recovery seeks it
+    assert consumer.handled == [(active, [3, 4])] and consumer._read_offset == {active: 4}
+
+
+def test_batches_fetched_before_a_rebalance_are_all_kept_to_be_read_again():
+    consumer = FetchedConsumer()
+    consumer.app.consumer_generation_id = 2
+    batches = [_records(TP("sales", 0), 5, 7), _records(TP("sales", 1), 3, 4)]
+    asyncio.run(BatchConsumer._handle(consumer, batches, {TP("sales", 0), TP("sales", 1)}, generation=1))
+    assert consumer._dropped == {TP("sales", 0): 5, TP("sales", 1): 3} and consumer.handled == []
 
 
 @pytest.mark.parametrize("first, position, committed, expected", [
