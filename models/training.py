@@ -470,6 +470,8 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--new-lr-factor", type=float, default=d.new_lr_factor,
                    help="mqtransformer: step of the parts the MQ-CNN lacks, times --lr (default %(default)s)")
     p.add_argument("--max-items", type=int, default=None)
+    p.add_argument("--publish", choices=("served", "candidate"), default=None,
+                   help="then publish the checkpoint to the models topic in this role (see `mqstream models`)")
     p.add_argument("--no-progress", action="store_true")
     add_history_arguments(p)
     add_period_arguments(p)

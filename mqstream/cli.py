@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 
 from mqstream.bootstrap import BrokerUnreachable, check_bootstrap
@@ -64,6 +66,8 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a stream worker (joins the consumer group)")
     _model_args(worker)
     worker.set_defaults(run=_worker)
+
+    _models_parser(sub)
 
     replay = sub.add_parser("replay", help="stream transactions (the shipped ones, or --data) into the sales topic")
     replay.add_argument("--start", help="first day replayed (YYYY-MM-DD; default 2011-06-01, with --data its first day)")
@@ -146,7 +150,80 @@ def _module_command(sub, name: str, module: str, load: bool) -> None:
         return
     p = sub.add_parser(name, help=(mod.__doc__ or name).strip().split("\n")[0])
     mod.configure_parser(p)
-    p.set_defaults(run=lambda args, settings: mod.run(args))
+    p.set_defaults(run=lambda args, settings: _run_module(mod, args, settings))
+
+
+def _run_module(mod, args, settings: Settings) -> int:
+    code = mod.run(args)
+    if code == 0 and getattr(args, "publish", None):  # train --publish ROLE, in the period it trained on
+        settings = replace(settings, period=args.period, week_start=args.week_start)
+        return _models_publish(argparse.Namespace(path=args.out, role=args.publish), settings)
+    return code
+
+
+def _models_parser(sub) -> None:
+    models = sub.add_parser("models", help="publish, list, promote or roll back models on the models topic")
+    actions = models.add_subparsers(title="actions", metavar="ACTION", dest="action", required=True)
+    publish = actions.add_parser("publish", help="publish a checkpoint directory (loaded first, as a worker would)")
+    publish.add_argument("path", type=Path, metavar="CHECKPOINT", help="a directory written by mqstream train")
+    publish.add_argument("--role", choices=("served", "candidate"), default="candidate",
+                         help="served: workers started with model_source = topic load it")
+    publish.set_defaults(run=_models_publish)
+    actions.add_parser("list", help="the models on the topic, by role").set_defaults(run=_models_list)
+    for action, what in (("promote", "the candidate becomes served, the served one previous"),
+                         ("rollback", "the previous model is served again, the served one becomes previous")):
+        move = actions.add_parser(action, help=what)
+        move.add_argument("name", choices=("mqcnn", "mqtransformer"))
+        move.set_defaults(run=_models_move)
+
+
+def _models_publish(args, settings: Settings) -> int:
+    _require_broker(settings)
+    from mqstream.streams.models_topic import ModelRefused, payload_of, publish
+    from mqstream.streams.topics import create_topics
+
+    try:
+        name, version, payload = payload_of(args.path, settings)
+    except (ModelRefused, ValueError, FileNotFoundError) as exc:
+        raise ConfigError(f"checkpoint {args.path}: {exc}") from exc
+    create_topics(settings)
+    publish(settings, name, args.role, payload)
+    print(f"published {name} {version} as {args.role} on {settings.topic('models')} ({len(payload) / 1e6:.1f} MB)")
+    return 0
+
+
+def _models_list(args, settings: Settings) -> int:
+    _require_broker(settings)
+    from mqstream.streams.models_topic import ModelRefused, published
+
+    entries = sorted(published(settings).items())
+    print(f"{'model':14} {'role':10} {'version':14} {'cutoff':11} {'val_wql':>8}  published")
+    for (name, role), entry in entries:
+        if isinstance(entry, ModelRefused):
+            print(f"{name:14} {role:10} refused: {entry}")
+            continue
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(entry.published_ms / 1000))
+        wql = entry.record.get("val_wql")
+        print(f"{name:14} {role:10} {entry.version:14} {entry.record.get('cutoff', '?'):11} "
+              f"{'?' if wql is None else f'{wql:.4f}':>8}  {when} UTC")
+    if not entries:
+        print(f"(nothing published on {settings.topic('models')})")
+    return 0
+
+
+def _models_move(args, settings: Settings) -> int:
+    _require_broker(settings)
+    from mqstream.streams.models_topic import ModelRefused, promote, rollback
+
+    try:
+        if args.action == "promote":
+            version = promote(settings, args.name, Path(settings.data_dir) / "models")
+        else:
+            version = rollback(settings, args.name)
+    except ModelRefused as exc:
+        raise ConfigError(f"models {args.action} {args.name}: {exc}") from exc
+    print(f"{args.name}: {version} is served (workers load it when they start)")
+    return 0
 
 
 def _overrides(args: argparse.Namespace) -> dict:

@@ -10,6 +10,7 @@ from pathlib import Path
 from mqstream.periods import PERIODS, WEEKDAYS, Cadence
 
 MODELS = ("seasonal-naive", "mqcnn", "mqtransformer")
+MODEL_SOURCES = ("checkpoint", "topic")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 
@@ -34,6 +35,7 @@ class Settings:
     history_days: int = 56  # closed buckets kept per item, in days (whole periods, rounded up)
     model: str = "mqtransformer"
     checkpoint: str = ""  # neural model weights (safetensors + JSON config); empty: checkpoints/<model>
+    model_source: str = "checkpoint"  # or "topic": the neural model the models topic serves (mqstream models)
     refresh_batch: int = 1024  # items per model call
     change_share: float = 0.25  # a forecast change is material when the next-7-day P50 total moves by more
     stock_level: float = 0.0  # ...or when the next-7-day P90 total crosses this many units (0: off)
@@ -88,6 +90,7 @@ class Settings:
         _check(1 <= self.partitions <= 1024, "partitions", "an integer 1..1024")
         _check(0 <= self.standby_replicas <= 8, "standby_replicas", "an integer 0..8")
         _check(self.model in MODELS, "model", ", ".join(MODELS))
+        _check(self.model_source in MODEL_SOURCES, "model_source", ", ".join(MODEL_SOURCES))
         _check(self.period in PERIODS, "period", ", ".join(PERIODS))
         _check(self.week_start in WEEKDAYS, "week_start", ", ".join(WEEKDAYS))
         _check(0 <= self.allowed_lateness <= 7 * 86_400, "allowed_lateness", "seconds, 0..604800")

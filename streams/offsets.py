@@ -10,10 +10,11 @@ from mqstream.kafka_auth import kafka_options
 WORKER_INPUTS = ("sales", "page-views", "forecast-errors")
 
 
-def end_offsets(settings: Settings, topic: str) -> dict[TopicPartition, int]:
+def end_offsets(settings: Settings, topic: str, partitions: int | None = None) -> dict[TopicPartition, int]:
+    """Of each of the topic's partitions: ``partitions``, or the settings' (co-partitioned topics)."""
     consumer = KafkaConsumer(**kafka_options(settings))
     try:
-        return consumer.end_offsets([TopicPartition(topic, p) for p in range(settings.partitions)])
+        return consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions or settings.partitions)])
     finally:
         consumer.close()
 
@@ -40,9 +41,9 @@ def group_lag(settings: Settings, inputs=WORKER_INPUTS) -> int:
     return sum(partition_lags(settings, inputs).values())
 
 
-def read_topic(settings: Settings, topic: str) -> list:
+def read_topic(settings: Settings, topic: str, partitions: int | None = None) -> list:
     """Every message of a topic, from the start to its end as of the call."""
-    ends = {tp: off for tp, off in end_offsets(settings, topic).items() if off > 0}
+    ends = {tp: off for tp, off in end_offsets(settings, topic, partitions).items() if off > 0}
     if not ends:
         return []
     consumer = KafkaConsumer(**kafka_options(settings), enable_auto_commit=False)

@@ -1,5 +1,5 @@
 """The topics, defined once: the worker, the demo, the tests and docker/ create them from here
-(`mqstream topics create`). All are keyed by item id and co-partitioned.
+(`mqstream topics create`). All but ``models`` are keyed by item id and co-partitioned.
 
 The worker's table changelogs are created here too, before any worker starts, though faust
 would make them: aiokafka's producer, once it sends to a topic it did not know at start-up,
@@ -19,6 +19,7 @@ from mqstream.config import Settings
 from mqstream.kafka_auth import kafka_options
 
 WEEK_MS = 7 * 86_400_000
+MAX_MODEL_BYTES = 16 * 2**20  # a checkpoint is about 0.6 MB: the models topic refuses more than this
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class TopicSpec:
     name: str  # without the prefix
     purpose: str
     config: dict[str, str]
+    partitions: int = 0  # 0: the settings' partitions
 
 
 TOPICS = (
@@ -38,6 +40,9 @@ TOPICS = (
               {"retention.ms": str(4 * WEEK_MS)}),
     TopicSpec("forecast-errors", "scored forecasts per item and target day", {"retention.ms": str(4 * WEEK_MS)}),
     TopicSpec("dead-letters", "rejected input: original bytes, reason in headers", {"retention.ms": str(-1)}),
+    TopicSpec("models", "checkpoints by model and role (log-compacted, keyed by <model>:<role>; streams/models_topic.py)",
+              {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "max.message.bytes": str(MAX_MODEL_BYTES)},
+              partitions=1),
 )
 
 
@@ -49,6 +54,11 @@ def changelog_name(settings: Settings, table: str) -> str:
     return f"{settings.app_id}-{table}-changelog"
 
 
+def partition_count(settings: Settings, name: str) -> int:
+    spec = next(spec for spec in TOPICS if spec.name == name)
+    return spec.partitions or settings.partitions
+
+
 def topic_names(settings: Settings) -> dict[str, str]:
     return {spec.name: settings.topic(spec.name) for spec in TOPICS}
 
@@ -58,10 +68,11 @@ def create_topics(settings: Settings) -> list[str]:
     admin = KafkaAdminClient(**kafka_options(settings), client_id="mqstream-topics")
     try:
         existing = set(admin.list_topics())
-        specs = [(settings.topic(spec.name), spec.config) for spec in TOPICS]
-        specs += [(changelog_name(settings, table), {"cleanup.policy": "compact"}) for table in TABLES]
-        wanted = [NewTopic(name, settings.partitions, 1, topic_configs=config)
-                  for name, config in specs if name not in existing]
+        specs = [(settings.topic(spec.name), partition_count(settings, spec.name), spec.config) for spec in TOPICS]
+        specs += [(changelog_name(settings, table), settings.partitions, {"cleanup.policy": "compact"})
+                  for table in TABLES]
+        wanted = [NewTopic(name, partitions, 1, topic_configs=config)
+                  for name, partitions, config in specs if name not in existing]
         try:
             if wanted:
                 admin.create_topics(wanted)

@@ -25,13 +25,22 @@ from mqstream.streams.topics import TABLES, topic_names
 
 RAW = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 INPUTS = ("sales", "page-views", "forecast-errors")
+MODEL_WAIT_S = 600.0  # how long a worker serving the models topic waits for a first model to be published
 
 
 def load_model(settings: Settings) -> QuantileForecaster:
-    """The model the settings name, for their period; a missing or mismatched checkpoint is a
-    settings error (named, exit 2), not a crash."""
+    """The model the settings name, for their period: from its checkpoint, or as the models
+    topic serves it (waiting for one to be published). A missing, mismatched or refused
+    checkpoint is a settings error (named, exit 2), not a crash."""
+    from mqstream.streams.models_topic import ModelRefused, served_checkpoint
+
     try:
-        return from_registry(settings.model, settings.checkpoint_path, settings.cadence)
+        checkpoint = settings.checkpoint_path
+        if settings.model_source == "topic" and checkpoint is not None:
+            checkpoint = served_checkpoint(settings, Path(settings.data_dir) / "models", MODEL_WAIT_S)
+        return from_registry(settings.model, checkpoint, settings.cadence)
+    except ModelRefused as exc:
+        raise ConfigError(f"setting 'model_source' topic: {exc}") from exc
     except (ValueError, FileNotFoundError) as exc:
         raise ConfigError(f"setting 'model' / 'checkpoint': {exc}") from exc
 

@@ -1,0 +1,158 @@
+"""The models topic (streams/models_topic.py) on the real broker: a checkpoint published comes
+back as the same model, anything else is refused with a reason and runs nothing, the roles move
+as `mqstream models` says, and a worker serves the model the topic serves."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import orjson
+import pytest
+import torch
+from kafka import KafkaAdminClient
+from kafka.admin import ConfigResource, ConfigResourceType
+
+from mqstream.config import ConfigError
+from mqstream.kafka_auth import kafka_options
+from mqstream.models.mqcnn import MQCNN, MQCNNConfig
+from mqstream.models.registry import load_model
+from mqstream.models.training import save_checkpoint
+from mqstream.periods import day_of_iso
+from mqstream.streams.models_topic import ModelRefused, payload_of, publish, published, served_checkpoint, unpack
+from mqstream.streams.offsets import read_topic
+from mqstream.streams.replay import replay_events
+from mqstream.streams.topics import MAX_MODEL_BYTES, create_topics
+from mqstream.streams.worker import load_model as worker_model
+from tests.kafka_helpers import fresh_settings, run_to_the_end
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def checkpoint(tmp_path: Path, seed: int) -> Path:
+    torch.manual_seed(seed)  # untrained weights: what is tested is that they travel unchanged
+    return save_checkpoint(tmp_path / f"mqcnn-{seed}", "mqcnn", MQCNN(MQCNNConfig()), {"cutoff": "2011-05-31"})
+
+
+@pytest.fixture
+def topics(kafka_settings, tmp_path):
+    settings = fresh_settings(kafka_settings, tmp_path, model="mqcnn")
+    create_topics(settings)
+    return settings
+
+
+class Planted:
+    """A pickle that would leave a file behind if anything unpickled it."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+def test_the_models_topic_is_one_compacted_partition_that_takes_a_checkpoint(topics):
+    name = topics.topic("models")
+    admin = KafkaAdminClient(**kafka_options(topics))
+    try:
+        [described] = admin.describe_topics([name])
+        configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
+    finally:
+        admin.close()
+    config = {key: value["value"] for key, value in configs["topic"][name].items()}
+    assert len(described["partitions"]) == 1
+    assert config["cleanup.policy"] == "compact" and int(config["max.message.bytes"]) == MAX_MODEL_BYTES
+
+
+def test_a_published_checkpoint_comes_back_as_the_same_model(topics, tmp_path):
+    name, version, payload = payload_of(checkpoint(tmp_path, 0), topics)
+    publish(topics, name, "served", payload)
+    entry = published(topics)[("mqcnn", "served")]
+    assert entry.version == version and entry.record["cutoff"] == "2011-05-31"
+    served = served_checkpoint(topics, tmp_path / "served", wait_s=5)
+    assert load_model("mqcnn", served).version == version
+
+
+def _tampered(payload: bytes) -> bytes:
+    return payload[:-8] + bytes(b ^ 0xFF for b in payload[-8:])  # the last weights' bytes
+
+
+def _claiming(payload: bytes, version: str) -> bytes:
+    from safetensors.torch import load, save
+
+    config = json.loads(json.loads(payload[8:8 + int.from_bytes(payload[:8], "little")])["__metadata__"]["mqstream.config"])
+    return save(load(payload), metadata={"mqstream.config": json.dumps(config), "mqstream.version": version})
+
+
+def _foreign(tmp_path: Path) -> bytes:
+    from safetensors.torch import save
+
+    return save({"w": torch.zeros(3)}, metadata={"note": "not an mqstream checkpoint"})
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda payload, tmp: payload[:100], "not a safetensors payload"),
+    (lambda payload, tmp: b"\x00" * 3, "not a safetensors payload"),
+    (lambda payload, tmp: _tampered(payload), "the payload claims"),
+    (lambda payload, tmp: _foreign(tmp), "no mqstream checkpoint config"),
+    (lambda payload, tmp: _claiming(payload, "../../elsewhere"), "is not a model version"),
+])
+def test_a_corrupt_or_foreign_payload_is_refused_with_a_reason(make, reason, topics, tmp_path):
+    _, _, payload = payload_of(checkpoint(tmp_path, 0), topics)
+    with pytest.raises(ModelRefused, match=reason):
+        unpack(make(payload, tmp_path), tmp_path / "out", topics)
+
+
+def test_a_pickle_planted_on_the_topic_runs_nothing_and_the_worker_says_why(topics, tmp_path):
+    marker = tmp_path / "ran"
+    publish(topics, "mqcnn", "served", pickle.dumps(Planted(marker)))
+    assert isinstance(published(topics)[("mqcnn", "served")], ModelRefused)
+    with pytest.raises(ConfigError, match="not a safetensors payload"):
+        worker_model(replace(topics, model_source="topic"))
+    assert not marker.exists()
+
+
+def mqstream(settings, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MQSTREAM_TOPIC_PREFIX": settings.topic_prefix, "MQSTREAM_PERIOD": settings.period}
+    env.pop("MQSTREAM_CONFIG", None)
+    return subprocess.run([sys.executable, "-m", "mqstream", "--kafka-port", str(settings.kafka_port), *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def _versions(settings) -> dict[str, str]:
+    return {role: entry.version for (name, role), entry in published(settings).items() if name == "mqcnn"}
+
+
+def test_models_publish_promote_and_rollback_move_the_roles(topics, tmp_path):
+    first, second = (payload_of(checkpoint(tmp_path, seed), topics)[1] for seed in (0, 1))
+    for seed, role in ((0, "served"), (1, "candidate")):
+        run = mqstream(topics, "models", "publish", str(tmp_path / f"mqcnn-{seed}"), "--role", role)
+        assert run.returncode == 0, run.stderr
+    assert _versions(topics) == {"served": first, "candidate": second}
+    assert mqstream(topics, "models", "promote", "mqcnn").returncode == 0
+    assert _versions(topics) == {"served": second, "candidate": second, "previous": first}
+    assert mqstream(topics, "models", "rollback", "mqcnn").returncode == 0
+    assert _versions(topics) == {"served": first, "candidate": second, "previous": second}
+    listing = mqstream(topics, "models", "list")
+    assert listing.returncode == 0 and first in listing.stdout and "2011-05-31" in listing.stdout
+
+
+def test_promoting_without_a_candidate_is_refused(topics):
+    run = mqstream(topics, "models", "promote", "mqcnn")
+    assert run.returncode == 2 and "no mqcnn candidate" in run.stderr
+
+
+@pytest.mark.e2e
+def test_a_worker_serves_the_model_the_topic_serves(topics, tmp_path):
+    name, version, payload = payload_of(checkpoint(tmp_path, 0), topics)
+    publish(topics, name, "served", payload)
+    settings = replace(topics, model_source="topic", checkpoint="no/such/path")
+    events = replay_events(day_of_iso("2010-11-08"), day_of_iso("2010-11-09"))
+    items = sorted({e.key for e in events})[::20]
+    run_to_the_end(settings, [e for e in events if e.key in set(items)])
+    forecasts = [orjson.loads(r.value) for r in read_topic(settings, settings.topic("forecasts"))]
+    assert forecasts and {(f["model"]["name"], f["model"]["version"]) for f in forecasts} == {("mqcnn", version)}
