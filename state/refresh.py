@@ -11,6 +11,7 @@ from typing import ClassVar
 import numpy as np
 
 from mqstream.models.protocol import ErrorRecord, ItemInfo, Period, QuantileForecaster
+from mqstream.periods import Cadence
 from mqstream.state.item import N_HISTORY, UNITS, VIEWS, ItemModel, ItemState
 from mqstream.state.ledger import DECIMALS, ForecastLedger, published
 
@@ -77,6 +78,27 @@ def is_dormant(item: ItemState, item_model: ItemModel, through: int, policy: Ref
 
 def is_active(item: ItemState, origin: int, policy: RefreshPolicy) -> bool:
     return item.sold_within(origin - policy.active_periods + 1, origin)
+
+
+def rebuild_states(items: list[ItemState], item_models: list[ItemModel], model: QuantileForecaster,
+                   cadence: Cadence) -> None:
+    """Make the item models' states again with ``model``, from the closed periods each item
+    keeps (its history, each period at the item's last closed price): a state holds what its
+    own model's encoder made of the history, so another model, or another version, cannot go
+    on from it. The ledgers are kept; each item model is then closed through its item's last
+    closed period. Items are advanced together, a period at a time."""
+    firsts = [max(item.born, item.closed_through - len(item.history) + 1) for item in items]
+    states = [model.new_state(item.launch_info(first, cadence), first) for item, first in zip(items, firsts)]
+    for day in range(min(firsts, default=0), max((item.closed_through for item in items), default=-1) + 1):
+        batch = [i for i, item in enumerate(items) if firsts[i] <= day <= item.closed_through]
+        if not batch:
+            continue
+        periods = [Period(day, float(items[i].daily(UNITS, day, day)[0]), float(items[i].daily(VIEWS, day, day)[0]),
+                          items[i].price) for i in batch]
+        for i, state in zip(batch, model.advance([states[i] for i in batch], periods)):
+            states[i] = state
+    for item, item_model, state in zip(items, item_models, states):
+        item_model.model, item_model.closed_through = state, item.closed_through
 
 
 def close_items(items: list[ItemState], item_models: list[ItemModel], through: int,

@@ -9,10 +9,10 @@ import time
 from mqstream.models.protocol import QuantileForecaster
 from mqstream.periods import Cadence
 from mqstream.state.item import ItemModel, ItemState
-from mqstream.state.refresh import RefreshPolicy, close_items, is_dormant, new_model
+from mqstream.state.refresh import RefreshPolicy, close_items, is_dormant, new_model, rebuild_states
 from mqstream.streams.metrics import WorkerMetrics
 from mqstream.streams.publisher import Publisher
-from mqstream.streams.tables import Tables
+from mqstream.streams.tables import MODEL_VERSION, Tables
 
 
 class PartitionClose:
@@ -44,6 +44,22 @@ class PartitionClose:
             if is_dormant(item, item_model, through, self.policy, self.model.horizons):
                 tracked.discard(item.item_id.encode())
         self.metrics.refresh_seconds.observe(time.perf_counter() - started)
+
+    async def claim(self, partition: int, rebuild: bool) -> None:
+        """Mark the partition's item models as this model version's, first making every one
+        again from its item's kept history (``rebuild_states``) where another version wrote
+        them. Marked last: a crash during the rebuild repeats it, from the same histories."""
+        tables, batch = self.tables, self.policy.batch_size
+        keys = [key for key, _ in tables.scan(tables.item_models, partition)] if rebuild else []
+        for start in range(0, len(keys), batch):
+            chunk = keys[start:start + batch]
+            items = [ItemState.from_bytes(tables.get(tables.items, partition, key)) for key in chunk]
+            item_models = [ItemModel.from_bytes(tables.get(tables.item_models, partition, key)) for key in chunk]
+            rebuild_states(items, item_models, self.model, self.cadence)
+            await tables.put(tables.item_models, partition,
+                             [(key, item_model.to_bytes()) for key, item_model in zip(chunk, item_models)])
+            self.metrics.rebuilt.inc(len(chunk))
+        await tables.put(tables.watermarks, partition, [(MODEL_VERSION, self.model.version.encode())])
 
     def _due(self, partition: int, tracked: set[bytes], through: int) -> tuple[list[ItemState], list[ItemModel]]:
         """The tracked items not closed through ``through`` yet, with their item models (a new

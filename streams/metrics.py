@@ -44,6 +44,9 @@ class WorkerMetrics:
                                        buckets=(1, 10, 100, 500, 1000, 5000, 10000, 50000), registry=r)
         self.forecasts = Counter("mqstream_forecasts_published_total", "Forecast messages published",
                                  registry=r)
+        self.rebuilt = Counter("mqstream_model_states_rebuilt_total",
+                               "Item model states made again for the served model (a partition another version wrote)",
+                               registry=r)
         self.changes = Counter("mqstream_forecast_changes_published_total",
                                "Material forecast revisions published to forecast-changes", registry=r)
         self.errors = Counter("mqstream_forecast_errors_published_total",

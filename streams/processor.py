@@ -22,7 +22,7 @@ from mqstream.streams.close import PartitionClose
 from mqstream.streams.events import PageView, Rejection, Sale, is_watermark, parse_page_view, parse_sale
 from mqstream.streams.metrics import WorkerMetrics
 from mqstream.streams.publisher import Publisher
-from mqstream.streams.tables import CLOSED_OFFSETS, WATERMARKS, Tables
+from mqstream.streams.tables import CLOSED_OFFSETS, MODEL_VERSION, WATERMARKS, Tables
 
 
 class Processor:
@@ -38,6 +38,8 @@ class Processor:
         self.applied: dict[int, dict[str, int]] = {}  # partition -> input topic -> last offset handled
         self.closed_offsets: dict[int, dict[str, int]] = {}  # the same, as of the last close
         self.unfinished: set[int] = set()  # partitions whose clocks were just recovered
+        # partitions not marked as this model version's yet -> whether another version wrote their item models
+        self.unclaimed: dict[int, bool] = {}
         self.locks: dict[int, asyncio.Lock] = {}
 
     async def on_batch(self, tp: TP, batch: Sequence[Message]) -> int:
@@ -131,6 +133,8 @@ class Processor:
             self.forget([partition])
             return False
         await self._note_closed_offsets(partition)
+        if partition in self.unclaimed:
+            await self.closer.claim(partition, rebuild=self.unclaimed.pop(partition))
         self.unfinished.discard(partition)
         await self.closer.close(partition, self.tracked[partition], clock.closed_through)
         return True
@@ -151,6 +155,9 @@ class Processor:
 
     async def _take_errors(self, message: Message) -> None:
         """Errors read back from ``forecast-errors``: into the item's error memory, once."""
+        self._clock(message.partition)  # recovered first: it says whose states the partition holds
+        if self.unclaimed.get(message.partition):
+            return  # errors of the model before; its states are made again at the next close
         body = orjson.loads(message.value)
         target = self.cadence.of_iso(body["target"])
         records = [ErrorRecord(self.cadence.of_iso(o), target, body["actual"], np.asarray(f, np.float32))
@@ -185,6 +192,9 @@ class Processor:
             self.closed_offsets[partition] = orjson.loads(marks.get(CLOSED_OFFSETS, b"{}"))
             self.applied[partition] = dict(self.closed_offsets[partition])
             self.unfinished.add(partition)  # a crash may have cut its last close short
+            written_by = marks.get(MODEL_VERSION)
+            if written_by != self.model.version.encode():
+                self.unclaimed[partition] = written_by is not None  # unmarked: states of no other version
         return self.clocks[partition]
 
 

@@ -14,6 +14,7 @@ from mqstream.streams.blocks import send_records
 # the keys of the watermarks table, a record each per partition
 WATERMARKS = b"watermarks"  # the input watermarks as of the last watermark marker
 CLOSED_OFFSETS = b"closed-offsets"  # per input topic, the last offset applied before the last close
+MODEL_VERSION = b"model-version"  # the version of the model whose states the partition's item models hold
 
 
 @dataclass
@@ -21,7 +22,8 @@ class Tables:
     items: faust.Table  # key -> ItemState, written on every batch
     item_models: faust.Table  # key -> ItemModel, written once per close
     # WATERMARKS -> the partition's input watermarks, written at each watermark marker (the
-    # only clock input no item remembers); CLOSED_OFFSETS, written before each close
+    # only clock input no item remembers); CLOSED_OFFSETS, written before each close;
+    # MODEL_VERSION, at the first close of each model version
     watermarks: faust.Table
 
     @staticmethod

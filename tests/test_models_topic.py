@@ -11,6 +11,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 import torch
@@ -20,15 +21,21 @@ from kafka.admin import ConfigResource, ConfigResourceType
 from mqstream.config import ConfigError
 from mqstream.kafka_auth import kafka_options
 from mqstream.models.mqcnn import MQCNN, MQCNNConfig
+from mqstream.models.protocol import Period
 from mqstream.models.registry import load_model
 from mqstream.models.training import save_checkpoint
 from mqstream.periods import day_of_iso
-from mqstream.streams.models_topic import ModelRefused, payload_of, publish, published, served_checkpoint, unpack
+from mqstream.state.item import UNITS, VIEWS
+from mqstream.state.ledger import published
+from mqstream.state.refresh import rebuild_states
+from mqstream.streams.models_topic import ModelRefused, payload_of, promote, publish, served_checkpoint, unpack
+from mqstream.streams.models_topic import published as published_models
 from mqstream.streams.offsets import read_topic
-from mqstream.streams.replay import replay_events
+from mqstream.streams.replay import replay_events, send
 from mqstream.streams.topics import MAX_MODEL_BYTES, create_topics
 from mqstream.streams.worker import load_model as worker_model
-from tests.kafka_helpers import fresh_settings, run_to_the_end
+from tests.kafka_helpers import (fresh_settings, model_state, run_to_the_end, start_worker, stop_worker, table_state,
+                                 wait_caught_up)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,7 +78,7 @@ def test_the_models_topic_is_one_compacted_partition_that_takes_a_checkpoint(top
 def test_a_published_checkpoint_comes_back_as_the_same_model(topics, tmp_path):
     name, version, payload = payload_of(checkpoint(tmp_path, 0), topics)
     publish(topics, name, "served", payload)
-    entry = published(topics)[("mqcnn", "served")]
+    entry = published_models(topics)[("mqcnn", "served")]
     assert entry.version == version and entry.record["cutoff"] == "2011-05-31"
     served = served_checkpoint(topics, tmp_path / "served", wait_s=5)
     assert load_model("mqcnn", served).version == version
@@ -110,7 +117,7 @@ def test_a_corrupt_or_foreign_payload_is_refused_with_a_reason(make, reason, top
 def test_a_pickle_planted_on_the_topic_runs_nothing_and_the_worker_says_why(topics, tmp_path):
     marker = tmp_path / "ran"
     publish(topics, "mqcnn", "served", pickle.dumps(Planted(marker)))
-    assert isinstance(published(topics)[("mqcnn", "served")], ModelRefused)
+    assert isinstance(published_models(topics)[("mqcnn", "served")], ModelRefused)
     with pytest.raises(ConfigError, match="not a safetensors payload"):
         worker_model(replace(topics, model_source="topic"))
     assert not marker.exists()
@@ -124,7 +131,7 @@ def mqstream(settings, *args: str) -> subprocess.CompletedProcess:
 
 
 def _versions(settings) -> dict[str, str]:
-    return {role: entry.version for (name, role), entry in published(settings).items() if name == "mqcnn"}
+    return {role: entry.version for (name, role), entry in published_models(settings).items() if name == "mqcnn"}
 
 
 def test_models_publish_promote_and_rollback_move_the_roles(topics, tmp_path):
@@ -156,3 +163,51 @@ def test_a_worker_serves_the_model_the_topic_serves(topics, tmp_path):
     run_to_the_end(settings, [e for e in events if e.key in set(items)])
     forecasts = [orjson.loads(r.value) for r in read_topic(settings, settings.topic("forecasts"))]
     assert forecasts and {(f["model"]["name"], f["model"]["version"]) for f in forecasts} == {("mqcnn", version)}
+
+
+@pytest.mark.e2e
+def test_a_promoted_version_serves_after_a_restart_from_states_rebuilt_from_the_kept_history(kafka_settings, tmp_path):
+    settings = fresh_settings(kafka_settings, tmp_path, model="mqcnn", model_source="topic")
+    create_topics(settings)
+    (_, a, served), (_, b, candidate) = (payload_of(checkpoint(tmp_path, seed), settings) for seed in (0, 1))
+    publish(settings, "mqcnn", "served", served)
+    publish(settings, "mqcnn", "candidate", candidate)
+    events = replay_events(day_of_iso("2010-11-08"), day_of_iso("2010-11-12"))
+    kept = set(sorted({e.key for e in events})[::20])
+    events = [e for e in events if e.key in kept]
+    switch = day_of_iso("2010-11-11") * 86_400
+    serve(settings, [e for e in events if e.ts < switch], close_last_period=False)  # 11-10 left open
+    at_switch, models_at_switch = table_state(settings), model_state(settings)
+    promote(settings, "mqcnn", tmp_path / "scratch")
+    serve(settings, [e for e in events if e.ts >= switch])
+
+    forecasts = [orjson.loads(r.value) for r in read_topic(settings, settings.topic("forecasts"))]
+    assert {f["model"]["version"] for f in forecasts if f["origin"] <= "2010-11-09"} == {a}
+    assert {f["model"]["version"] for f in forecasts if f["origin"] >= "2010-11-10"} == {b}
+    first_under_b = {f["item_id"]: np.array(f["values"]) for f in forecasts
+                     if f["origin"] == "2010-11-10" and f["item_id"] in models_at_switch}  # not new at 11-10
+    assert len(first_under_b) > 10
+    model_b = load_model("mqcnn", tmp_path / "mqcnn-1")
+    for item_id, values in first_under_b.items():
+        expected = offline(model_b, at_switch[item_id], models_at_switch[item_id], day_of_iso("2010-11-10"))
+        np.testing.assert_allclose(values, expected, atol=1e-9)
+
+
+def serve(settings, events, close_last_period: bool = True) -> None:
+    send(events, settings, close_last_period=close_last_period, progress=False)
+    worker = start_worker(settings)
+    try:
+        wait_caught_up(settings, worker)
+    finally:
+        stop_worker(worker)
+
+
+def offline(model, item, item_model, origin: int) -> np.ndarray:
+    """The forecast at ``origin`` by ``model`` from the item's kept history at the switch, its
+    days up to ``origin`` closed one at a time, as the worker closes them."""
+    rebuild_states([item], [item_model], model, model.cadence)
+    state = item_model.model
+    while item.closed_through < origin:
+        day, bucket = item.close_next_day()
+        [state] = model.advance([state], [Period(day, float(bucket[UNITS]), float(bucket[VIEWS]), item.price)])
+    return published(model.forecast([state]))[0]

@@ -45,6 +45,9 @@ COMMANDS = {
     "show": ["show", "85099B"],
     # no worker answers at --worker, so Kafka is read, where no broker answers
     "show --plot": ["show", "85099B", "--plot", "{tmp}/fan.png", "--worker", "http://127.0.0.1:{closed}"],
+    "models publish": ["models", "publish", "{tmp}"],
+    "models list": ["models", "list"],
+    "models promote": ["models", "promote", "mqcnn"],
 }
 
 
