@@ -66,6 +66,11 @@ class WorkerMetrics:
                               "Rolling share of actuals inside the forecast P10..P90 interval",
                               ["horizon_bucket"], registry=r)
         self.model = Info("mqstream_model", "The model the worker serves", registry=r)
+        self.switches = Counter("mqstream_model_switches_total",
+                                "Times the worker took another version that the models topic served", registry=r)
+        self.refused = Counter("mqstream_models_refused_total",
+                               "Models served on the models topic that the worker refused, keeping the one it serves",
+                               registry=r)
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from safetensors.torch import load_file, save
 
 from mqstream.config import Settings
 from mqstream.kafka_auth import kafka_options
+from mqstream.models.protocol import QuantileForecaster
 from mqstream.models.registry import load_model
 from mqstream.streams.offsets import read_topic
 from mqstream.streams.topics import MAX_MODEL_BYTES, partition_count
@@ -182,3 +183,51 @@ def served_checkpoint(settings: Settings, into: Path, wait_s: float, log=print) 
             log(f"waiting for a served {settings.model} on {settings.topic('models')} ...")
             said = True
         time.sleep(1.0)
+
+
+class ServedWatch:
+    """What the topic serves for the settings' model, followed by a running worker: one consumer
+    kept on the topic's partition, each look reading on from where the last one stopped."""
+
+    def __init__(self, settings: Settings, into: Path):
+        self.settings, self.into, self.consumer = settings, into, None
+        self.served: tuple[int, PublishedModel | ModelRefused] | None = None  # (offset, entry) of the latest
+        self.seen_offset = -1  # of the served entry last looked at
+
+    def next_model(self, serving: QuantileForecaster) -> QuantileForecaster | None:
+        """The model newly served, if the topic serves another version than ``serving`` since the
+        last look; ModelRefused (once per message) if what it serves cannot replace it."""
+        self._read_on()
+        if self.served is None or self.served[0] == self.seen_offset:
+            return None
+        self.seen_offset, entry = self.served
+        if isinstance(entry, ModelRefused):
+            raise entry
+        if entry.version == serving.version:
+            return None
+        checkpoint = unpack(entry.payload, self.into / entry.version, self.settings)
+        try:
+            model = load_model(self.settings.model, checkpoint, self.settings.cadence)
+        except (ValueError, FileNotFoundError) as exc:  # a checkpoint of another model, published under this name
+            raise ModelRefused(f"version {entry.version}: {exc}") from exc
+        if (model.horizons, tuple(model.quantiles)) != (serving.horizons, tuple(serving.quantiles)):
+            raise ModelRefused(f"version {entry.version} forecasts {model.horizons} periods at quantiles "
+                               f"{list(model.quantiles)}; the served one {serving.horizons} at "
+                               f"{list(serving.quantiles)}: its consumers would break")
+        return model
+
+    def _read_on(self) -> None:
+        if self.consumer is None:
+            self.consumer = KafkaConsumer(**kafka_options(self.settings), enable_auto_commit=False,
+                                          max_partition_fetch_bytes=MAX_MODEL_BYTES, fetch_max_bytes=MAX_MODEL_BYTES)
+            self.consumer.assign([TopicPartition(self.settings.topic("models"), 0)])
+            self.consumer.seek_to_beginning()
+        while batches := self.consumer.poll(timeout_ms=500):
+            for record in (r for records in batches.values() for r in records):
+                name, _, role = (record.key or b"").decode(errors="replace").partition(":")
+                if (name, role) == (self.settings.model, "served"):
+                    self.served = (record.offset, _entry(name, role, record))
+
+    def close(self) -> None:
+        if self.consumer is not None:
+            self.consumer.close()

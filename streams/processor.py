@@ -41,6 +41,25 @@ class Processor:
         # partitions not marked as this model version's yet -> whether another version wrote their item models
         self.unclaimed: dict[int, bool] = {}
         self.locks: dict[int, asyncio.Lock] = {}
+        self.serving = [self, self.closer, publisher]  # the parts that hold the served model
+
+    async def switch(self, model: QuantileForecaster) -> None:
+        """Serve ``model`` from now on. Taken between batches (every partition's lock held): each
+        partition's item models are made again for it before its next close
+        (``PartitionClose.claim``), and every forecast from that close on is the new model's."""
+        held = {}
+        while missing := sorted(set(self.locks) - set(held)):  # a partition's first batch may add a lock
+            for partition in missing:
+                held[partition] = self.locks[partition]
+                await held[partition].acquire()
+        try:
+            for part in self.serving:
+                part.model = model
+            for partition in self.clocks:
+                self.unclaimed.setdefault(partition, True)  # marked by another version
+        finally:
+            for lock in held.values():
+                lock.release()
 
     async def on_batch(self, tp: TP, batch: Sequence[Message]) -> int:
         """A fetched batch of one input partition, in offset order; how many of its messages

@@ -30,6 +30,7 @@ def run_worker(settings: Settings, loglevel: str = "warn") -> int:
     app, processor = build_app(settings, model, f"http://{host}:{port}")
     logging.getLogger("mqstream").setLevel(logging.INFO)
     lookup = ForecastLookup(app, processor.tables, model, processor.policy, processor.cadence)
+    processor.serving.append(lookup)
     explorer = ForecastExplorer(lookup, processor.publisher.quality)
     serve(processor.metrics, settings.metrics_host, port, lambda: is_ready(app), lookup.answer_from_thread,
           explorer.answer_from_thread)

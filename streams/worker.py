@@ -4,9 +4,11 @@ outputs; streams/gauges.py: the sampled gauges).
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import faust
+from kafka.errors import KafkaError
 
 import mqstream.streams.store  # noqa: F401  registers the partitioned-rocksdb store
 from mqstream.config import ConfigError, Settings
@@ -26,6 +28,8 @@ from mqstream.streams.topics import TABLES, topic_names
 RAW = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 INPUTS = ("sales", "page-views", "forecast-errors")
 MODEL_WAIT_S = 600.0  # how long a worker serving the models topic waits for a first model to be published
+MODEL_LOOK_S = 5.0  # how often a worker serving the models topic looks for another served version
+log = logging.getLogger("mqstream")
 
 
 def load_model(settings: Settings) -> QuantileForecaster:
@@ -95,7 +99,37 @@ def build_app(settings: Settings, model: QuantileForecaster, url: str = "") -> t
     async def sample_state():
         gauges.sample_state(tables, list(processor.clocks), metrics)
 
+    if settings.model_source == "topic":
+        follow_served_model(app, settings, processor, metrics)
     return app, processor
+
+
+def follow_served_model(app: faust.App, settings: Settings, processor: Processor, metrics: WorkerMetrics) -> None:
+    """Switch to each version the models topic serves, at a look every MODEL_LOOK_S; one that
+    cannot be served is refused with its reason, and the served model goes on serving."""
+    from mqstream.streams.models_topic import ModelRefused, ServedWatch
+
+    watch = ServedWatch(settings, Path(settings.data_dir) / "models")
+
+    @app.timer(interval=MODEL_LOOK_S)
+    async def look_for_another_version():
+        serving = processor.model
+        try:
+            model = await app.loop.run_in_executor(None, watch.next_model, serving)
+        except ModelRefused as exc:
+            metrics.refused.inc()
+            log.warning("refused the model served on %s, still serving %s %s: %s", settings.topic("models"),
+                        serving.name, serving.version, exc)
+            return
+        except KafkaError as exc:  # the broker away for a moment: the next look tries again
+            log.warning("could not read %s: %s", settings.topic("models"), exc)
+            return
+        if model is not None:
+            await processor.switch(model)
+            metrics.switches.inc()
+            metrics.model.info({"name": model.name, "version": model.version})
+            log.info("serving %s %s (was %s) from each partition's next close", model.name, model.version,
+                     serving.version)
 
 
 def is_ready(app: faust.App) -> bool:
