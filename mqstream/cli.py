@@ -154,6 +154,13 @@ def _module_command(sub, name: str, module: str, load: bool) -> None:
 
 
 def _run_module(mod, args, settings: Settings) -> int:
+    if getattr(args, "unless_served", False):
+        if not args.publish:
+            raise ConfigError("--unless-served needs --publish")
+        served = _served(settings, args.model)
+        if served is not None:
+            print(f"{args.model} {served} is served on {settings.topic('models')}: nothing to train")
+            return 0
     code = mod.run(args)
     if code == 0 and getattr(args, "publish", None):  # train --publish ROLE, in the period it trained on
         settings = replace(settings, period=args.period, week_start=args.week_start)
@@ -175,6 +182,10 @@ def _models_parser(sub) -> None:
         move = actions.add_parser(action, help=what)
         move.add_argument("name", choices=("mqcnn", "mqtransformer"))
         move.set_defaults(run=_models_move)
+    promote = actions.choices["promote"]
+    promote.add_argument("--require-better", type=int, default=0, metavar="N",
+                         help="promote only if the candidate, run in shadow, has a lower wQL than the served model "
+                              "on the forecasts both made for the last N closed periods")
 
 
 def _models_publish(args, settings: Settings) -> int:
@@ -190,6 +201,17 @@ def _models_publish(args, settings: Settings) -> int:
     publish(settings, name, args.role, payload)
     print(f"published {name} {version} as {args.role} on {settings.topic('models')} ({len(payload) / 1e6:.1f} MB)")
     return 0
+
+
+def _served(settings: Settings, name: str) -> str | None:
+    """The version the models topic serves for ``name``; None where it serves none it can."""
+    _require_broker(settings)
+    from mqstream.streams.models_topic import PublishedModel, published
+    from mqstream.streams.topics import create_topics
+
+    create_topics(settings)
+    entry = published(settings).get((name, "served"))
+    return entry.version if isinstance(entry, PublishedModel) else None
 
 
 def _models_list(args, settings: Settings) -> int:
@@ -216,14 +238,32 @@ def _models_move(args, settings: Settings) -> int:
     from mqstream.streams.models_topic import ModelRefused, promote, rollback
 
     try:
+        if getattr(args, "require_better", 0):
+            _candidate_beats_served(settings, args.name, args.require_better)
         if args.action == "promote":
             version = promote(settings, args.name, Path(settings.data_dir) / "models")
         else:
             version = rollback(settings, args.name)
     except ModelRefused as exc:
         raise ConfigError(f"models {args.action} {args.name}: {exc}") from exc
-    print(f"{args.name}: {version} is served (workers load it when they start)")
+    print(f"{args.name}: {version} is served (running workers take it at each partition's next close)")
     return 0
+
+
+def _candidate_beats_served(settings: Settings, name: str, periods: int) -> None:
+    from mqstream.streams.models_topic import ModelRefused, PublishedModel, compare, published
+
+    latest = published(settings)
+    served, candidate = latest.get((name, "served")), latest.get((name, "candidate"))
+    if not (isinstance(served, PublishedModel) and isinstance(candidate, PublishedModel)):
+        raise ModelRefused(f"no served and candidate {name} to compare")
+    comparison = compare(settings, served.version, candidate.version, periods)
+    print(f"{name} {candidate.version} (candidate) against {served.version} (served): {comparison}")
+    if len(comparison.targets) < periods:
+        raise ModelRefused(f"the candidate was scored on {len(comparison.targets)} periods in shadow, "
+                           f"--require-better needs {periods}")
+    if not comparison.candidate_wql < comparison.served_wql:
+        raise ModelRefused("the candidate does not beat the served model: not promoted")
 
 
 def _overrides(args: argparse.Namespace) -> dict:

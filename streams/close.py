@@ -12,6 +12,7 @@ from mqstream.state.item import ItemModel, ItemState
 from mqstream.state.refresh import RefreshPolicy, close_items, is_dormant, new_model, rebuild_states
 from mqstream.streams.metrics import WorkerMetrics
 from mqstream.streams.publisher import Publisher
+from mqstream.streams.shadow import Shadow
 from mqstream.streams.tables import MODEL_VERSION, Tables
 
 
@@ -20,6 +21,7 @@ class PartitionClose:
                  metrics: WorkerMetrics, cadence: Cadence):
         self.tables, self.model, self.policy, self.cadence = tables, model, policy, cadence
         self.publisher, self.metrics = publisher, metrics
+        self.shadow: Shadow | None = None  # a candidate run beside the served model
 
     async def close(self, partition: int, tracked: set[bytes], through: int) -> None:
         """Close the periods up to ``through`` for the ``tracked`` items of ``partition``; items
@@ -28,6 +30,7 @@ class PartitionClose:
         if not items:
             return
         started = time.perf_counter()
+        shadow_items = [ItemState.from_bytes(item.to_bytes()) for item in items] if self.shadow else []
         before = [item.closed_through for item in items]
         refresh = close_items(items, item_models, through, self.model, self.policy)
         closed = [i for i, item in enumerate(items) if item.closed_through != before[i]]
@@ -43,6 +46,8 @@ class PartitionClose:
         for item, item_model in zip(items, item_models):
             if is_dormant(item, item_model, through, self.policy, self.model.horizons):
                 tracked.discard(item.item_id.encode())
+        if self.shadow is not None:  # after the served model's outputs and state: a shadow is never in their way
+            await self.shadow.close(partition, shadow_items, through)
         self.metrics.refresh_seconds.observe(time.perf_counter() - started)
 
     async def claim(self, partition: int, rebuild: bool) -> None:

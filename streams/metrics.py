@@ -66,6 +66,11 @@ class WorkerMetrics:
                               "Rolling share of actuals inside the forecast P10..P90 interval",
                               ["horizon_bucket"], registry=r)
         self.model = Info("mqstream_model", "The model the worker serves", registry=r)
+        self.rolling_wql = Gauge("mqstream_rolling_wql",
+                                 "Rolling wQL over every horizon, of the served model and of a candidate run in shadow",
+                                 ["role"], registry=r)
+        self.shadow = Info("mqstream_shadow_model", "The candidate the worker runs in shadow (version '' when none)",
+                           registry=r)
         self.switches = Counter("mqstream_model_switches_total",
                                 "Times the worker took another version that the models topic served", registry=r)
         self.refused = Counter("mqstream_models_refused_total",
@@ -110,6 +115,16 @@ class QualityWindow:
         return {bucket: BucketQuality(2 * sums[: len(self.quantiles)] / max(sums[-3], 1e-9),
                                       sums[-2] / max(sums[-1], 1), int(sums[-1]))
                 for bucket, sums in sorted(totals.items(), key=lambda pair: order.index(pair[0]))}
+
+    def wql(self) -> float | None:
+        """wQL over every horizon of the window (the mean over quantiles of each one's pooled
+        wQL); None before anything is scored."""
+        self.by_bucket()  # drops the days that left the window
+        totals = sum((sums for per_bucket in self.days.values() for sums in per_bucket.values()),
+                     np.zeros(len(self.quantiles) + 3))
+        if totals[-1] == 0:
+            return None
+        return float((2 * totals[: len(self.quantiles)] / max(totals[-3], 1e-9)).mean())
 
     def publish(self, metrics: WorkerMetrics) -> None:
         for bucket, quality in self.by_bucket().items():

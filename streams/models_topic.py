@@ -14,9 +14,11 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from safetensors.torch import load_file, save
 
@@ -24,6 +26,7 @@ from mqstream.config import Settings
 from mqstream.kafka_auth import kafka_options
 from mqstream.models.protocol import QuantileForecaster
 from mqstream.models.registry import load_model
+from mqstream.models.scores import wql
 from mqstream.streams.offsets import read_topic
 from mqstream.streams.topics import MAX_MODEL_BYTES, partition_count
 
@@ -166,6 +169,50 @@ def _entry(name: str, role: str, record) -> PublishedModel | ModelRefused:
                           record.timestamp, record.value)
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """The served and the candidate model's wQL on the forecasts both made (same item, origin
+    and target), over the last target periods the candidate's were scored on."""
+    targets: list[str]
+    forecasts: int
+    served_wql: float
+    candidate_wql: float
+
+    def __str__(self) -> str:
+        span = f"{self.targets[0]}..{self.targets[-1]}" if self.targets else "no period"
+        return (f"wQL over {len(self.targets)} periods ({span}), {self.forecasts} forecasts of both: "
+                f"served {self.served_wql:.4f}, candidate {self.candidate_wql:.4f}")
+
+
+def compare(settings: Settings, served: str, candidate: str, periods: int) -> Comparison:
+    """``served`` (from ``forecast-errors``) against ``candidate`` run in shadow (from
+    ``forecast-errors-shadow``) over the last ``periods`` targets the candidate was scored on."""
+    by_served, by_candidate = _scored(settings, "forecast-errors", served), _scored(settings, "forecast-errors-shadow",
+                                                                                    candidate)
+    targets = sorted({target for _, target, _ in by_candidate})[-periods:]
+    pairs = [key for key in by_candidate if key[1] in targets and key in by_served]
+    if not pairs:
+        return Comparison(targets, 0, float("nan"), float("nan"))
+    quantiles = by_candidate[pairs[0]][2]
+    actuals = np.array([by_served[key][0] for key in pairs])
+    try:
+        return Comparison(targets, len(pairs), *(wql(actuals, np.array([scored[key][1] for key in pairs]), quantiles)
+                                                 for scored in (by_served, by_candidate)))
+    except ValueError:  # every actual zero: wQL says nothing
+        return Comparison(targets, len(pairs), float("nan"), float("nan"))
+
+
+def _scored(settings: Settings, topic: str, version: str) -> dict[tuple[str, str, str], tuple[float, list, list]]:
+    """(item, target, origin) -> (actual, forecast, quantiles) of the errors ``version`` scored."""
+    scored = {}
+    for record in read_topic(settings, settings.topic(topic)):
+        body = orjson.loads(record.value)
+        if body["model"]["version"] == version:
+            for origin, forecast in zip(body["origins"], body["forecasts"]):
+                scored[(body["item_id"], body["target"], origin)] = (body["actual"], forecast, body["quantiles"])
+    return scored
+
+
 def served_checkpoint(settings: Settings, into: Path, wait_s: float, log=print) -> Path:
     """The checkpoint the topic serves for the settings' model, unpacked under ``into`` once it
     is published (waiting up to ``wait_s``); ModelRefused if what is served cannot be."""
@@ -185,35 +232,71 @@ def served_checkpoint(settings: Settings, into: Path, wait_s: float, log=print) 
         time.sleep(1.0)
 
 
-class ServedWatch:
-    """What the topic serves for the settings' model, followed by a running worker: one consumer
-    kept on the topic's partition, each look reading on from where the last one stopped."""
+
+@dataclass
+class Look:
+    """What a look at the topic found: a version to serve instead, and the candidate to run in
+    shadow where it changed (``shadow_changed``; None: no candidate to run)."""
+    serve: QuantileForecaster | None = None
+    shadow_changed: bool = False
+    shadow: QuantileForecaster | None = None
+    refused: list[ModelRefused] = field(default_factory=list)
+
+
+class ModelsWatch:
+    """The topic followed by a running worker: one consumer kept on its partition, each look
+    reading on from where the last stopped. A message that cannot stand in for the served
+    model is refused once, with its reason."""
 
     def __init__(self, settings: Settings, into: Path):
         self.settings, self.into, self.consumer = settings, into, None
-        self.served: tuple[int, PublishedModel | ModelRefused] | None = None  # (offset, entry) of the latest
-        self.seen_offset = -1  # of the served entry last looked at
+        self.latest: dict[str, tuple[int, PublishedModel | ModelRefused]] = {}  # role -> (offset, entry)
+        self.refused: set[int] = set()  # offsets of the messages refused
+        self.loaded: dict[str, QuantileForecaster] = {}  # version -> model, for a candidate seen again
 
-    def next_model(self, serving: QuantileForecaster) -> QuantileForecaster | None:
-        """The model newly served, if the topic serves another version than ``serving`` since the
-        last look; ModelRefused (once per message) if what it serves cannot replace it."""
+    def look(self, serving: QuantileForecaster, shadowing: str | None) -> Look:
+        """Against the version ``serving`` and the candidate version ``shadowing`` (None: none)."""
         self._read_on()
-        if self.served is None or self.served[0] == self.seen_offset:
-            return None
-        self.seen_offset, entry = self.served
+        look = Look()
+        served = self._entry("served", look)
+        if served is not None and served.version != serving.version:
+            look.serve = self._model(served, serving, look)
+        serving_version = (look.serve or serving).version
+        candidate = self._entry("candidate", look)
+        wanted = candidate.version if candidate is not None and candidate.version != serving_version else None
+        if wanted != shadowing:
+            look.shadow_changed = True
+            look.shadow = None if wanted is None else self._model(candidate, serving, look)
+        return look
+
+    def _entry(self, role: str, look: Look) -> PublishedModel | None:
+        offset, entry = self.latest.get(role, (-1, None))
         if isinstance(entry, ModelRefused):
-            raise entry
-        if entry.version == serving.version:
+            if offset not in self.refused:
+                self.refused.add(offset)
+                look.refused.append(ModelRefused(f"the {role} {self.settings.model}: {entry}"))
             return None
+        return None if offset in self.refused else entry
+
+    def _model(self, entry: PublishedModel, serving: QuantileForecaster, look: Look) -> QuantileForecaster | None:
+        if entry.version not in self.loaded:
+            try:
+                self.loaded[entry.version] = self._load(entry, serving)
+            except ModelRefused as exc:
+                self.refused.add(entry.offset)
+                look.refused.append(ModelRefused(f"the {entry.role} {entry.name} {entry.version}: {exc}"))
+                return None
+        return self.loaded[entry.version]
+
+    def _load(self, entry: PublishedModel, serving: QuantileForecaster) -> QuantileForecaster:
         checkpoint = unpack(entry.payload, self.into / entry.version, self.settings)
         try:
             model = load_model(self.settings.model, checkpoint, self.settings.cadence)
         except (ValueError, FileNotFoundError) as exc:  # a checkpoint of another model, published under this name
-            raise ModelRefused(f"version {entry.version}: {exc}") from exc
+            raise ModelRefused(str(exc)) from exc
         if (model.horizons, tuple(model.quantiles)) != (serving.horizons, tuple(serving.quantiles)):
-            raise ModelRefused(f"version {entry.version} forecasts {model.horizons} periods at quantiles "
-                               f"{list(model.quantiles)}; the served one {serving.horizons} at "
-                               f"{list(serving.quantiles)}: its consumers would break")
+            raise ModelRefused(f"it forecasts {model.horizons} periods at quantiles {list(model.quantiles)}, the "
+                               f"served one {serving.horizons} at {list(serving.quantiles)}: its consumers would break")
         return model
 
     def _read_on(self) -> None:
@@ -225,9 +308,5 @@ class ServedWatch:
         while batches := self.consumer.poll(timeout_ms=500):
             for record in (r for records in batches.values() for r in records):
                 name, _, role = (record.key or b"").decode(errors="replace").partition(":")
-                if (name, role) == (self.settings.model, "served"):
-                    self.served = (record.offset, _entry(name, role, record))
-
-    def close(self) -> None:
-        if self.consumer is not None:
-            self.consumer.close()
+                if name == self.settings.model:
+                    self.latest[role] = (record.offset, _entry(name, role, record))

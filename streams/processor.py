@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import asynccontextmanager
 from typing import Sequence
 
 import numpy as np
@@ -22,6 +23,7 @@ from mqstream.streams.close import PartitionClose
 from mqstream.streams.events import PageView, Rejection, Sale, is_watermark, parse_page_view, parse_sale
 from mqstream.streams.metrics import WorkerMetrics
 from mqstream.streams.publisher import Publisher
+from mqstream.streams.shadow import Shadow
 from mqstream.streams.tables import CLOSED_OFFSETS, MODEL_VERSION, WATERMARKS, Tables
 
 
@@ -44,19 +46,30 @@ class Processor:
         self.serving = [self, self.closer, publisher]  # the parts that hold the served model
 
     async def switch(self, model: QuantileForecaster) -> None:
-        """Serve ``model`` from now on. Taken between batches (every partition's lock held): each
-        partition's item models are made again for it before its next close
-        (``PartitionClose.claim``), and every forecast from that close on is the new model's."""
-        held = {}
-        while missing := sorted(set(self.locks) - set(held)):  # a partition's first batch may add a lock
-            for partition in missing:
-                held[partition] = self.locks[partition]
-                await held[partition].acquire()
-        try:
+        """Serve ``model`` from now on, taken between batches: each partition's item models are
+        made again for it before its next close (``PartitionClose.claim``), and every forecast
+        from that close on is the new model's."""
+        async with self._between_batches():
             for part in self.serving:
                 part.model = model
             for partition in self.clocks:
                 self.unclaimed.setdefault(partition, True)  # marked by another version
+
+    async def run_in_shadow(self, shadow: Shadow | None) -> None:
+        """Run ``shadow`` beside the served model from the next closes on (None: none)."""
+        async with self._between_batches():
+            self.closer.shadow = shadow
+
+    @asynccontextmanager
+    async def _between_batches(self):
+        """Every partition's lock held: no batch or close is under way."""
+        held = {}
+        try:
+            while missing := sorted(set(self.locks) - set(held)):  # a partition's first batch may add a lock
+                for partition in missing:
+                    held[partition] = self.locks[partition]
+                    await held[partition].acquire()
+            yield
         finally:
             for lock in held.values():
                 lock.release()
@@ -85,6 +98,8 @@ class Processor:
         (after a rebalance another worker may have moved them on)."""
         for partition in partitions:
             self.clocks.pop(partition, None)
+        if self.closer.shadow is not None:
+            self.closer.shadow.forget(partitions)
 
     async def _ingest(self, partition: int, topic: str, batch: Sequence[Message]) -> int:
         parse = parse_sale if topic == self.sales_topic else parse_page_view

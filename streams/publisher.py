@@ -19,39 +19,56 @@ from mqstream.streams.changes import ChangeRule, change_message, material_change
 from mqstream.streams.metrics import QualityWindow, WorkerMetrics
 
 
+SERVED_OUTPUTS = {"forecasts": "forecasts", "forecasts-latest": "forecasts-latest",
+                  "forecast-changes": "forecast-changes", "forecast-errors": "forecast-errors"}
+# a candidate's forecasts and errors, on topics of their own: nothing downstream takes them for the served model's
+SHADOW_OUTPUTS = {"forecasts": "forecasts-shadow", "forecast-errors": "forecast-errors-shadow"}
+
+
 class Publisher:
+    """The outputs of the served model's closes or, with ``role`` "candidate", of a shadow's
+    (streams/shadow.py): forecasts and errors only, on the shadow topics, counted in nothing
+    but the candidate's rolling wQL."""
+
     def __init__(self, app: faust.App, names: dict[str, str], model: QuantileForecaster, change_rule: ChangeRule,
-                 decimals: int, metrics: WorkerMetrics, quality: QualityWindow, cadence: Cadence):
+                 decimals: int, metrics: WorkerMetrics, quality: QualityWindow, cadence: Cadence,
+                 role: str = "served"):
         self.app, self.names, self.model, self.cadence = app, names, model, cadence
         self.change_rule, self.decimals = change_rule, decimals
-        self.metrics, self.quality = metrics, quality
+        self.metrics, self.quality, self.role = metrics, quality, role
+        self.outputs = SERVED_OUTPUTS if role == "served" else SHADOW_OUTPUTS
 
     async def publish(self, refresh: Refresh) -> None:
         """A close's outputs, flushed: every forecast (to ``forecasts`` and the compacted
         ``forecasts-latest``), its change event where the rule finds one, and every scored day."""
-        now, cadence = messages.utc_now(), self.cadence
-        head = messages.headers(self.model, cadence)
-        outputs: dict[str, list[Record]] = {"forecasts": [], "forecasts-latest": [], "forecast-changes": [],
-                                             "forecast-errors": []}
+        outputs = self._records(refresh)
+        for output, records in outputs.items():
+            await self._send_all(self.names[self.outputs[output]], records)
+        await self.flush()
+        if self.role == "served":
+            self.metrics.forecasts.inc(len(refresh.issued))
+            self.metrics.changes.inc(len(outputs["forecast-changes"]))
+            self.metrics.errors.inc(len(refresh.scored))
+        self._track_quality(refresh)
+
+    def _records(self, refresh: Refresh) -> dict[str, list[Record]]:
+        now, cadence, model = messages.utc_now(), self.cadence, self.model
+        head = messages.headers(model, cadence)
+        outputs: dict[str, list[Record]] = {output: [] for output in self.outputs}
         for issued in refresh.issued:
-            key, body = issued.item_id.encode(), messages.forecast_message(issued, self.model, now, cadence)
+            key, body = issued.item_id.encode(), messages.forecast_message(issued, model, now, cadence)
             outputs["forecasts"].append((key, body, head))
-            outputs["forecasts-latest"].append((key, body, head))
-            change = material_change(issued.previous, issued, self.model.quantiles, self.change_rule, cadence)
-            if change is not None:
+            if "forecasts-latest" in outputs:
+                outputs["forecasts-latest"].append((key, body, head))
+            change = material_change(issued.previous, issued, model.quantiles, self.change_rule, cadence)
+            if change is not None and "forecast-changes" in outputs:
                 outputs["forecast-changes"].append(
-                    (key, change_message(change, self.change_rule, self.model, now, cadence), head))
+                    (key, change_message(change, self.change_rule, model, now, cadence), head))
         for scored in refresh.scored:
             outputs["forecast-errors"].append((scored.item_id.encode(),
-                                               messages.error_message(scored, self.model, now, self.decimals, cadence),
+                                               messages.error_message(scored, model, now, self.decimals, cadence),
                                                head))
-        for output, records in outputs.items():
-            await self._send_all(self.names[output], records)
-        await self.flush()
-        self.metrics.forecasts.inc(len(refresh.issued))
-        self.metrics.changes.inc(len(outputs["forecast-changes"]))
-        self.metrics.errors.inc(len(refresh.scored))
-        self._track_quality(refresh)
+        return outputs
 
     async def dead_letter(self, message: Message, reason: str, detail: str) -> None:
         """The refused message's own bytes, its reason and origin in headers, and counted."""
@@ -89,4 +106,8 @@ class Publisher:
                 f = record.forecast
                 self.quality.add(scored.target, record.horizon, scored.actual, pinball_loss(scored.actual, f, q),
                                  bool(f[0] <= scored.actual <= f[-1]))
-        self.quality.publish(self.metrics)
+        if self.role == "served":
+            self.quality.publish(self.metrics)
+        wql = self.quality.wql()
+        if wql is not None:
+            self.metrics.rolling_wql.labels(self.role).set(wql)

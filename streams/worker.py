@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Callable
 
 import faust
 from kafka.errors import KafkaError
@@ -21,6 +22,7 @@ from mqstream.streams.changes import ChangeRule
 from mqstream.streams.metrics import QualityWindow, WorkerMetrics
 from mqstream.streams.processor import Processor
 from mqstream.streams.publisher import Publisher
+from mqstream.streams.shadow import Shadow
 from mqstream.streams.store import SCHEME
 from mqstream.streams.tables import Tables
 from mqstream.streams.topics import TABLES, topic_names
@@ -100,36 +102,47 @@ def build_app(settings: Settings, model: QuantileForecaster, url: str = "") -> t
         gauges.sample_state(tables, list(processor.clocks), metrics)
 
     if settings.model_source == "topic":
-        follow_served_model(app, settings, processor, metrics)
+        def shadow_of(candidate: QuantileForecaster) -> Shadow:
+            quality = QualityWindow(candidate.quantiles)
+            return Shadow(candidate, policy, Publisher(app, names, candidate, change_rule, policy.decimals, metrics,
+                                                       quality, settings.cadence, role="candidate"), settings.cadence)
+
+        follow_models_topic(app, settings, processor, metrics, shadow_of)
     return app, processor
 
 
-def follow_served_model(app: faust.App, settings: Settings, processor: Processor, metrics: WorkerMetrics) -> None:
-    """Switch to each version the models topic serves, at a look every MODEL_LOOK_S; one that
-    cannot be served is refused with its reason, and the served model goes on serving."""
-    from mqstream.streams.models_topic import ModelRefused, ServedWatch
+def follow_models_topic(app: faust.App, settings: Settings, processor: Processor, metrics: WorkerMetrics,
+                        shadow_of: Callable[[QuantileForecaster], Shadow]) -> None:
+    """At a look every MODEL_LOOK_S: switch to each version the models topic serves, and run
+    its candidate in shadow. A model that cannot stand in for the served one is refused with
+    its reason, and the served model goes on serving."""
+    from mqstream.streams.models_topic import ModelsWatch
 
-    watch = ServedWatch(settings, Path(settings.data_dir) / "models")
+    watch = ModelsWatch(settings, Path(settings.data_dir) / "models")
+    metrics.shadow.info({"version": ""})
 
     @app.timer(interval=MODEL_LOOK_S)
-    async def look_for_another_version():
-        serving = processor.model
+    async def look_at_the_models_topic():
+        serving, shadow = processor.model, processor.closer.shadow
         try:
-            model = await app.loop.run_in_executor(None, watch.next_model, serving)
-        except ModelRefused as exc:
-            metrics.refused.inc()
-            log.warning("refused the model served on %s, still serving %s %s: %s", settings.topic("models"),
-                        serving.name, serving.version, exc)
-            return
+            look = await app.loop.run_in_executor(None, watch.look, serving, shadow and shadow.model.version)
         except KafkaError as exc:  # the broker away for a moment: the next look tries again
             log.warning("could not read %s: %s", settings.topic("models"), exc)
             return
-        if model is not None:
-            await processor.switch(model)
+        for refusal in look.refused:
+            metrics.refused.inc()
+            log.warning("refused %s (still serving %s %s)", refusal, serving.name, serving.version)
+        if look.serve is not None:
+            await processor.switch(look.serve)
             metrics.switches.inc()
-            metrics.model.info({"name": model.name, "version": model.version})
-            log.info("serving %s %s (was %s) from each partition's next close", model.name, model.version,
+            metrics.model.info({"name": look.serve.name, "version": look.serve.version})
+            log.info("serving %s %s (was %s) from each partition's next close", look.serve.name, look.serve.version,
                      serving.version)
+        if look.shadow_changed:
+            await processor.run_in_shadow(None if look.shadow is None else shadow_of(look.shadow))
+            metrics.shadow.info({"version": "" if look.shadow is None else look.shadow.version})
+            metrics.rolling_wql.remove("candidate")  # the last candidate's: no longer measured
+            log.info("running %s in shadow", "no candidate" if look.shadow is None else look.shadow.version)
 
 
 def is_ready(app: faust.App) -> bool:

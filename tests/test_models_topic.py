@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 import time
@@ -239,22 +240,30 @@ def worker_metrics(settings, name: str) -> dict[str, str]:
 
 
 def wait_for_every(settings, workers, holds, what: str, timeout: float = 60.0) -> None:
+    def answers(worker) -> bool:
+        try:
+            return holds(worker_metrics(settings, worker.name))
+        except (OSError, KeyError):  # not serving its metrics yet (urllib's errors are OSErrors)
+            return False
+
     deadline = time.monotonic() + timeout
-    while not all(holds(worker_metrics(settings, w.name)) for w in workers):
+    while not all(answers(w) for w in workers):
         assert all(w.poll() is None for w in workers), "a worker stopped"
         assert time.monotonic() < deadline, f"not every worker {what} within {timeout:.0f} s"
         time.sleep(0.5)
 
 
-def serving(version: str, switches: int):
+def serving(version: str, switches: int, shadow: str):
+    """A worker serving ``version`` after ``switches`` switches, running ``shadow`` beside it."""
     def holds(metrics: dict[str, str]) -> bool:
-        info = next((k for k in metrics if k.startswith("mqstream_model_info{")), "")
-        return f'version="{version}"' in info and float(metrics["mqstream_model_switches_total"]) == switches
+        return (f'mqstream_model_info{{name="mqcnn",version="{version}"}}' in metrics
+                and f'mqstream_shadow_model_info{{version="{shadow}"}}' in metrics
+                and float(metrics["mqstream_model_switches_total"]) == switches)
     return holds
 
 
 @pytest.mark.e2e
-def test_two_running_workers_switch_at_their_next_close_to_a_promoted_model_and_back_after_a_rollback(
+def test_two_running_workers_shadow_the_candidate_then_switch_to_it_at_their_next_close_and_back_after_a_rollback(
         kafka_settings, tmp_path):
     settings, (a, b), served = served_and_candidate(kafka_settings, tmp_path)
     # no sales on Saturdays: 11-12 closes when the events of Sunday 11-14 come, after the rollback
@@ -262,20 +271,24 @@ def test_two_running_workers_switch_at_their_next_close_to_a_promoted_model_and_
     switch, back = (day_of_iso(day) * 86_400 for day in ("2010-11-11", "2010-11-14"))
     workers = [start_worker(settings, name) for name in ("w1", "w2")]
     try:
+        wait_for_every(settings, workers, serving(a, 0, shadow=b), "ran B in shadow")
         send([e for e in events if e.ts < switch], settings, close_last_period=False, progress=False)  # 11-10 open
         wait_caught_up(settings, *workers)
         at_switch, models_at_switch = table_state(settings), model_state(settings)
+        for worker in workers:
+            assert {'mqstream_rolling_wql{role="served"}', 'mqstream_rolling_wql{role="candidate"}'} <= set(
+                worker_metrics(settings, worker.name))
 
         publish(settings, "mqcnn", "served", served[:1000])  # truncated: refused, A goes on serving
         wait_for_every(settings, workers, lambda m: float(m["mqstream_models_refused_total"]) == 1, "refused it")
         publish(settings, "mqcnn", "served", served)
-        promote(settings, "mqcnn", tmp_path / "scratch")
-        wait_for_every(settings, workers, serving(b, 1), "took B")
+        promote_if_better(settings, tmp_path)
+        wait_for_every(settings, workers, serving(b, 1, shadow=""), "took B")
         send([e for e in events if switch <= e.ts < back], settings, close_last_period=False, progress=False)
         wait_caught_up(settings, *workers)
 
-        mqstream(settings, "models", "rollback", "mqcnn")
-        wait_for_every(settings, workers, serving(a, 2), "went back to A")
+        assert mqstream(settings, "models", "rollback", "mqcnn").returncode == 0
+        wait_for_every(settings, workers, serving(a, 2, shadow=b), "went back to A, B in shadow again")
         send([e for e in events if e.ts >= back], settings, progress=False)
         wait_caught_up(settings, *workers)
         rebuilt = sum(float(worker_metrics(settings, w.name)["mqstream_model_states_rebuilt_total"]) for w in workers)
@@ -284,11 +297,16 @@ def test_two_running_workers_switch_at_their_next_close_to_a_promoted_model_and_
             stop_worker(worker)
 
     forecasts = [orjson.loads(r.value) for r in read_topic(settings, settings.topic("forecasts"))]
-    by_origin = {}
-    for f in forecasts:
-        by_origin.setdefault(f["origin"], set()).add(f["model"]["version"])
-    assert by_origin == {"2010-11-08": {a}, "2010-11-09": {a}, "2010-11-10": {b}, "2010-11-11": {b},
-                         "2010-11-12": {a}, "2010-11-13": {a}, "2010-11-14": {a}, "2010-11-15": {a}}
+    assert versions_by_origin(forecasts) == {"2010-11-08": {a}, "2010-11-09": {a}, "2010-11-10": {b},
+                                             "2010-11-11": {b}, "2010-11-12": {a}, "2010-11-13": {a},
+                                             "2010-11-14": {a}, "2010-11-15": {a}}
+    shadowed = [orjson.loads(r.value) for r in read_topic(settings, settings.topic("forecasts-shadow"))]
+    assert versions_by_origin(shadowed) == {origin: {b} for origin in (
+        "2010-11-08", "2010-11-09", "2010-11-12", "2010-11-13", "2010-11-14", "2010-11-15")}  # not while B served
+    assert ({(f["item_id"], f["origin"]) for f in shadowed}
+            == {(f["item_id"], f["origin"]) for f in forecasts if f["model"]["version"] == a})  # the same closes
+    shadow_errors = [orjson.loads(r.value) for r in read_topic(settings, settings.topic("forecast-errors-shadow"))]
+    assert shadow_errors and {e["model"]["version"] for e in shadow_errors} == {b}
     assert rebuilt >= 2 * len(models_at_switch)  # every item's state, at each switch
     first_under_b = {f["item_id"]: np.array(f["values"]) for f in forecasts
                      if f["origin"] == "2010-11-10" and f["item_id"] in models_at_switch}
@@ -297,3 +315,25 @@ def test_two_running_workers_switch_at_their_next_close_to_a_promoted_model_and_
     for item_id, values in first_under_b.items():
         expected = offline(model_b, at_switch[item_id], models_at_switch[item_id], day_of_iso("2010-11-10"))
         np.testing.assert_allclose(values, expected, rtol=0, atol=WITHIN_ROUNDING)
+
+
+def promote_if_better(settings, tmp_path) -> None:
+    """`promote --require-better`: refused for more periods than the shadow has run, and for one
+    promoted exactly where the candidate's wQL it prints is below the served model's (else
+    promoted without the gate, for the rest of the test)."""
+    too_many = mqstream(settings, "models", "promote", "mqcnn", "--require-better", "9")
+    assert too_many.returncode == 2 and "scored on 1 periods in shadow, --require-better needs 9" in too_many.stderr
+    gated = mqstream(settings, "models", "promote", "mqcnn", "--require-better", "1")
+    found = re.search(r"1 periods \(2010-11-09\.\.2010-11-09\), (\d+) forecasts of both: "
+                      r"served ([\d.]+), candidate ([\d.]+)", gated.stdout)
+    assert found and int(found[1]) > 10, gated.stdout + gated.stderr
+    assert (gated.returncode == 0) == (float(found[3]) < float(found[2])), gated.stdout + gated.stderr
+    if gated.returncode != 0:
+        promote(settings, "mqcnn", tmp_path / "scratch")
+
+
+def versions_by_origin(forecasts: list[dict]) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for forecast in forecasts:
+        found.setdefault(forecast["origin"], set()).add(forecast["model"]["version"])
+    return found

@@ -17,7 +17,8 @@ from jsonschema.exceptions import best_match
 
 KINDS = ("forecast", "forecast-error", "forecast-change")
 TOPIC_KINDS = {"forecasts": "forecast", "forecasts-latest": "forecast",
-               "forecast-errors": "forecast-error", "forecast-changes": "forecast-change"}
+               "forecast-errors": "forecast-error", "forecast-changes": "forecast-change",
+               "forecasts-shadow": "forecast", "forecast-errors-shadow": "forecast-error"}
 VERSIONS = {kind: (1, 2) for kind in KINDS}  # the schema versions this code knows, per kind
 PERIOD_DAYS = {"day": 1, "week": 7}  # version 2's ``period``; version 1 counts days
 
