@@ -472,6 +472,8 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--max-items", type=int, default=None)
     p.add_argument("--publish", choices=("served", "candidate"), default=None,
                    help="then publish the checkpoint to the models topic in this role (see `mqstream models`)")
+    p.add_argument("--unless-served", action="store_true",
+                   help="with --publish: train only where the models topic serves no --model yet (a first start)")
     p.add_argument("--no-progress", action="store_true")
     add_history_arguments(p)
     add_period_arguments(p)

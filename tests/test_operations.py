@@ -172,4 +172,4 @@ def test_the_compose_file_parses():
     done = subprocess.run([compose, "-f", str(DOCKER / "compose.yaml"), "config", "--services"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert set(done.stdout.split()) == {"kafka", "topics", "worker", "prometheus", "grafana"}
+    assert set(done.stdout.split()) == {"kafka", "topics", "model", "worker", "prometheus", "grafana"}
