@@ -27,6 +27,7 @@ Public API
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 from dataclasses import asdict, dataclass
 from typing import Sequence
@@ -260,6 +261,12 @@ class MQCNNConfig:
     scale_alpha: float = 1 / 28  # EMA weight of demand scale: about a month of memory
     buffer_dtype: str = "float16"  # conv ring buffers in the state: half the bytes, no loss seen
     use_views: bool = False  # read page views; off, the views input is 0 in training and serving alike
+
+    @property
+    def history_needed(self) -> int:
+        """Periods of input a state depends on: the convolutions' receptive field, or the span
+        after which a period weighs under 1% in the demand-scale EMA, whichever is longer."""
+        return max(1 + sum(self.dilations), math.ceil(math.log(0.01) / math.log(1 - self.scale_alpha)))
     period: str = "day"  # what a step is (mqstream.periods): the model serves only a worker of the same
     week_start: int = 0  # 0 = Monday
 
@@ -371,6 +378,7 @@ class MQCNNForecaster:
         self.model = model.eval()
         self.cfg = model.cfg
         self.horizons, self.quantiles, self.cadence = self.cfg.horizons, self.cfg.quantiles, self.cfg.cadence
+        self.history_needed = self.cfg.history_needed
         self.version = model_version(self.name, self.cfg, model)
         self.layout = StateLayout(tag=0x4D51_0001, fields=base_fields(self.cfg))
 

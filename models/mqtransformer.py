@@ -85,6 +85,11 @@ class MQTransformerConfig(MQCNNConfig):
             raise ValueError(f"memory_dtype must be 'float16' or 'float32', not {self.memory_dtype!r}")
 
     @property
+    def history_needed(self) -> int:
+        """MQ-CNN's, or the oldest period attention reaches, whichever is further back."""
+        return max(super().history_needed, self.memory_days)
+
+    @property
     def memory_days(self) -> int:
         """Ring buffer length: the oldest period attention reaches is t - memory_days + 1."""
         return self.cadence.year + self.year_window if self.use_year else self.recent_days
@@ -297,6 +302,7 @@ class MQTransformerForecaster:
         self.model = model.eval()
         self.cfg = cfg = model.cfg
         self.horizons, self.quantiles, self.cadence = cfg.horizons, cfg.quantiles, cfg.cadence
+        self.history_needed = cfg.history_needed
         self.version = model_version(self.name, cfg, model)
         k, q = len(cfg.feedback_horizons), len(cfg.quantiles)
         self.layout = StateLayout(tag=0x4D51_0002, fields=base_fields(cfg) + [

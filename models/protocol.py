@@ -67,6 +67,7 @@ class QuantileForecaster(Protocol):
     horizons: int
     quantiles: tuple[float, ...]
     cadence: Cadence  # the periods its states step through
+    history_needed: int  # periods of input its state depends on: a state made again from fewer differs
 
     def new_state(self, item: ItemInfo, first_day: int) -> bytes:
         """State of an item with no closed period yet; ``first_day`` is its first open day."""

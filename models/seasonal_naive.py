@@ -45,7 +45,7 @@ class SeasonalNaive:
         self.cadence = config.cadence
         self.season = season = config.cadence.week  # 7 days, or 52 weeks
         self.n_lags = -(-config.horizons // season)  # ceil: lags 7, 14, ..., 7·n_lags
-        self.window = self.n_lags * season
+        self.window = self.history_needed = self.n_lags * season
         self._lag_of_horizon = (np.arange(config.horizons) // season)  # (H,) lag index
 
     # --- state as bytes -----------------------------------------------------------------

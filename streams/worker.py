@@ -78,7 +78,7 @@ def build_app(settings: Settings, model: QuantileForecaster, url: str = "") -> t
     policy = RefreshPolicy(settings.cadence.count(settings.active_days), settings.cadence.count(settings.history_days),
                            settings.refresh_batch)
     metrics, quality = WorkerMetrics(), QualityWindow(model.quantiles)
-    metrics.model.info({"name": model.name, "version": model.version})
+    announce(model, policy, metrics)
     change_rule = ChangeRule(settings.change_share, settings.stock_level, decimals=policy.decimals)
     publisher = Publisher(app, names, model, change_rule, policy.decimals, metrics, quality, settings.cadence)
     processor = Processor(settings, model, policy, tables, names, publisher, metrics)
@@ -135,7 +135,7 @@ def follow_models_topic(app: faust.App, settings: Settings, processor: Processor
         if look.serve is not None:
             await processor.switch(look.serve)
             metrics.switches.inc()
-            metrics.model.info({"name": look.serve.name, "version": look.serve.version})
+            announce(look.serve, processor.policy, metrics)
             log.info("serving %s %s (was %s) from each partition's next close", look.serve.name, look.serve.version,
                      serving.version)
         if look.shadow_changed:
@@ -143,6 +143,18 @@ def follow_models_topic(app: faust.App, settings: Settings, processor: Processor
             metrics.shadow.info({"version": "" if look.shadow is None else look.shadow.version})
             metrics.rolling_wql.remove("candidate")  # the last candidate's: no longer measured
             log.info("running %s in shadow", "no candidate" if look.shadow is None else look.shadow.version)
+
+
+def announce(model: QuantileForecaster, policy: RefreshPolicy, metrics: WorkerMetrics) -> None:
+    """``mqstream_model_info`` of the model served, with the history its states depend on and
+    the history the worker keeps; a warning where it keeps less: a state made again from the
+    kept history (a new version, a promotion) is then not the one the model would have made."""
+    metrics.model.info({"name": model.name, "version": model.version, "history_needed": str(model.history_needed),
+                        "history_kept": str(policy.history_periods)})
+    if policy.history_periods < model.history_needed:
+        log.warning("%s %s reads %d periods back; the worker keeps %d (history_days): states it makes again "
+                    "for a new version see only those", model.name, model.version, model.history_needed,
+                    policy.history_periods)
 
 
 def is_ready(app: faust.App) -> bool:

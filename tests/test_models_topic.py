@@ -256,7 +256,8 @@ def wait_for_every(settings, workers, holds, what: str, timeout: float = 60.0) -
 def serving(version: str, switches: int, shadow: str):
     """A worker serving ``version`` after ``switches`` switches, running ``shadow`` beside it."""
     def holds(metrics: dict[str, str]) -> bool:
-        return (f'mqstream_model_info{{name="mqcnn",version="{version}"}}' in metrics
+        info = next((key for key in metrics if key.startswith("mqstream_model_info{")), "")
+        return (f'version="{version}"' in info
                 and f'mqstream_shadow_model_info{{version="{shadow}"}}' in metrics
                 and float(metrics["mqstream_model_switches_total"]) == switches)
     return holds
@@ -276,8 +277,9 @@ def test_two_running_workers_shadow_the_candidate_then_switch_to_it_at_their_nex
         wait_caught_up(settings, *workers)
         at_switch, models_at_switch = table_state(settings), model_state(settings)
         for worker in workers:
-            assert {'mqstream_rolling_wql{role="served"}', 'mqstream_rolling_wql{role="candidate"}'} <= set(
-                worker_metrics(settings, worker.name))
+            metrics = worker_metrics(settings, worker.name)
+            assert {'mqstream_rolling_wql{role="served"}', 'mqstream_rolling_wql{role="candidate"}'} <= set(metrics)
+            assert f'mqstream_model_info{{history_kept="56",history_needed="127",name="mqcnn",version="{a}"}}' in metrics
 
         publish(settings, "mqcnn", "served", served[:1000])  # truncated: refused, A goes on serving
         wait_for_every(settings, workers, lambda m: float(m["mqstream_models_refused_total"]) == 1, "refused it")
