@@ -242,7 +242,7 @@ def _errors_from_kafka(settings: Settings) -> dict:
             ledger.record(origin, values)
         for target in range(ORIGIN + 1, ORIGIN + ERROR_DAYS + 1):  # 28 kept forecasts of the first, 1 of the last
             actual = float(rng.poisson(2.0))
-            scored = ScoredDay(item, target, actual, ledger.score(target, actual))
+            scored = ScoredDay(item, ledger.score(target, actual))
             producer.send(settings.topic("forecast-errors"), key=item.encode(),
                           value=messages.error_message(scored, MODEL, messages.utc_now(), DECIMALS))
     producer.flush()

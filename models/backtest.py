@@ -27,8 +27,8 @@ from tqdm import tqdm
 from mqstream.periods import DAILY, Cadence
 from mqstream.models.dataset import MIN_SALE_DAYS, PRODUCT_CODE, DemandSeries, select_products
 from mqstream.models.pageviews import page_views
-from mqstream.models.protocol import (DEFAULT_HORIZONS, DEFAULT_QUANTILES, ErrorRecord, ItemInfo,
-                                      Period, QuantileForecaster)
+from mqstream.models.protocol import (DEFAULT_HORIZONS, DEFAULT_QUANTILES, ItemInfo,
+                                      Period, QuantileForecaster, TargetErrors)
 
 
 @dataclass(frozen=True)
@@ -235,12 +235,11 @@ class StreamingReplay:
                    actuals: np.ndarray, day: int) -> None:
         """Score every earlier forecast whose target is ``day`` (just closed) and feed it back."""
         horizons = self.model.horizons
-        h = np.arange(1, horizons + 1)
+        h = np.arange(horizons, 0, -1)  # oldest origin first, as the ledger scores them
         made = published[(day - h) % horizons, :, h - 1]  # (H, N, Q): made at day - h for day
         was_made = ~np.isnan(made[:, :, 0])  # (H, N)
-        origins = (day - h).tolist()
+        origins = day - h
         for r in rows[was_made[:, rows].any(axis=0)]:
-            actual = float(actuals[r])
-            errors = [ErrorRecord(origin, day, actual, forecast)
-                      for origin, forecast, ok in zip(origins, made[:, r], was_made[:, r]) if ok]
+            ok = was_made[:, r]
+            errors = TargetErrors(day, float(actuals[r]), origins[ok], made[ok, r])
             states[r] = self.model.observe_errors(states[r], errors)

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from mqstream.models.features import (MAX_TOKENS, N_CALENDAR, N_PAST, N_PRICE_BANDS, TOKEN_BUCKETS, encoder_inputs,
                                       SeriesBatch, calendar, item_tokens, past_inputs, price_band)
-from mqstream.models.protocol import DEFAULT_HORIZONS, DEFAULT_QUANTILES, ErrorRecord, ItemInfo, Period
+from mqstream.models.protocol import DEFAULT_HORIZONS, DEFAULT_QUANTILES, ItemInfo, Period, TargetErrors
 from mqstream.periods import Cadence
 
 AGE_CAP = 365  # days of history after which an item counts as "established"
@@ -391,7 +391,7 @@ class MQCNNForecaster:
         fill_gaps(st, periods, lambda s, rows, ps: base_step(self.model.encoder, self.cfg, s, rows, ps))
         return self.layout.encode(st)
 
-    def observe_errors(self, state: bytes, errors: Sequence[ErrorRecord]) -> bytes:
+    def observe_errors(self, state: bytes, errors: TargetErrors) -> bytes:
         return state  # MQ-CNN has no feedback path
 
     @torch.no_grad()

@@ -53,7 +53,7 @@ from mqstream.models.features import N_CALENDAR, N_PAST, SeriesBatch, calendar, 
 from mqstream.models.mqcnn import (MQCNN, CausalConvEncoder, ItemEncoder, MQCNNConfig, MQDecoder, StateLayout, stored,
                                    base_fields, base_origin, base_step, ema_scale, fill_gaps, future_calendar,
                                    model_version, new_base_state, origin_features)
-from mqstream.models.protocol import ErrorRecord, ItemInfo, Period
+from mqstream.models.protocol import ItemInfo, Period, TargetErrors
 
 FP16_MAX = 65504.0  # errors are stored as float16; larger values clip
 ERROR_CLIP = 10.0  # scaled errors beyond +-10 scales carry no more information
@@ -305,6 +305,8 @@ class MQTransformerForecaster:
         self.history_needed = cfg.history_needed
         self.version = model_version(self.name, cfg, model)
         k, q = len(cfg.feedback_horizons), len(cfg.quantiles)
+        self.feedback_column = np.full(cfg.horizons + 2, -1)  # horizon -> its column of the error memory
+        self.feedback_column[list(cfg.feedback_horizons)] = np.arange(k)
         self.layout = StateLayout(tag=0x4D51_0002, fields=base_fields(cfg) + [
             ("memory", np.dtype(cfg.memory_dtype).type, (cfg.memory_days, cfg.memory_dim)),  # slot = day mod L
             ("fb_day", np.int32, (cfg.feedback_days,)),  # target day of each error row
@@ -332,24 +334,26 @@ class MQTransformerForecaster:
         fill_gaps(st, periods, self._step)
         return self.layout.encode(st)
 
-    def observe_errors(self, state: bytes, errors: Sequence[ErrorRecord]) -> bytes:
-        """Keep errors at ``feedback_horizons`` whose target is among the last
+    def observe_errors(self, state: bytes, errors: TargetErrors) -> bytes:
+        """Keep the errors at ``feedback_horizons`` of a target among the last
         ``feedback_days`` closed days; order of arrival does not matter. Only the feedback
         fields are touched, in place in a copy of the state."""
-        cfg, out = self.cfg, bytearray(state)
+        cfg = self.cfg
+        cols = self.feedback_column[np.clip(errors.horizons, 0, cfg.horizons + 1)]  # -1: a horizon not kept
+        wanted = cols >= 0
+        out = bytearray(state)
         st = self.layout.views(out, ("last_day", "fb_day", "fb_actual", "fb_fcst"))
         last = int(st["last_day"][0])
-        for e in errors:
-            if e.horizon not in cfg.feedback_horizons or not last - cfg.feedback_days < e.target <= last:
-                continue
-            row = e.target % cfg.feedback_days
-            if st["fb_day"][row] != e.target:
-                st["fb_day"][row] = e.target
-                st["fb_actual"][row] = np.nan
-                st["fb_fcst"][row] = np.nan
-            col = cfg.feedback_horizons.index(e.horizon)
-            st["fb_actual"][row, col] = np.float16(min(e.actual, FP16_MAX))
-            st["fb_fcst"][row, col] = np.minimum(np.asarray(e.forecast, np.float32), FP16_MAX).astype(np.float16)
+        if not wanted.any() or not last - cfg.feedback_days < errors.target <= last:
+            return state
+        row = errors.target % cfg.feedback_days
+        if st["fb_day"][row] != errors.target:
+            st["fb_day"][row] = errors.target
+            st["fb_actual"][row] = np.nan
+            st["fb_fcst"][row] = np.nan
+        st["fb_actual"][row, cols[wanted]] = np.float16(min(errors.actual, FP16_MAX))
+        st["fb_fcst"][row, cols[wanted]] = np.minimum(np.asarray(errors.forecasts[wanted], np.float32),
+                                                      FP16_MAX).astype(np.float16)
         return bytes(out)
 
     @torch.no_grad()

@@ -47,18 +47,20 @@ class Period:
     price: float  # last known unit price, carried forward; 0.0 when never seen
 
 
-class ErrorRecord(NamedTuple):
-    """One earlier forecast of one item scored against the actual. A tuple: a close makes one
-    per item and horizon, and a tuple is made in a third of a frozen dataclass's time."""
+class TargetErrors(NamedTuple):
+    """Every kept earlier forecast of one item's one target period, scored against its actual:
+    a row per forecast, oldest origin (longest horizon) first. Arrays rather than an object
+    per forecast: a close makes one of these per item, and the worker scores, publishes and
+    aggregates them in bulk."""
 
-    origin: int  # day the forecast was made from (last closed day then)
-    target: int  # day forecast; horizon = target - origin
+    target: int  # the period forecast
     actual: float
-    forecast: np.ndarray  # (Q,) the quantiles that were published
+    origins: np.ndarray  # (n,) int64: the periods the forecasts were made from (last closed then)
+    forecasts: np.ndarray  # (n, Q) the quantiles as published
 
     @property
-    def horizon(self) -> int:
-        return self.target - self.origin
+    def horizons(self) -> np.ndarray:
+        return self.target - self.origins
 
 
 class QuantileForecaster(Protocol):
@@ -75,8 +77,8 @@ class QuantileForecaster(Protocol):
     def advance(self, states: Sequence[bytes], periods: Sequence[Period]) -> list[bytes]:
         """Advance each state by its one period (``periods[i]`` belongs to ``states[i]``)."""
 
-    def observe_errors(self, state: bytes, errors: Sequence[ErrorRecord]) -> bytes:
-        """Take scored errors of this item's earlier forecasts into its state."""
+    def observe_errors(self, state: bytes, errors: TargetErrors) -> bytes:
+        """Take the scored errors of this item's earlier forecasts of one period into its state."""
 
     def forecast(self, states: Sequence[bytes]) -> np.ndarray:
         """(B, H, Q) quantile forecasts for horizons 1..H after each state's last period,

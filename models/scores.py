@@ -19,9 +19,16 @@ HORIZON_BUCKETS: dict[str, tuple[int, int]] = {"1-7": (1, 7), "8-14": (8, 14), "
 OTHER_HORIZONS = "other"  # the bucket of a horizon past the last one (a model with longer horizons)
 
 
-def bucket_of(horizon: int) -> str:
-    """The name of the horizon bucket ``horizon`` (1-based) falls in."""
-    return next((name for name, (lo, hi) in HORIZON_BUCKETS.items() if lo <= horizon <= hi), OTHER_HORIZONS)
+BUCKET_NAMES: tuple[str, ...] = (*HORIZON_BUCKETS, OTHER_HORIZONS)
+
+
+def bucket_indices(horizons: np.ndarray) -> np.ndarray:
+    """The index in ``BUCKET_NAMES`` of the horizon bucket each horizon (1-based) falls in."""
+    horizons = np.asarray(horizons)
+    found = np.full(horizons.shape, len(HORIZON_BUCKETS))
+    for i, (lo, hi) in enumerate(HORIZON_BUCKETS.values()):
+        found[(lo <= horizons) & (horizons <= hi)] = i
+    return found
 
 
 def pinball_loss(y: np.ndarray | float, f: np.ndarray | float, q: float | np.ndarray) -> np.ndarray:

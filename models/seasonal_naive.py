@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from mqstream.models.protocol import DEFAULT_HORIZONS, DEFAULT_QUANTILES, ErrorRecord, ItemInfo, Period
+from mqstream.models.protocol import DEFAULT_HORIZONS, DEFAULT_QUANTILES, ItemInfo, Period, TargetErrors
 from mqstream.periods import DAILY, Cadence
 
 
@@ -80,7 +80,7 @@ class SeasonalNaive:
         seen += 1
         return self._pack(rows)
 
-    def observe_errors(self, state: bytes, errors: Sequence[ErrorRecord]) -> bytes:
+    def observe_errors(self, state: bytes, errors: TargetErrors) -> bytes:
         return state  # its errors are those of its own rule, already kept by advance
 
     def forecast(self, states: Sequence[bytes]) -> np.ndarray:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mqstream.models.protocol import ErrorRecord
+from mqstream.models.protocol import TargetErrors
 
 NO_ORIGIN = -1
 DECIMALS = 3  # of every published forecast value
@@ -57,19 +57,16 @@ class ForecastLedger:
         self.origins[slot] = origin
         self.increments[slot] = step
 
-    def forecasts_of(self, target: int) -> list[tuple[int, np.ndarray]]:
-        """(origin, quantiles as published) of every kept forecast of ``target``, oldest origin first."""
+    def score(self, target: int, actual: float) -> TargetErrors | None:
+        """Every kept forecast of ``target``, oldest origin first, against ``actual``; None
+        where none is kept."""
         origins = np.arange(target - self.horizons, target)
         slots = origins % self.horizons
         kept = (origins >= 0) & (self.origins[slots] == origins)
         if not kept.any():
-            return []
+            return None
         cells = self.increments[slots[kept], target - origins[kept] - 1]  # (n, Q)
-        values = np.cumsum(cells, axis=-1, dtype=np.int64) / SCALE
-        return list(zip(origins[kept].tolist(), values))
-
-    def score(self, target: int, actual: float) -> list[ErrorRecord]:
-        return [ErrorRecord(origin, target, actual, q) for origin, q in self.forecasts_of(target)]
+        return TargetErrors(target, actual, origins[kept], np.cumsum(cells, axis=-1, dtype=np.int64) / SCALE)
 
     def latest(self, before: int | None = None) -> tuple[int, np.ndarray] | None:
         """(origin, (H, Q) values as published) of the newest kept forecast, or of the newest

@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from mqstream.models.protocol import ErrorRecord, ItemInfo, Period, QuantileForecaster
+from mqstream.models.protocol import ItemInfo, Period, QuantileForecaster, TargetErrors
 from mqstream.periods import Cadence
 from mqstream.state.item import N_HISTORY, UNITS, VIEWS, ItemModel, ItemState
 from mqstream.state.ledger import DECIMALS, ForecastLedger, published
@@ -27,9 +27,7 @@ class RefreshPolicy:
 @dataclass(frozen=True)
 class ScoredDay:
     item_id: str
-    target: int
-    actual: float
-    records: list[ErrorRecord]
+    errors: TargetErrors
 
 
 @dataclass(frozen=True)
@@ -136,11 +134,11 @@ def _advance(batch: list[int], day: int, items, item_models, ledgers, buckets, m
     periods = [Period(day, float(buckets[i][UNITS]), float(buckets[i][VIEWS]), items[i].price) for i in batch]
     states = model.advance([item_models[i].model for i in batch], periods)
     for i, state, period in zip(batch, states, periods):
-        records = ledgers[i].score(day, period.units)
-        if records:
-            state = model.observe_errors(state, records)
+        errors = ledgers[i].score(day, period.units)
+        if errors is not None:
+            state = model.observe_errors(state, errors)
             item_models[i].last_error_target = day
-            refresh.scored.append(ScoredDay(items[i].item_id, day, period.units, records))
+            refresh.scored.append(ScoredDay(items[i].item_id, errors))
         item_models[i].model = state
         item_models[i].closed_through = day
 
@@ -155,18 +153,17 @@ def _forecast(batch: list[int], origin: int, items, item_models, ledgers, model,
         refresh.issued.append(IssuedForecast(items[i].item_id, origin, v, previous))
 
 
-def take_errors(raw_model: bytes | None, target: int, records: list[ErrorRecord],
-                model: QuantileForecaster) -> bytes | None:
-    """Errors of ``target`` read back from ``forecast-errors`` into the item's error memory,
+def take_errors(raw_model: bytes | None, errors: TargetErrors, model: QuantileForecaster) -> bytes | None:
+    """Errors of one target period read back from ``forecast-errors`` into the item's error memory,
     once: the new item model, or None where they must be left out: taken in at the close
     that scored them, or that close was cut short by a crash and will score them again
     (taking them now would count them twice)."""
     closed, last_error = ItemModel.days_of(raw_model) if raw_model is not None else (-1, -1)
-    if not last_error < target <= closed:
+    if not last_error < errors.target <= closed:
         return None
     item_model = ItemModel.from_bytes(raw_model)
-    item_model.model = model.observe_errors(item_model.model, records)
-    item_model.last_error_target = target
+    item_model.model = model.observe_errors(item_model.model, errors)
+    item_model.last_error_target = errors.target
     return item_model.to_bytes()
 
 

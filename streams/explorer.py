@@ -232,11 +232,11 @@ def _scored_table(view: ItemView) -> str:
     names = " · ".join(_level(view.quantiles[i]) for i in (low, mid, high))
     rows = []
     for scored in reversed(view.scored[-RECENT_TARGETS:]):
-        newest = scored.records[-1]  # the shortest horizon
-        loss = np.mean([pinball_loss(scored.actual, r.forecast, q).mean() for r in scored.records])
-        band = " · ".join(_num(newest.forecast[i]) for i in (low, mid, high))
-        rows.append(f"<tr><td>{view.cadence.iso(scored.target)}</td><td>{_num(scored.actual)}</td>"
-                    f"<td>{len(scored.records):,}</td><td>{loss:.3f}</td><td>{newest.horizon}</td><td>{band}</td></tr>")
+        e = scored.errors  # its last row is the newest forecast: the shortest horizon
+        loss = pinball_loss(e.actual, e.forecasts, q).mean()
+        band = " · ".join(_num(e.forecasts[-1, i]) for i in (low, mid, high))
+        rows.append(f"<tr><td>{view.cadence.iso(e.target)}</td><td>{_num(e.actual)}</td>"
+                    f"<td>{len(e.origins):,}</td><td>{loss:.3f}</td><td>{e.horizons[-1]}</td><td>{band}</td></tr>")
     return ("<h2>Recent scored forecasts</h2><table id=scored><thead><tr>"
             f"<th>Target {view.cadence.period}</th><th>Actual</th>"
             "<th>Forecasts scored</th><th>Mean pinball loss</th><th>Latest forecast's horizon</th>"

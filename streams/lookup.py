@@ -104,9 +104,9 @@ class ForecastLookup:
         found = []
         for target in range(item_model.closed_through - self.model.horizons + 1, item_model.closed_through + 1):
             actual = float(item.daily(UNITS, target, target)[0])
-            records = ledger.score(target, actual)
-            if records:
-                found.append(ScoredDay(item.item_id, target, actual, records))
+            errors = ledger.score(target, actual)
+            if errors is not None:
+                found.append(ScoredDay(item.item_id, errors))
         return found
 
     def own_items(self) -> Iterator[ItemState]:

@@ -41,17 +41,17 @@ def forecast_message(issued: IssuedForecast, model: QuantileForecaster, created_
 
 def error_message(scored: ScoredDay, model: QuantileForecaster, created_at: str, decimals: int,
                   cadence: Cadence = DAILY) -> bytes:
-    q = np.asarray(model.quantiles)
-    forecasts = np.round(np.stack([r.forecast for r in scored.records]).astype(np.float64), decimals)
-    losses = pinball_loss(scored.actual, forecasts, q)
+    e = scored.errors
+    forecasts = np.round(e.forecasts.astype(np.float64), decimals)
+    losses = pinball_loss(e.actual, forecasts, np.asarray(model.quantiles))
     return orjson.dumps({
         **contract(cadence),
         "item_id": scored.item_id,
-        "target": cadence.iso(scored.target),
-        "actual": scored.actual,
+        "target": cadence.iso(e.target),
+        "actual": e.actual,
         "quantiles": list(model.quantiles),
-        "origins": [cadence.iso(r.origin) for r in scored.records],
-        "horizons": [r.horizon for r in scored.records],
+        "origins": [cadence.iso(o) for o in e.origins.tolist()],
+        "horizons": e.horizons.tolist(),
         "forecasts": forecasts.tolist(),  # (record, quantile)
         "pinball": np.round(losses, 6).tolist(),  # (record, quantile)
         "model": {"name": model.name, "version": model.version},

@@ -10,12 +10,13 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
-from mqstream.models.scores import HORIZON_BUCKETS, OTHER_HORIZONS, bucket_of
+from mqstream.models.protocol import TargetErrors
+from mqstream.models.scores import BUCKET_NAMES, bucket_indices, pinball_loss
 
 QUALITY_WINDOW_DAYS = 7  # rolling forecast quality is computed over the last week of targets
 
@@ -92,16 +93,30 @@ class QualityWindow:
         self.quantiles = np.asarray(quantiles)
         self.days: dict[int, dict[str, np.ndarray]] = {}  # target day -> bucket -> sums
 
-    def add(self, target: int, horizon: int, actual: float, loss: np.ndarray, covered: bool) -> None:
-        sums = self.days.setdefault(target, {}).setdefault(bucket_of(horizon), np.zeros(len(self.quantiles) + 3))
-        sums[: len(self.quantiles)] += loss
-        sums[-3] += abs(actual)
-        sums[-2] += covered
-        sums[-1] += 1
+    def add(self, scored: Sequence[TargetErrors]) -> None:
+        """A close's scored forecasts, summed per target period and horizon bucket in one pass:
+        pinball per quantile, |actual|, covered by P10..P90, count."""
+        if not scored:
+            return
+        counts = [len(e.origins) for e in scored]
+        targets = np.repeat([e.target for e in scored], counts)
+        actuals = np.repeat(np.array([e.actual for e in scored], np.float64), counts)
+        forecasts = np.concatenate([e.forecasts for e in scored])  # (n, Q)
+        horizons = targets - np.concatenate([e.origins for e in scored])
+        cells = np.column_stack([pinball_loss(actuals[:, None], forecasts, self.quantiles), np.abs(actuals),
+                                 (forecasts[:, 0] <= actuals) & (actuals <= forecasts[:, -1]), np.ones(len(actuals))])
+        first, n_buckets = int(targets.min()), len(BUCKET_NAMES)
+        groups, group_of = np.unique((targets - first) * n_buckets + bucket_indices(horizons), return_inverse=True)
+        sums = np.stack([np.bincount(group_of, weights=column, minlength=len(groups)) for column in cells.T], 1)
+        for group, row in zip(groups.tolist(), sums):
+            target, bucket = divmod(group, n_buckets)
+            per_bucket = self.days.setdefault(first + target, {})
+            name = BUCKET_NAMES[bucket]
+            per_bucket[name] = per_bucket.get(name, 0) + row
 
     def by_bucket(self) -> dict[str, BucketQuality]:
         """Quality over the target days of the last ``QUALITY_WINDOW_DAYS`` up to the newest, in
-        ``HORIZON_BUCKETS`` order (older days are dropped here)."""
+        ``BUCKET_NAMES`` order (older days are dropped here)."""
         if not self.days:
             return {}
         newest = max(self.days)
@@ -111,10 +126,9 @@ class QualityWindow:
         for per_bucket in self.days.values():
             for bucket, sums in per_bucket.items():
                 totals[bucket] = totals.get(bucket, 0) + sums
-        order = [*HORIZON_BUCKETS, OTHER_HORIZONS]
         return {bucket: BucketQuality(2 * sums[: len(self.quantiles)] / max(sums[-3], 1e-9),
                                       sums[-2] / max(sums[-1], 1), int(sums[-1]))
-                for bucket, sums in sorted(totals.items(), key=lambda pair: order.index(pair[0]))}
+                for bucket, sums in sorted(totals.items(), key=lambda pair: BUCKET_NAMES.index(pair[0]))}
 
     def wql(self) -> float | None:
         """wQL over every horizon of the window (the mean over quantiles of each one's pooled

@@ -14,7 +14,7 @@ import orjson
 from faust.types import TP, Message
 
 from mqstream.config import Settings
-from mqstream.models.protocol import ErrorRecord, QuantileForecaster
+from mqstream.models.protocol import QuantileForecaster, TargetErrors
 from mqstream.state.admission import sale_amounts, time_refusal, view_amounts
 from mqstream.state.clock import PartitionClock, recovered_clock
 from mqstream.state.item import ItemModel, ItemState
@@ -193,12 +193,11 @@ class Processor:
         if self.unclaimed.get(message.partition):
             return  # errors of the model before; its states are made again at the next close
         body = orjson.loads(message.value)
-        target = self.cadence.of_iso(body["target"])
-        records = [ErrorRecord(self.cadence.of_iso(o), target, body["actual"], np.asarray(f, np.float32))
-                   for o, f in zip(body["origins"], body["forecasts"])]
+        errors = TargetErrors(self.cadence.of_iso(body["target"]), body["actual"],
+                              np.array([self.cadence.of_iso(o) for o in body["origins"]], np.int64),
+                              np.asarray(body["forecasts"], np.float64))
         tables = self.tables
-        item_model = take_errors(tables.get(tables.item_models, message.partition, message.key), target, records,
-                                 self.model)
+        item_model = take_errors(tables.get(tables.item_models, message.partition, message.key), errors, self.model)
         if item_model is not None:
             await tables.put(tables.item_models, message.partition, [(message.key, item_model)])
 

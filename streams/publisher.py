@@ -6,11 +6,9 @@ from __future__ import annotations
 from collections import defaultdict
 
 import faust
-import numpy as np
 from faust.types import Message
 
 from mqstream.models.protocol import QuantileForecaster
-from mqstream.models.scores import pinball_loss
 from mqstream.periods import Cadence
 from mqstream.state.refresh import Refresh
 from mqstream.streams import messages
@@ -100,12 +98,7 @@ class Publisher:
             await send_records(producer, topic, partition, block)
 
     def _track_quality(self, refresh: Refresh) -> None:
-        q = np.asarray(self.model.quantiles)
-        for scored in refresh.scored:
-            for record in scored.records:
-                f = record.forecast
-                self.quality.add(scored.target, record.horizon, scored.actual, pinball_loss(scored.actual, f, q),
-                                 bool(f[0] <= scored.actual <= f[-1]))
+        self.quality.add([scored.errors for scored in refresh.scored])
         if self.role == "served":
             self.quality.publish(self.metrics)
         wql = self.quality.wql()

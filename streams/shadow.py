@@ -33,8 +33,8 @@ class Shadow:
         refresh = close_items(items, item_models, through, self.model, self.policy)
         for scored in refresh.scored:
             item_model = known[scored.item_id.encode()]
-            item_model.model = self.model.observe_errors(item_model.model, scored.records)
-            item_model.last_error_target = scored.target
+            item_model.model = self.model.observe_errors(item_model.model, scored.errors)
+            item_model.last_error_target = scored.errors.target
         await self.publisher.publish(refresh)
 
     def _start(self, items: list[ItemState], known: dict[bytes, ItemModel]) -> None:

@@ -35,7 +35,7 @@ def error_bytes(item_id: str, target: int, actual: float, earlier: list[IssuedFo
     ledger = ForecastLedger.empty(MODEL.horizons, len(MODEL.quantiles))
     for forecast in earlier:
         ledger.record(forecast.origin, forecast.values)
-    scored = ScoredDay(item_id, target, actual, ledger.score(target, actual))
+    scored = ScoredDay(item_id, ledger.score(target, actual))
     return messages.error_message(scored, MODEL, CREATED_AT, decimals=3)
 
 

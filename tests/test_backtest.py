@@ -2,6 +2,7 @@ import argparse
 import json
 from dataclasses import replace
 from types import SimpleNamespace
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -134,6 +135,15 @@ def test_crossing_quantiles_are_rejected():
 
 
 # --- the streaming replay ---------------------------------------------------------------------
+class FedError(NamedTuple):
+    """One forecast's row of the TargetErrors a model was fed."""
+
+    origin: int
+    target: int
+    actual: float
+    forecast: np.ndarray
+
+
 class SpyModel:
     """A QuantileForecaster that forecasts its last closed day and records what it is fed."""
 
@@ -141,7 +151,7 @@ class SpyModel:
 
     def __init__(self):
         self.created: dict[str, int] = {}
-        self.errors: list[tuple[str, int, object]] = []  # (item, last closed day when fed, record)
+        self.errors: list[tuple[str, int, FedError]] = []  # (item, last closed day when fed, row)
 
     def new_state(self, item, first_day):
         self.created[item.item_id] = first_day
@@ -157,7 +167,8 @@ class SpyModel:
 
     def observe_errors(self, state, errors):
         s = json.loads(state)
-        self.errors += [(s["item"], s["last"], e) for e in errors]
+        self.errors += [(s["item"], s["last"], FedError(int(o), errors.target, errors.actual, f))
+                        for o, f in zip(errors.origins, errors.forecasts)]
         return state
 
     def forecast(self, states):

@@ -10,7 +10,7 @@ import numpy as np
 import orjson
 
 from mqstream.periods import DAILY, Cadence, iso_of_day
-from mqstream.models.protocol import DEFAULT_QUANTILES, ErrorRecord
+from mqstream.models.protocol import DEFAULT_QUANTILES, TargetErrors
 from mqstream.state.refresh import IssuedForecast, RefreshPolicy, ScoredDay, new_item
 from mqstream.streams.explorer import ItemView, fan_series, item_page
 from mqstream.streams.metrics import BucketQuality
@@ -24,7 +24,7 @@ def view_of(description: str = "WHITE MUG") -> ItemView:
     item.description = description
     values = np.arange(HORIZONS * 9, dtype=np.float64).reshape(HORIZONS, 9)  # every quantile different
     forecast = IssuedForecast(item.item_id, DAY, values)
-    scored = [ScoredDay(item.item_id, DAY, 4.0, [ErrorRecord(DAY - 1, DAY, 4.0, values[0])])]
+    scored = [ScoredDay(item.item_id, TargetErrors(DAY, 4.0, np.array([DAY - 1]), values[:1]))]
     quality = {"1-7": BucketQuality(np.full(9, 0.5), 0.8, 12)}
     return ItemView(item, forecast, DAY - 3, np.array([1.0, 0.0, 2.0, 4.0]), scored, quality, DEFAULT_QUANTILES, DAILY)
 

@@ -10,7 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from mqstream.models.features import series_batch
 from mqstream.models.mqcnn import MQCNN, MQCNNConfig, ema_scale
 from mqstream.models.mqtransformer import MQTransformer, MQTransformerConfig, MQTransformerForecaster
-from mqstream.models.protocol import ErrorRecord, ItemInfo, Period
+from mqstream.models.protocol import ItemInfo, Period, TargetErrors
 from tests.model_helpers import real_series, torch_one_thread  # noqa: F401 (fixture)
 
 TINY = MQTransformerConfig(channels=8, dilations=(1, 2, 4), item_dim=4, context_dim=4, agnostic_dim=4,
@@ -53,8 +53,9 @@ def replay(f, s, views, first, item_price):
         adv = f.advance([states[i] for i in live], [
             Period(START + col, float(s.units[i, col]), float(views[i, col]), float(s.price[i, col])) for i in live])
         for i, state in zip(live, adv):
-            errors = [ErrorRecord(START + col - h, START + col, float(s.units[i, col]), pub[i, col - h, h - 1])
-                      for h in range(1, f.horizons + 1) if col - h >= first[i]]
+            h = np.arange(f.horizons, 0, -1)
+            h = h[col - h >= first[i]]
+            errors = TargetErrors(START + col, float(s.units[i, col]), START + col - h, pub[i, col - h, h - 1])
             states[i] = f.observe_errors(state, errors)
         pub[live, col] = f.forecast([states[i] for i in live])
     return pub
@@ -105,11 +106,16 @@ def _with_history(f, days):
 def test_state_round_trips_through_bytes_and_errors_arrive_in_any_order():
     f = forecaster()
     state = _with_history(f, 30)
-    errors = [ErrorRecord(15029 - h, 15029 - a, 2.0 + a, np.linspace(0, 4, 9) * h) for a in range(3) for h in (1, 7, 5)]
-    one = f.observe_errors(state, errors)
+    horizons = np.array([7, 5, 1])
+    errors = [TargetErrors(15029 - a, 2.0 + a, 15029 - a - horizons, np.linspace(0, 4, 9) * horizons[:, None])
+              for a in range(3)]
+    one = state
+    for e in errors:
+        one = f.observe_errors(one, e)
     other = state
-    for e in reversed(errors):
-        other = f.observe_errors(other, [e])
+    for e in reversed(errors):  # later targets first, and each target's forecasts one at a time, newest first
+        for row in reversed(range(len(horizons))):
+            other = f.observe_errors(other, TargetErrors(e.target, e.actual, e.origins[row:row + 1], e.forecasts[row:row + 1]))
     assert one == other
     assert f.layout.encode(f.layout.decode([one]))[0] == one
     np.testing.assert_array_equal(f.forecast([bytes(bytearray(one))]), f.forecast([one]))
@@ -155,7 +161,8 @@ def test_without_feedback_attention_the_errors_change_nothing():
     torch.manual_seed(0)
     f = MQTransformerForecaster(MQTransformer(replace(TINY, feedback_attention=False)))
     state = _with_history(f, 30)
-    errors = [ErrorRecord(15029 - h, 15029, 9.0, np.linspace(0, 4, 9) * h) for h in (1, 4)]
+    horizons = np.array([4, 1])
+    errors = TargetErrors(15029, 9.0, 15029 - horizons, np.linspace(0, 4, 9) * horizons[:, None])
     np.testing.assert_array_equal(f.forecast([f.observe_errors(state, errors)]), f.forecast([state]))
 
 

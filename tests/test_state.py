@@ -3,7 +3,7 @@ import pytest
 import numpy as np
 
 from mqstream.periods import DAY_SECONDS
-from mqstream.models.protocol import ErrorRecord, ItemInfo
+from mqstream.models.protocol import ItemInfo, TargetErrors
 from mqstream.models.seasonal_naive import SeasonalNaive
 from mqstream.state.clock import PartitionClock, recovered_clock
 from mqstream.state.item import UNITS, VIEWS, ItemModel, ItemState
@@ -64,9 +64,13 @@ def test_ledger_hands_back_every_earlier_forecast_of_a_target():
     ledger = ForecastLedger.empty(horizons=3, n_quantiles=2)
     for origin in (10, 11, 12):
         ledger.record(origin, np.full((3, 2), origin, np.float32))
-    assert [(o, q.tolist()) for o, q in ledger.forecasts_of(13)] == [(10, [10, 10]), (11, [11, 11]), (12, [12, 12])]
+    scored = ledger.score(13, 4.0)
+    assert (scored.target, scored.actual) == (13, 4.0)
+    assert scored.origins.tolist() == [10, 11, 12] and scored.horizons.tolist() == [3, 2, 1]
+    assert scored.forecasts.tolist() == [[10, 10], [11, 11], [12, 12]]
     ledger.record(13, np.zeros((3, 2), np.float32))  # overwrites origin 10's slot
-    assert [o for o, _ in ledger.forecasts_of(13)] == [11, 12]
+    assert ledger.score(13, 4.0).origins.tolist() == [11, 12]
+    assert ledger.score(17, 4.0) is None  # nothing kept reaches that far
 
 
 @pytest.mark.parametrize("tops", [(65.535,), (2_000.0,), (-1.5,), (3e6,), (5.0, 5.0, 900.0, 5.0)])
@@ -81,7 +85,8 @@ def test_ledger_bytes_give_back_exactly_what_was_published(tops):
         ledger.record(origin, issued[origin])
     assert np.abs(issued[127]).max() <= MAX_UNITS
     back = ForecastLedger.from_bytes(ledger.to_bytes(), 28, 9)
-    for origin, values in back.forecasts_of(128):
+    scored = back.score(128, 0.0)
+    for origin, values in zip(scored.origins.tolist(), scored.forecasts):
         assert np.array_equal(values, issued[origin][128 - origin - 1])
     origin, latest = back.latest()
     assert origin == 127 and np.array_equal(latest, issued[127])
@@ -103,8 +108,8 @@ def test_closing_days_scores_earlier_forecasts_and_issues_new_ones():
         item.apply("sales", f"e{day}", sale_ts(day), [(UNITS, 3.0)])
         refresh = close_items([item], [item_model], day, model, POLICY)
         assert [f.origin for f in refresh.issued] == [day]
-    assert [r.horizon for r in refresh.scored[0].records] == list(range(9, 0, -1))
-    assert refresh.scored[0].actual == 3.0
+    assert refresh.scored[0].errors.horizons.tolist() == list(range(9, 0, -1))
+    assert refresh.scored[0].errors.actual == 3.0
     assert item_model.closed_through == item.closed_through == DAY + 9
 
 
@@ -207,15 +212,17 @@ class CountingErrors:
     """A model whose state records how many errors it was shown, call by call."""
 
     def observe_errors(self, state: bytes, errors) -> bytes:
-        return state + b"|%d" % len(errors)
+        return state + b"|%d" % len(errors.origins)
 
 
 def test_errors_read_back_are_taken_in_once_and_only_for_a_closed_day():
     item_model = ItemModel(DAY, b"m", b"", last_error_target=DAY - 2).to_bytes()
-    records = [ErrorRecord(DAY - 3, DAY - 1, 3.0, np.zeros(9)), ErrorRecord(DAY - 2, DAY - 1, 3.0, np.zeros(9))]
-    once = take_errors(item_model, DAY - 1, records, CountingErrors())
+    def errors(target: int) -> TargetErrors:
+        return TargetErrors(target, 3.0, np.array([target - 2, target - 1]), np.zeros((2, 9)))
+
+    once = take_errors(item_model, errors(DAY - 1), CountingErrors())
     assert ItemModel.from_bytes(once).model == b"m|2" and ItemModel.days_of(once) == (DAY, DAY - 1)
-    assert take_errors(once, DAY - 1, records, CountingErrors()) is None  # read back a second time
-    assert take_errors(item_model, DAY - 2, records, CountingErrors()) is None  # taken in at its close
-    assert take_errors(item_model, DAY + 1, records, CountingErrors()) is None  # its close has not run
-    assert take_errors(None, DAY - 1, records, CountingErrors()) is None  # no item model yet
+    assert take_errors(once, errors(DAY - 1), CountingErrors()) is None  # read back a second time
+    assert take_errors(item_model, errors(DAY - 2), CountingErrors()) is None  # taken in at its close
+    assert take_errors(item_model, errors(DAY + 1), CountingErrors()) is None  # its close has not run
+    assert take_errors(None, errors(DAY - 1), CountingErrors()) is None  # no item model yet
