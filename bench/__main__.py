@@ -12,11 +12,11 @@ import json
 import signal
 from pathlib import Path
 
-from bench import ingest, latency, memory, readers, recovery, refresh, scaleout
+from bench import close, ingest, latency, memory, readers, recovery, refresh, scaleout
 from bench.live import describe_run
 
 HERE = Path(__file__).resolve().parent
-BENCHES = {"ingest": ingest, "refresh": refresh, "latency": latency, "memory": memory, "recovery": recovery,
+BENCHES = {"ingest": ingest, "refresh": refresh, "close": close, "latency": latency, "memory": memory, "recovery": recovery,
            "scaleout": scaleout, "readers": readers}
 MODELS = ("seasonal-naive", "mqcnn", "mqtransformer")
 
@@ -26,9 +26,9 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", default=list(BENCHES), choices=list(BENCHES))
     parser.add_argument("--model", choices=MODELS,
-                        help="default: mqtransformer for refresh, latency, memory and recovery (seasonal-naive "
+                        help="default: mqcnn and mqtransformer for close; mqtransformer for refresh, latency, memory and recovery (seasonal-naive "
                              "when checkpoints/ lacks it, said so in the results); seasonal-naive for ingest, scaleout")
-    parser.add_argument("--items", type=int, help="items: refresh 1,000 per batch; ingest, scaleout 50,000 keys; "
+    parser.add_argument("--items", type=int, help="items: refresh 1,000 per batch; close 4,000; ingest, scaleout 50,000 keys; "
                                                   "latency 10,000; memory and recovery 20,000 (the targets are at 100,000)")
     parser.add_argument("--events", type=int, help="ingest: events (default 300,000); scaleout: default 1,000,000")
     parser.add_argument("--table-items", default="100000,1000000",

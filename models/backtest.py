@@ -239,7 +239,7 @@ class StreamingReplay:
         made = published[(day - h) % horizons, :, h - 1]  # (H, N, Q): made at day - h for day
         was_made = ~np.isnan(made[:, :, 0])  # (H, N)
         origins = day - h
-        for r in rows[was_made[:, rows].any(axis=0)]:
-            ok = was_made[:, r]
-            errors = TargetErrors(day, float(actuals[r]), origins[ok], made[ok, r])
-            states[r] = self.model.observe_errors(states[r], errors)
+        fed = rows[was_made[:, rows].any(axis=0)]
+        errors = [TargetErrors(day, float(actuals[r]), origins[was_made[:, r]], made[was_made[:, r], r]) for r in fed]
+        for r, state in zip(fed, self.model.observe_errors([states[r] for r in fed], errors)):
+            states[r] = state

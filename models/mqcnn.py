@@ -216,26 +216,28 @@ class StateLayout:
         self._places = {name: (dt, size, offset, shape)
                         for (name, dt, shape), size, offset in zip(self.fields, self.sizes, offsets)}
 
-    def views(self, state: bytearray, names: Sequence[str]) -> dict[str, np.ndarray]:
-        """Writable views of some fields of one state: writing through them changes ``state``
-        (an update of a few fields need not decode and encode the others)."""
-        if len(state) != self.nbytes or int.from_bytes(state[:4], "little", signed=True) != self.tag:
-            raise ValueError(f"state is not a {self.nbytes}-byte state of this model and layout version")
-        raw = np.frombuffer(state, np.uint8)
-        return {name: raw[offset: offset + size].view(dt).reshape(shape)
-                for name in names for dt, size, offset, shape in (self._places[name],)}
-
-    def decode(self, states: Sequence[bytes]) -> dict[str, np.ndarray]:
+    def rows(self, states: Sequence[bytes]) -> np.ndarray:
+        """(B, nbytes) read-only bytes of a batch of states, checked; ``.copy()`` it to write
+        through ``views``."""
         raw = np.frombuffer(b"".join(states), np.uint8)
         if raw.size != self.nbytes * len(states):
             raise ValueError(f"state is not a {self.nbytes}-byte state of this model")
         raw = raw.reshape(len(states), self.nbytes)
-        out, off = {}, 0
+        if (raw[:, :4].view(np.int32) != self.tag).any():
+            raise ValueError("state was written by another model or layout version")
+        return raw
+
+    def views(self, rows: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Writable views of some fields of a batch of ``rows``: writing through them changes
+        the rows (an update of a few fields need not decode and encode the others)."""
+        return {name: rows[:, offset: offset + size].view(dt).reshape(len(rows), *shape)
+                for name in names for dt, size, offset, shape in (self._places[name],)}
+
+    def decode(self, states: Sequence[bytes]) -> dict[str, np.ndarray]:
+        raw, out, off = self.rows(states), {}, 0
         for (name, dt, shape), size in zip(self.fields, self.sizes):
             out[name] = raw[:, off: off + size].copy().view(dt).reshape(len(states), *shape)
             off += size
-        if (out["tag"] != self.tag).any():
-            raise ValueError("state was written by another model or layout version")
         return out
 
     def encode(self, fields: dict[str, np.ndarray]) -> list[bytes]:
@@ -391,8 +393,8 @@ class MQCNNForecaster:
         fill_gaps(st, periods, lambda s, rows, ps: base_step(self.model.encoder, self.cfg, s, rows, ps))
         return self.layout.encode(st)
 
-    def observe_errors(self, state: bytes, errors: TargetErrors) -> bytes:
-        return state  # MQ-CNN has no feedback path
+    def observe_errors(self, states: Sequence[bytes], errors: Sequence[TargetErrors]) -> list[bytes]:
+        return list(states)  # MQ-CNN has no feedback path
 
     @torch.no_grad()
     def forecast(self, states: Sequence[bytes]) -> np.ndarray:

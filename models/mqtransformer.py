@@ -334,27 +334,34 @@ class MQTransformerForecaster:
         fill_gaps(st, periods, self._step)
         return self.layout.encode(st)
 
-    def observe_errors(self, state: bytes, errors: TargetErrors) -> bytes:
-        """Keep the errors at ``feedback_horizons`` of a target among the last
-        ``feedback_days`` closed days; order of arrival does not matter. Only the feedback
-        fields are touched, in place in a copy of the state."""
-        cfg = self.cfg
-        cols = self.feedback_column[np.clip(errors.horizons, 0, cfg.horizons + 1)]  # -1: a horizon not kept
-        wanted = cols >= 0
-        out = bytearray(state)
-        st = self.layout.views(out, ("last_day", "fb_day", "fb_actual", "fb_fcst"))
-        last = int(st["last_day"][0])
-        if not wanted.any() or not last - cfg.feedback_days < errors.target <= last:
-            return state
-        row = errors.target % cfg.feedback_days
-        if st["fb_day"][row] != errors.target:
-            st["fb_day"][row] = errors.target
-            st["fb_actual"][row] = np.nan
-            st["fb_fcst"][row] = np.nan
-        st["fb_actual"][row, cols[wanted]] = np.float16(min(errors.actual, FP16_MAX))
-        st["fb_fcst"][row, cols[wanted]] = np.minimum(np.asarray(errors.forecasts[wanted], np.float32),
-                                                      FP16_MAX).astype(np.float16)
-        return bytes(out)
+    def observe_errors(self, states: Sequence[bytes], errors: Sequence[TargetErrors]) -> list[bytes]:
+        """Keep each item's errors at ``feedback_horizons`` of a target among its last
+        ``feedback_days`` closed days; order of arrival does not matter. One indexed write
+        for the whole batch, into the feedback fields only."""
+        cfg, n = self.cfg, len(states)
+        if not n:
+            return []
+        rows = self.layout.rows(states).copy()
+        st = self.layout.views(rows, ("last_day", "fb_day", "fb_actual", "fb_fcst"))
+        target = np.array([e.target for e in errors], np.int64)
+        last = st["last_day"][:, 0]
+        kept = (last - cfg.feedback_days < target) & (target <= last)  # (B,)
+        slot = target % cfg.feedback_days
+        item = np.arange(n)
+        new = kept & (st["fb_day"][item, slot] != target)
+        st["fb_day"][item[new], slot[new]] = target[new]
+        st["fb_actual"][item[new], slot[new]] = np.nan
+        st["fb_fcst"][item[new], slot[new]] = np.nan
+        counts = [len(e.origins) for e in errors]
+        cell_item = np.repeat(item, counts)  # one row per forecast scored
+        col = self.feedback_column[np.clip(np.concatenate([e.horizons for e in errors]), 0, cfg.horizons + 1)]
+        take = kept[cell_item] & (col >= 0)
+        at = cell_item[take], slot[cell_item[take]], col[take]
+        actual = np.repeat(np.array([e.actual for e in errors], np.float64), counts)[take]
+        st["fb_actual"][at] = np.minimum(actual, FP16_MAX).astype(np.float16)
+        forecasts = np.concatenate([e.forecasts for e in errors])[take].astype(np.float32)
+        st["fb_fcst"][at] = np.minimum(forecasts, FP16_MAX).astype(np.float16)
+        return [row.tobytes() for row in rows]
 
     @torch.no_grad()
     def forecast(self, states: Sequence[bytes]) -> np.ndarray:

@@ -77,8 +77,9 @@ class QuantileForecaster(Protocol):
     def advance(self, states: Sequence[bytes], periods: Sequence[Period]) -> list[bytes]:
         """Advance each state by its one period (``periods[i]`` belongs to ``states[i]``)."""
 
-    def observe_errors(self, state: bytes, errors: TargetErrors) -> bytes:
-        """Take the scored errors of this item's earlier forecasts of one period into its state."""
+    def observe_errors(self, states: Sequence[bytes], errors: Sequence[TargetErrors]) -> list[bytes]:
+        """Take into each state the scored errors of its item's earlier forecasts of one
+        period (``errors[i]`` belongs to ``states[i]``)."""
 
     def forecast(self, states: Sequence[bytes]) -> np.ndarray:
         """(B, H, Q) quantile forecasts for horizons 1..H after each state's last period,

@@ -80,8 +80,8 @@ class SeasonalNaive:
         seen += 1
         return self._pack(rows)
 
-    def observe_errors(self, state: bytes, errors: TargetErrors) -> bytes:
-        return state  # its errors are those of its own rule, already kept by advance
+    def observe_errors(self, states: Sequence[bytes], errors: Sequence[TargetErrors]) -> list[bytes]:
+        return list(states)  # its errors are those of its own rule, already kept by advance
 
     def forecast(self, states: Sequence[bytes]) -> np.ndarray:
         rows = self._unpack(states)

@@ -132,15 +132,14 @@ def _close_day(pending: list[int], day: int, items, item_models, ledgers, model,
 
 def _advance(batch: list[int], day: int, items, item_models, ledgers, buckets, model, refresh) -> None:
     periods = [Period(day, float(buckets[i][UNITS]), float(buckets[i][VIEWS]), items[i].price) for i in batch]
-    states = model.advance([item_models[i].model for i in batch], periods)
-    for i, state, period in zip(batch, states, periods):
-        errors = ledgers[i].score(day, period.units)
-        if errors is not None:
-            state = model.observe_errors(state, errors)
-            item_models[i].last_error_target = day
-            refresh.scored.append(ScoredDay(items[i].item_id, errors))
-        item_models[i].model = state
-        item_models[i].closed_through = day
+    for i, state in zip(batch, model.advance([item_models[i].model for i in batch], periods)):
+        item_models[i].model, item_models[i].closed_through = state, day
+    scored = [(i, errors) for i, period in zip(batch, periods)
+              if (errors := ledgers[i].score(day, period.units)) is not None]
+    fed = model.observe_errors([item_models[i].model for i, _ in scored], [errors for _, errors in scored])
+    for (i, errors), state in zip(scored, fed):
+        item_models[i].model, item_models[i].last_error_target = state, day
+        refresh.scored.append(ScoredDay(items[i].item_id, errors))
 
 
 def _forecast(batch: list[int], origin: int, items, item_models, ledgers, model, policy, refresh) -> None:
@@ -162,7 +161,7 @@ def take_errors(raw_model: bytes | None, errors: TargetErrors, model: QuantileFo
     if not last_error < errors.target <= closed:
         return None
     item_model = ItemModel.from_bytes(raw_model)
-    item_model.model = model.observe_errors(item_model.model, errors)
+    (item_model.model,) = model.observe_errors([item_model.model], [errors])
     item_model.last_error_target = errors.target
     return item_model.to_bytes()
 

@@ -5,7 +5,7 @@ served. Its item models live in memory only: an item's first close under the sha
 candidate is published, a restart or a rebalance) makes its state from the closed periods the
 item keeps, as a promotion would (``rebuild_states``), so a shadow forecast is the one the
 candidate would serve if it were promoted then. The errors it scores are taken into its states
-at once (the served model reads its own back from ``forecast-errors``)."""
+by the close that scores them, as the served model's are."""
 from __future__ import annotations
 
 from mqstream.models.protocol import QuantileForecaster
@@ -30,11 +30,7 @@ class Shadow:
         known = self.item_models.setdefault(partition, {})
         self._start([item for item in items if item.item_id.encode() not in known], known)
         item_models = [known[item.item_id.encode()] for item in items]
-        refresh = close_items(items, item_models, through, self.model, self.policy)
-        for scored in refresh.scored:
-            item_model = known[scored.item_id.encode()]
-            item_model.model = self.model.observe_errors(item_model.model, scored.errors)
-            item_model.last_error_target = scored.errors.target
+        refresh = close_items(items, item_models, through, self.model, self.policy)  # errors fed back in it
         await self.publisher.publish(refresh)
 
     def _start(self, items: list[ItemState], known: dict[bytes, ItemModel]) -> None:

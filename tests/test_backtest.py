@@ -165,11 +165,12 @@ class SpyModel:
             out.append(json.dumps({**s, "last": period.day}).encode())
         return out
 
-    def observe_errors(self, state, errors):
-        s = json.loads(state)
-        self.errors += [(s["item"], s["last"], FedError(int(o), errors.target, errors.actual, f))
-                        for o, f in zip(errors.origins, errors.forecasts)]
-        return state
+    def observe_errors(self, states, errors):
+        for state, e in zip(states, errors):
+            s = json.loads(state)
+            self.errors += [(s["item"], s["last"], FedError(int(o), e.target, e.actual, f))
+                            for o, f in zip(e.origins, e.forecasts)]
+        return list(states)
 
     def forecast(self, states):
         last = np.array([json.loads(s)["last"] for s in states], float)

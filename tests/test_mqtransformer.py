@@ -56,7 +56,7 @@ def replay(f, s, views, first, item_price):
             h = np.arange(f.horizons, 0, -1)
             h = h[col - h >= first[i]]
             errors = TargetErrors(START + col, float(s.units[i, col]), START + col - h, pub[i, col - h, h - 1])
-            states[i] = f.observe_errors(state, errors)
+            (states[i],) = f.observe_errors([state], [errors])
         pub[live, col] = f.forecast([states[i] for i in live])
     return pub
 
@@ -111,12 +111,15 @@ def test_state_round_trips_through_bytes_and_errors_arrive_in_any_order():
               for a in range(3)]
     one = state
     for e in errors:
-        one = f.observe_errors(one, e)
+        (one,) = f.observe_errors([one], [e])
     other = state
     for e in reversed(errors):  # later targets first, and each target's forecasts one at a time, newest first
         for row in reversed(range(len(horizons))):
-            other = f.observe_errors(other, TargetErrors(e.target, e.actual, e.origins[row:row + 1], e.forecasts[row:row + 1]))
+            single = TargetErrors(e.target, e.actual, e.origins[row:row + 1], e.forecasts[row:row + 1])
+            (other,) = f.observe_errors([other], [single])
     assert one == other
+    together = f.observe_errors([state, state, state], errors)  # one batch, one target per state
+    assert together[2] == f.observe_errors([state], [errors[2]])[0] != state
     assert f.layout.encode(f.layout.decode([one]))[0] == one
     np.testing.assert_array_equal(f.forecast([bytes(bytearray(one))]), f.forecast([one]))
     assert not np.array_equal(f.forecast([one]), f.forecast([state]))
@@ -163,7 +166,7 @@ def test_without_feedback_attention_the_errors_change_nothing():
     state = _with_history(f, 30)
     horizons = np.array([4, 1])
     errors = TargetErrors(15029, 9.0, 15029 - horizons, np.linspace(0, 4, 9) * horizons[:, None])
-    np.testing.assert_array_equal(f.forecast([f.observe_errors(state, errors)]), f.forecast([state]))
+    np.testing.assert_array_equal(f.forecast(f.observe_errors([state], [errors])), f.forecast([state]))
 
 
 def test_without_encoder_attention_the_attended_history_changes_nothing():

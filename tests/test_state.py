@@ -211,8 +211,8 @@ def test_an_item_up_to_date_but_active_or_with_open_days_is_not_dormant():
 class CountingErrors:
     """A model whose state records how many errors it was shown, call by call."""
 
-    def observe_errors(self, state: bytes, errors) -> bytes:
-        return state + b"|%d" % len(errors.origins)
+    def observe_errors(self, states, errors) -> list[bytes]:
+        return [state + b"|%d" % len(e.origins) for state, e in zip(states, errors)]
 
 
 def test_errors_read_back_are_taken_in_once_and_only_for_a_closed_day():
