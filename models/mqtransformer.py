@@ -53,7 +53,7 @@ from mqstream.models.features import N_CALENDAR, N_PAST, SeriesBatch, calendar, 
 from mqstream.models.mqcnn import (MQCNN, CausalConvEncoder, ItemEncoder, MQCNNConfig, MQDecoder, StateLayout, stored,
                                    base_fields, base_origin, base_step, ema_scale, fill_gaps, future_calendar,
                                    model_version, new_base_state, origin_features)
-from mqstream.models.protocol import ItemInfo, Period, TargetErrors
+from mqstream.models.protocol import ItemInfo, Period, TargetErrors, error_rows
 
 FP16_MAX = 65504.0  # errors are stored as float16; larger values clip
 ERROR_CLIP = 10.0  # scaled errors beyond +-10 scales carry no more information
@@ -352,15 +352,12 @@ class MQTransformerForecaster:
         st["fb_day"][item[new], slot[new]] = target[new]
         st["fb_actual"][item[new], slot[new]] = np.nan
         st["fb_fcst"][item[new], slot[new]] = np.nan
-        counts = [len(e.origins) for e in errors]
-        cell_item = np.repeat(item, counts)  # one row per forecast scored
-        col = self.feedback_column[np.clip(np.concatenate([e.horizons for e in errors]), 0, cfg.horizons + 1)]
-        take = kept[cell_item] & (col >= 0)
-        at = cell_item[take], slot[cell_item[take]], col[take]
-        actual = np.repeat(np.array([e.actual for e in errors], np.float64), counts)[take]
-        st["fb_actual"][at] = np.minimum(actual, FP16_MAX).astype(np.float16)
-        forecasts = np.concatenate([e.forecasts for e in errors])[take].astype(np.float32)
-        st["fb_fcst"][at] = np.minimum(forecasts, FP16_MAX).astype(np.float16)
+        cells = error_rows(errors)
+        col = self.feedback_column[np.clip(cells.horizons, 0, cfg.horizons + 1)]
+        take = kept[cells.owner] & (col >= 0)
+        at = cells.owner[take], slot[cells.owner[take]], col[take]
+        st["fb_actual"][at] = np.minimum(cells.actuals[take], FP16_MAX).astype(np.float16)
+        st["fb_fcst"][at] = np.minimum(cells.forecasts[take].astype(np.float32), FP16_MAX).astype(np.float16)
         return [row.tobytes() for row in rows]
 
     @torch.no_grad()

@@ -63,6 +63,25 @@ class TargetErrors(NamedTuple):
         return self.target - self.origins
 
 
+class ErrorRows(NamedTuple):
+    """A batch of ``TargetErrors`` as one row per scored forecast."""
+
+    owner: np.ndarray  # (n,) index of the TargetErrors the row came from
+    targets: np.ndarray  # (n,)
+    actuals: np.ndarray  # (n,) float64
+    horizons: np.ndarray  # (n,)
+    forecasts: np.ndarray  # (n, Q)
+
+
+def error_rows(errors: Sequence[TargetErrors]) -> ErrorRows:
+    """Flatten a batch (at least one) of TargetErrors for vectorised work over all its forecasts."""
+    owner = np.repeat(np.arange(len(errors)), [len(e.origins) for e in errors])
+    targets = np.array([e.target for e in errors], np.int64)[owner]
+    actuals = np.array([e.actual for e in errors], np.float64)[owner]
+    return ErrorRows(owner, targets, actuals, targets - np.concatenate([e.origins for e in errors]),
+                     np.concatenate([e.forecasts for e in errors]))
+
+
 class QuantileForecaster(Protocol):
     name: str
     version: str

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
-from mqstream.models.protocol import TargetErrors
+from mqstream.models.protocol import TargetErrors, error_rows
 from mqstream.models.scores import BUCKET_NAMES, bucket_indices, pinball_loss
 
 QUALITY_WINDOW_DAYS = 7  # rolling forecast quality is computed over the last week of targets
@@ -98,15 +98,12 @@ class QualityWindow:
         pinball per quantile, |actual|, covered by P10..P90, count."""
         if not scored:
             return
-        counts = [len(e.origins) for e in scored]
-        targets = np.repeat([e.target for e in scored], counts)
-        actuals = np.repeat(np.array([e.actual for e in scored], np.float64), counts)
-        forecasts = np.concatenate([e.forecasts for e in scored])  # (n, Q)
-        horizons = targets - np.concatenate([e.origins for e in scored])
+        rows = error_rows(scored)
+        targets, actuals, forecasts = rows.targets, rows.actuals, rows.forecasts
         cells = np.column_stack([pinball_loss(actuals[:, None], forecasts, self.quantiles), np.abs(actuals),
                                  (forecasts[:, 0] <= actuals) & (actuals <= forecasts[:, -1]), np.ones(len(actuals))])
         first, n_buckets = int(targets.min()), len(BUCKET_NAMES)
-        groups, group_of = np.unique((targets - first) * n_buckets + bucket_indices(horizons), return_inverse=True)
+        groups, group_of = np.unique((targets - first) * n_buckets + bucket_indices(rows.horizons), return_inverse=True)
         sums = np.stack([np.bincount(group_of, weights=column, minlength=len(groups)) for column in cells.T], 1)
         for group, row in zip(groups.tolist(), sums):
             target, bucket = divmod(group, n_buckets)
