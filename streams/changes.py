@@ -22,7 +22,7 @@ published forecasts gets the same totals and the same decision.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Sequence
 
@@ -65,20 +65,28 @@ class MaterialChange:
 
 def week_totals(forecast: IssuedForecast, quantiles: Sequence[float], decimals: int,
                 cadence: Cadence = DAILY) -> WeekTotals:
-    n = cadence.count(WEEK_DAYS)  # 7 days, or 1 week
-    week = np.asarray(forecast.values, np.float64)[:n]  # (n, Q)
-    if len(week) < n:
-        raise ValueError(f"a forecast needs {n} horizons for week totals, got {len(week)}")
-    p50, p90 = (round(float(week[:, _column(quantiles, q)].sum()), decimals) for q in (0.5, 0.9))
-    return WeekTotals(forecast.origin, p50, p90)
+    return _week_totals([forecast], quantiles, decimals, cadence)[0]
 
 
 def material_change(previous: IssuedForecast | None, current: IssuedForecast,
                     quantiles: Sequence[float], rule: ChangeRule, cadence: Cadence = DAILY) -> MaterialChange | None:
     """The change from ``previous`` (the item's last published forecast, None if it has none)
     to ``current``, if the rule calls it material; None otherwise."""
-    after = week_totals(current, quantiles, rule.decimals, cadence)
-    before = None if previous is None else week_totals(previous, quantiles, rule.decimals, cadence)
+    return material_changes([replace(current, previous=previous)], quantiles, rule, cadence)[0]
+
+
+def material_changes(issued: Sequence[IssuedForecast], quantiles: Sequence[float], rule: ChangeRule,
+                     cadence: Cadence = DAILY) -> list[MaterialChange | None]:
+    """``material_change`` from each issued forecast's ``previous`` to it, the week totals of
+    the whole batch summed at once."""
+    afters = _week_totals(issued, quantiles, rule.decimals, cadence)
+    earlier = [f.previous for f in issued if f.previous is not None]
+    befores = iter(_week_totals(earlier, quantiles, rule.decimals, cadence))
+    return [_change(f.item_id, next(befores) if f.previous is not None else None, after, rule)
+            for f, after in zip(issued, afters)]
+
+
+def _change(item_id: str, before: WeekTotals | None, after: WeekTotals, rule: ChangeRule) -> MaterialChange | None:
     reasons, move = [], None
     if before is not None:
         move = (after.p50 - before.p50) / max(before.p50, rule.floor)
@@ -88,7 +96,23 @@ def material_change(previous: IssuedForecast | None, current: IssuedForecast,
         was_above = before is not None and before.p90 > rule.stock_level
         if was_above != (after.p90 > rule.stock_level):
             reasons.append(P90_CROSSED_STOCK)
-    return MaterialChange(current.item_id, tuple(reasons), before, after, move) if reasons else None
+    return MaterialChange(item_id, tuple(reasons), before, after, move) if reasons else None
+
+
+def _week_totals(forecasts: Sequence[IssuedForecast], quantiles: Sequence[float], decimals: int,
+                 cadence: Cadence) -> list[WeekTotals]:
+    """Each forecast's P50 and P90 totals over the next 7 days, each summed in horizon order
+    and rounded by Python's ``round``, as a consumer summing the published values gets them."""
+    if not forecasts:
+        return []
+    n = cadence.count(WEEK_DAYS)  # 7 days, or 1 week
+    columns = [_column(quantiles, q) for q in (0.5, 0.9)]
+    weeks = np.stack([np.asarray(f.values, np.float64)[:n] for f in forecasts])  # (B, n, Q)
+    if weeks.shape[1] < n:
+        raise ValueError(f"a forecast needs {n} horizons for week totals, got {weeks.shape[1]}")
+    sums = weeks[:, :, columns].sum(axis=1) + 0.0  # (B, 2); + 0.0: never a -0.0 total
+    return [WeekTotals(f.origin, round(p50, decimals), round(p90, decimals))
+            for f, (p50, p90) in zip(forecasts, sums.tolist())]
 
 
 def change_message(change: MaterialChange, rule: ChangeRule, model: QuantileForecaster, created_at: str,

@@ -5,15 +5,18 @@ which says its period (mqstream/schemas/README.md: a new unit needs a new versio
 from __future__ import annotations
 
 import datetime as dt
+from typing import Sequence
 
 import numpy as np
 import orjson
 
 from mqstream.periods import DAILY, Cadence
-from mqstream.models.protocol import QuantileForecaster
+from mqstream.models.protocol import QuantileForecaster, error_rows
 from mqstream.models.scores import pinball_loss
 from mqstream.state.refresh import IssuedForecast, ScoredDay
 
+# numpy arrays written as JSON directly: the same text as their tolist(), in half the time
+ARRAYS = orjson.OPT_SERIALIZE_NUMPY
 
 
 def contract(cadence: Cadence) -> dict:
@@ -26,37 +29,62 @@ def headers(model: QuantileForecaster, cadence: Cadence = DAILY) -> list[tuple[s
             ("model", model.name.encode()), ("model-version", model.version.encode())]
 
 
-def forecast_message(issued: IssuedForecast, model: QuantileForecaster, created_at: str, cadence: Cadence = DAILY) -> bytes:
-    return orjson.dumps({
-        **contract(cadence),
-        "item_id": issued.item_id,
-        "origin": cadence.iso(issued.origin),
-        "horizons": list(range(1, model.horizons + 1)),
-        "quantiles": list(model.quantiles),
-        "values": issued.values.tolist(),  # (horizon, quantile)
-        "model": {"name": model.name, "version": model.version},
-        "created_at": created_at,
-    })
+def forecast_messages(issued: Sequence[IssuedForecast], model: QuantileForecaster, created_at: str,
+                      cadence: Cadence = DAILY) -> list[bytes]:
+    """The `forecasts` message of each issued forecast."""
+    head, tail = contract(cadence), _tail(model, created_at)
+    horizons, quantiles = list(range(1, model.horizons + 1)), list(model.quantiles)
+    return [orjson.dumps({
+        **head,
+        "item_id": f.item_id,
+        "origin": cadence.iso(f.origin),
+        "horizons": horizons,
+        "quantiles": quantiles,
+        "values": np.ascontiguousarray(f.values, np.float64),  # (horizon, quantile)
+        **tail,
+    }, option=ARRAYS) for f in issued]
+
+
+def error_messages(scored: Sequence[ScoredDay], model: QuantileForecaster, created_at: str, decimals: int,
+                   cadence: Cadence = DAILY) -> list[bytes]:
+    """The `forecast-errors` message of each scored period, its pinball losses computed for
+    the whole batch at once."""
+    if not scored:
+        return []
+    rows = error_rows([s.errors for s in scored])
+    forecasts = np.round(rows.forecasts.astype(np.float64), decimals)
+    losses = np.round(pinball_loss(rows.actuals[:, None], forecasts, np.asarray(model.quantiles)), 6)
+    origins = rows.targets - rows.horizons
+    first = int(origins.min())
+    names = np.array([cadence.iso(o) for o in range(first, int(origins.max()) + 1)], object)[origins - first].tolist()
+    head, tail, quantiles = contract(cadence), _tail(model, created_at), list(model.quantiles)
+    ends = np.cumsum([len(s.errors.origins) for s in scored]).tolist()
+    return [orjson.dumps({
+        **head,
+        "item_id": s.item_id,
+        "target": cadence.iso(s.errors.target),
+        "actual": s.errors.actual,
+        "quantiles": quantiles,
+        "origins": names[start:end],
+        "horizons": rows.horizons[start:end],
+        "forecasts": forecasts[start:end],  # (record, quantile)
+        "pinball": losses[start:end],  # (record, quantile)
+        **tail,
+    }, option=ARRAYS) for s, start, end in zip(scored, [0, *ends], ends)]
+
+
+def forecast_message(issued: IssuedForecast, model: QuantileForecaster, created_at: str,
+                     cadence: Cadence = DAILY) -> bytes:
+    return forecast_messages([issued], model, created_at, cadence)[0]
 
 
 def error_message(scored: ScoredDay, model: QuantileForecaster, created_at: str, decimals: int,
                   cadence: Cadence = DAILY) -> bytes:
-    e = scored.errors
-    forecasts = np.round(e.forecasts.astype(np.float64), decimals)
-    losses = pinball_loss(e.actual, forecasts, np.asarray(model.quantiles))
-    return orjson.dumps({
-        **contract(cadence),
-        "item_id": scored.item_id,
-        "target": cadence.iso(e.target),
-        "actual": e.actual,
-        "quantiles": list(model.quantiles),
-        "origins": [cadence.iso(o) for o in e.origins.tolist()],
-        "horizons": e.horizons.tolist(),
-        "forecasts": forecasts.tolist(),  # (record, quantile)
-        "pinball": np.round(losses, 6).tolist(),  # (record, quantile)
-        "model": {"name": model.name, "version": model.version},
-        "created_at": created_at,
-    })
+    return error_messages([scored], model, created_at, decimals, cadence)[0]
+
+
+def _tail(model: QuantileForecaster, created_at: str) -> dict:
+    return {"model": {"name": model.name, "version": model.version}, "created_at": created_at}
 
 
 def utc_now() -> str:

@@ -13,7 +13,7 @@ from mqstream.periods import Cadence
 from mqstream.state.refresh import Refresh
 from mqstream.streams import messages
 from mqstream.streams.blocks import Record, partitioner, send_records
-from mqstream.streams.changes import ChangeRule, change_message, material_change
+from mqstream.streams.changes import ChangeRule, change_message, material_changes
 from mqstream.streams.metrics import QualityWindow, WorkerMetrics
 
 
@@ -53,19 +53,18 @@ class Publisher:
         now, cadence, model = messages.utc_now(), self.cadence, self.model
         head = messages.headers(model, cadence)
         outputs: dict[str, list[Record]] = {output: [] for output in self.outputs}
-        for issued in refresh.issued:
-            key, body = issued.item_id.encode(), messages.forecast_message(issued, model, now, cadence)
-            outputs["forecasts"].append((key, body, head))
-            if "forecasts-latest" in outputs:
-                outputs["forecasts-latest"].append((key, body, head))
-            change = material_change(issued.previous, issued, model.quantiles, self.change_rule, cadence)
-            if change is not None and "forecast-changes" in outputs:
-                outputs["forecast-changes"].append(
-                    (key, change_message(change, self.change_rule, model, now, cadence), head))
-        for scored in refresh.scored:
-            outputs["forecast-errors"].append((scored.item_id.encode(),
-                                               messages.error_message(scored, model, now, self.decimals, cadence),
-                                               head))
+        bodies = messages.forecast_messages(refresh.issued, model, now, cadence)
+        keys = [issued.item_id.encode() for issued in refresh.issued]
+        outputs["forecasts"] = [(key, body, head) for key, body in zip(keys, bodies)]
+        if "forecasts-latest" in outputs:
+            outputs["forecasts-latest"] = outputs["forecasts"]
+        if "forecast-changes" in outputs:
+            changes = material_changes(refresh.issued, model.quantiles, self.change_rule, cadence)
+            outputs["forecast-changes"] = [(key, change_message(change, self.change_rule, model, now, cadence), head)
+                                           for key, change in zip(keys, changes) if change is not None]
+        bodies = messages.error_messages(refresh.scored, model, now, self.decimals, cadence)
+        outputs["forecast-errors"] = [(scored.item_id.encode(), body, head)
+                                      for scored, body in zip(refresh.scored, bodies)]
         return outputs
 
     async def dead_letter(self, message: Message, reason: str, detail: str) -> None:

@@ -1,6 +1,8 @@
 """The material-change rule (streams/changes.py): a change exactly when the rule says so."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import orjson
 import pytest
@@ -9,7 +11,7 @@ from mqstream.models.protocol import DEFAULT_QUANTILES
 from mqstream.schemas import validate
 from mqstream.state.refresh import IssuedForecast
 from mqstream.streams.changes import (P50_MOVED, P90_CROSSED_STOCK, ChangeRule, WeekTotals, change_message,
-                                      material_change, week_totals)
+                                      material_change, material_changes, week_totals)
 from tests.forecast_helpers import CREATED_AT, MODEL, issued
 
 Q = DEFAULT_QUANTILES
@@ -106,6 +108,21 @@ def test_over_real_forecasts_changes_are_exactly_the_revisions_the_rule_selects(
         assert (got is not None) == (moved or crossed)
         emitted += [got] if got else []
     assert 0 < len(emitted) < len(series)
+
+
+def test_a_batch_is_judged_as_each_forecast_alone_with_totals_a_consumer_sums_the_same():
+    rng = np.random.default_rng(0)
+    series = [IssuedForecast(f"I{k}", 15_000, np.round(np.cumsum(rng.gamma(0.4, 3.0, (28, len(Q))), 1), 3))
+              for k in range(300)]
+    batch = [replace(f, previous=None if k % 4 == 0 else series[k - 1]) for k, f in enumerate(series)]
+    rule = ChangeRule(share=0.2, stock_level=25.0)
+    got = material_changes(batch, Q, rule)
+    assert got == [material_change(f.previous, f, Q, rule) for f in batch]
+    for f, change_ in zip(batch, got):
+        totals = change_.after if change_ else week_totals(f, Q, 3)
+        assert totals.p50 == round(sum(f.values[:7, P50].tolist()), 3)  # in horizon order, from 0
+        assert totals.p90 == round(sum(f.values[:7, P90].tolist()), 3)
+    assert 0 < sum(c is not None for c in got) < len(batch)
 
 
 def test_change_message_keeps_its_schema_and_says_before_and_after():
