@@ -41,7 +41,7 @@ from mqstream.models.seasonal_naive import SeasonalNaive
 from mqstream.client import BULK_FETCH, ForecastClient
 from mqstream.config import Settings
 from mqstream.kafka_auth import kafka_options
-from mqstream.state.ledger import DECIMALS, ForecastLedger
+from mqstream.state.ledger import DECIMALS, Ledgers
 from mqstream.state.refresh import IssuedForecast, ScoredDay
 from mqstream.streams import messages
 from mqstream.streams.replay import send
@@ -236,13 +236,13 @@ def _errors_from_kafka(settings: Settings) -> dict:
     rng = np.random.default_rng(1)
     for i in range(ERROR_ITEMS):
         item = item_id(i)
-        ledger = ForecastLedger.empty(MODEL.horizons, len(MODEL.quantiles))
+        ledger = Ledgers.empty(1, MODEL.horizons, len(MODEL.quantiles))
         values = np.round(np.sort(rng.gamma(2.0, 1.0, (MODEL.horizons, len(MODEL.quantiles))), axis=1), DECIMALS)
         for origin in range(ORIGIN - MODEL.horizons + 1, ORIGIN + 1):
-            ledger.record(origin, values)
+            ledger.record([0], origin, values[None])
         for target in range(ORIGIN + 1, ORIGIN + ERROR_DAYS + 1):  # 28 kept forecasts of the first, 1 of the last
             actual = float(rng.poisson(2.0))
-            scored = ScoredDay(item, ledger.score(target, actual))
+            scored = ScoredDay(item, ledger.score([0], target, [actual])[0])
             producer.send(settings.topic("forecast-errors"), key=item.encode(),
                           value=messages.error_message(scored, MODEL, messages.utc_now(), DECIMALS))
     producer.flush()

@@ -1,20 +1,22 @@
-"""ForecastLedger: the forecasts an item still has to be scored on.
+"""Ledgers: the forecasts each item still has to be scored on, for a batch of items at once.
 
-A forecast made at origin o covers targets o+1..o+H. The ledger keeps the last H
+A forecast made at origin o covers targets o+1..o+H. An item's ledger keeps its last H
 forecasts in a ring indexed by origin, so when day D closes every earlier forecast of D
-(origins D-H..D-1) is at hand, without re-reading anything.
+(origins D-H..D-1) is at hand, without re-reading anything. A close decodes the ledgers of
+all its items into one array and scores, reads and records them in whole-batch operations.
 
-Values are kept exactly as published: published forecasts have ``DECIMALS`` decimals, so
-the ledger holds integer thousandths of a unit, as increments over the quantile below
-(quantiles never cross, so they are small and non-negative) in 16 bits while every one
-fits, else 32 or 64. The increments are the serialised form too, so reading and writing a
-ledger is a copy, and a close touches only the cells it scores and the slot it records:
-14 kB an item instead of the 28 kB of float32 it was, most of an item's changelog record.
-(zlib would halve it again, at 200 µs an item per close: three times the model's cost.)
+Values are kept exactly as published: published forecasts have ``DECIMALS`` decimals, so a
+ledger holds integer thousandths of a unit, as increments over the quantile below
+(quantiles never cross, so they are small and non-negative) in 16 bits while every one of
+the item's fits, else 32 or 64. The increments are the serialised form too, so reading and
+writing ledgers is a copy: 14 kB an item instead of the 28 kB of float32 it was, most of an
+item's changelog record. (zlib would halve it again, at 200 µs an item per close: three
+times the model's cost.)
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -33,68 +35,107 @@ def published(values: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class ForecastLedger:
-    origins: np.ndarray  # (H,) int32, NO_ORIGIN where empty; slot = origin % H
-    increments: np.ndarray  # (H, H, Q) thousandths over the quantile below: slot, horizon-1, quantile
+class Ledgers:
+    """Row i is item i's ledger."""
+
+    origins: np.ndarray  # (B, H) int32, NO_ORIGIN where empty; slot = origin % H
+    increments: np.ndarray  # (B, H, H, Q) thousandths over the quantile below: row, slot, horizon-1, quantile
+    widths: np.ndarray  # (B,) bytes per increment each row is written with: it widens, never narrows
 
     @classmethod
-    def empty(cls, horizons: int, n_quantiles: int) -> "ForecastLedger":
-        return cls(np.full(horizons, NO_ORIGIN, np.int32),
-                   np.zeros((horizons, horizons, n_quantiles), WIDTHS[0]))
+    def empty(cls, n: int, horizons: int, n_quantiles: int) -> "Ledgers":
+        return cls(np.full((n, horizons), NO_ORIGIN, np.int32),
+                   np.zeros((n, horizons, horizons, n_quantiles), WIDTHS[0]),
+                   np.full(n, np.dtype(WIDTHS[0]).itemsize, np.uint8))
 
     @property
     def horizons(self) -> int:
-        return len(self.origins)
+        return self.origins.shape[1]
 
-    def record(self, origin: int, values: np.ndarray) -> None:
-        """Keep a forecast as published (``values`` (H, Q) from ``published``)."""
-        units = np.rint(values * SCALE).astype(np.int64)
-        step = np.diff(units, axis=-1, prepend=0)
-        width = _narrowest(int(step.min()), int(step.max()))
-        if np.dtype(width).itemsize > self.increments.itemsize:
-            self.increments = self.increments.astype(width)
+    def record(self, rows: Sequence[int], origin: int, values: np.ndarray) -> None:
+        """Keep each row's forecast from ``origin`` as published (``values`` (n, H, Q) from ``published``)."""
+        units = np.rint(np.asarray(values) * SCALE).astype(np.int64)
+        step = units.copy()
+        step[..., 1:] -= units[..., :-1]
+        needed = _narrowest(step.reshape(len(step), -1))
+        rows = np.asarray(rows, np.intp)
+        self.widths[rows] = np.maximum(self.widths[rows], needed)
+        widest = _width_of(int(needed.max(initial=0)))
+        if np.dtype(widest).itemsize > self.increments.itemsize:
+            self.increments = self.increments.astype(widest)
         slot = origin % self.horizons
-        self.origins[slot] = origin
-        self.increments[slot] = step
+        self.origins[rows, slot] = origin
+        self.increments[rows, slot] = step
 
-    def score(self, target: int, actual: float) -> TargetErrors | None:
-        """Every kept forecast of ``target``, oldest origin first, against ``actual``; None
-        where none is kept."""
+    def score(self, rows: Sequence[int], target: int, actuals: Sequence[float]) -> list[TargetErrors | None]:
+        """Each row's kept forecasts of ``target``, oldest origin first, against its actual;
+        None for a row that keeps none."""
         origins = np.arange(target - self.horizons, target)
-        slots = origins % self.horizons
-        kept = (origins >= 0) & (self.origins[slots] == origins)
-        if not kept.any():
-            return None
-        cells = self.increments[slots[kept], target - origins[kept] - 1]  # (n, Q)
-        return TargetErrors(target, actual, origins[kept], np.cumsum(cells, axis=-1, dtype=np.int64) / SCALE)
+        slots, horizon_index = origins % self.horizons, target - origins - 1
+        rows = np.asarray(rows, np.intp)[:, None]
+        kept = (origins >= 0) & (self.origins[rows, slots] == origins)  # (n, H)
+        values = np.cumsum(self.increments[rows, slots, horizon_index], axis=-1, dtype=np.int64) / SCALE  # (n, H, Q)
+        return [TargetErrors(target, actual, origins[k], v[k]) if k.any() else None
+                for actual, k, v in zip(actuals, kept, values)]
 
-    def latest(self, before: int | None = None) -> tuple[int, np.ndarray] | None:
-        """(origin, (H, Q) values as published) of the newest kept forecast, or of the newest
-        before ``before``."""
-        kept = self.origins[self.origins != NO_ORIGIN]
-        if before is not None:
-            kept = kept[kept < before]
-        if not len(kept):
-            return None
-        origin = int(kept.max())
-        return origin, np.cumsum(self.increments[origin % self.horizons], axis=-1, dtype=np.int64) / SCALE
+    def latest(self, rows: Sequence[int], before: int | None = None) -> list[tuple[int, np.ndarray] | None]:
+        """Each row's (origin, (H, Q) values as published) of its newest kept forecast, or of
+        its newest before ``before``; None for a row that keeps none."""
+        rows = np.asarray(rows, np.intp)
+        origins = self.origins[rows]
+        kept = origins != NO_ORIGIN if before is None else (origins != NO_ORIGIN) & (origins < before)
+        newest = np.where(kept, origins, NO_ORIGIN).max(axis=1, initial=NO_ORIGIN)
+        values = np.cumsum(self.increments[rows, newest % self.horizons], axis=-1, dtype=np.int64) / SCALE
+        return [None if origin == NO_ORIGIN else (origin, v) for origin, v in zip(newest.tolist(), values)]
 
-    def to_bytes(self) -> bytes:
-        return b"".join((self.origins.tobytes(), bytes([self.increments.itemsize]), self.increments.tobytes()))
+    def to_bytes(self) -> list[bytes]:
+        """Each row serialised, rows of one width together: origins, the width, increments."""
+        found: list[bytes] = [b""] * len(self.origins)
+        for width in np.unique(self.widths).tolist():
+            rows = np.flatnonzero(self.widths == width)
+            records = np.empty(len(rows), _record(self.origins.shape[1:], self.increments.shape[1:], width))
+            records["origins"], records["width"], records["increments"] = self.origins[rows], width, self.increments[rows]
+            raw, size = records.tobytes(), records.itemsize
+            for k, row in enumerate(rows.tolist()):
+                found[row] = raw[k * size:(k + 1) * size]
+        return found
 
     @staticmethod
     def last_origin_of(raw: bytes, horizons: int) -> int:
-        """The newest origin kept (NO_ORIGIN if none) without decoding the rest."""
+        """The newest origin an item's serialised ledger keeps (NO_ORIGIN if none) without decoding the rest."""
         return int(np.frombuffer(raw, np.int32, count=horizons).max())
 
     @classmethod
-    def from_bytes(cls, raw: bytes, horizons: int, n_quantiles: int) -> "ForecastLedger":
-        split = horizons * 4
-        width = next(w for w in WIDTHS if np.dtype(w).itemsize == raw[split])
-        increments = np.frombuffer(raw, width, offset=split + 1).reshape(horizons, horizons, n_quantiles)
-        return cls(np.frombuffer(raw, np.int32, count=horizons).copy(), increments.copy())
+    def from_bytes(cls, raws: Sequence[bytes], horizons: int, n_quantiles: int) -> "Ledgers":
+        """The ledgers of many items, each as ``to_bytes`` wrote it, rows of one width decoded together."""
+        widths = np.array([raw[horizons * 4] for raw in raws], np.uint8)
+        ledgers = cls.empty(len(raws), horizons, n_quantiles)
+        ledgers.increments = ledgers.increments.astype(_width_of(int(widths.max(initial=0))))
+        ledgers.widths = widths
+        for width in np.unique(widths).tolist():
+            rows = np.flatnonzero(widths == width)
+            dtype = _record((horizons,), (horizons, horizons, n_quantiles), width)
+            records = np.frombuffer(b"".join([raws[row] for row in rows.tolist()]), dtype)
+            ledgers.origins[rows], ledgers.increments[rows] = records["origins"], records["increments"]
+        return ledgers
 
 
-def _narrowest(low: int, high: int) -> type:
-    return next(w for w in WIDTHS if np.iinfo(w).min <= low and high <= np.iinfo(w).max)
+def _record(origins: tuple[int, ...], increments: tuple[int, ...], width: int) -> np.dtype:
+    """One serialised ledger, packed: (H,) int32 origins, one byte of width, the increments."""
+    return np.dtype([("origins", np.int32, origins), ("width", np.uint8),
+                     ("increments", _width_of(width), increments)])
+
+
+def _width_of(itemsize: int) -> type:
+    return next(w for w in WIDTHS if np.dtype(w).itemsize >= itemsize)
+
+
+def _narrowest(rows: np.ndarray) -> np.ndarray:
+    """(n,) the bytes of the narrowest of ``WIDTHS`` that holds every value of each row of ``rows`` (n, k)."""
+    low, high = rows.min(1, initial=0), rows.max(1, initial=0)
+    needed = np.full(len(rows), np.dtype(WIDTHS[-1]).itemsize, np.uint8)
+    for width in reversed(WIDTHS[:-1]):
+        fits = (np.iinfo(width).min <= low) & (high <= np.iinfo(width).max)
+        needed[fits] = np.dtype(width).itemsize
+    return needed
 

@@ -13,7 +13,7 @@ import numpy as np
 from mqstream.models.protocol import ItemInfo, Period, QuantileForecaster, TargetErrors
 from mqstream.periods import Cadence
 from mqstream.state.item import N_HISTORY, UNITS, VIEWS, ItemModel, ItemState
-from mqstream.state.ledger import DECIMALS, ForecastLedger, published
+from mqstream.state.ledger import DECIMALS, Ledgers, published
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,8 @@ def new_item(item_id: str, born: int, policy: RefreshPolicy) -> ItemState:
 
 def new_model(item: ItemInfo, born: int, model: QuantileForecaster) -> ItemModel:
     """The item model of a new item, made at its first close (``ItemState.launch_info``)."""
-    ledger = ForecastLedger.empty(model.horizons, len(model.quantiles))
-    return ItemModel(born - 1, model.new_state(item, born), ledger.to_bytes())
+    (ledger,) = Ledgers.empty(1, model.horizons, len(model.quantiles)).to_bytes()
+    return ItemModel(born - 1, model.new_state(item, born), ledger)
 
 
 def needs_close(item: ItemState, item_model: ItemModel, through: int, policy: RefreshPolicy,
@@ -108,7 +108,7 @@ def close_items(items: list[ItemState], item_models: list[ItemModel], through: i
     depends on how many days one close covers, which depends on how fast the inputs
     arrived. A item model already past a day (a close cut short by a crash, its outputs
     already published) only has its item's buckets folded for it."""
-    ledgers = [ForecastLedger.from_bytes(s.ledger, model.horizons, len(model.quantiles)) for s in item_models]
+    ledgers = Ledgers.from_bytes([s.ledger for s in item_models], model.horizons, len(model.quantiles))
     refresh = Refresh()
     first = min((it.closed_through for it in items), default=through) + 1
     for day in range(first, through + 1):
@@ -116,8 +116,8 @@ def close_items(items: list[ItemState], item_models: list[ItemModel], through: i
         for caught_up in range(min((items[i].closed_through for i in due), default=day) + 1, day + 1):
             _close_day([i for i in due if items[i].closed_through < caught_up], caught_up, items, item_models,
                        ledgers, model, policy, refresh)
-    for item_model, ledger in zip(item_models, ledgers):
-        item_model.ledger = ledger.to_bytes()
+    for item_model, ledger in zip(item_models, ledgers.to_bytes()):
+        item_model.ledger = ledger
     return refresh
 
 
@@ -134,8 +134,8 @@ def _advance(batch: list[int], day: int, items, item_models, ledgers, buckets, m
     periods = [Period(day, float(buckets[i][UNITS]), float(buckets[i][VIEWS]), items[i].price) for i in batch]
     for i, state in zip(batch, model.advance([item_models[i].model for i in batch], periods)):
         item_models[i].model, item_models[i].closed_through = state, day
-    scored = [(i, errors) for i, period in zip(batch, periods)
-              if (errors := ledgers[i].score(day, period.units)) is not None]
+    scored = [(i, errors) for i, errors in zip(batch, ledgers.score(batch, day, [p.units for p in periods]))
+              if errors is not None]
     fed = model.observe_errors([item_models[i].model for i, _ in scored], [errors for _, errors in scored])
     for (i, errors), state in zip(scored, fed):
         item_models[i].model, item_models[i].last_error_target = state, day
@@ -145,10 +145,11 @@ def _advance(batch: list[int], day: int, items, item_models, ledgers, buckets, m
 def _forecast(batch: list[int], origin: int, items, item_models, ledgers, model, policy, refresh) -> None:
     if not batch:
         return
-    for i, v in zip(batch, published(model.forecast([item_models[i].model for i in batch]))):
-        kept = ledgers[i].latest(before=origin)
-        previous = None if kept is None else IssuedForecast(items[i].item_id, *kept)
-        ledgers[i].record(origin, v)
+    values = published(model.forecast([item_models[i].model for i in batch]))
+    kept = ledgers.latest(batch, before=origin)
+    ledgers.record(batch, origin, values)
+    for i, v, earlier in zip(batch, values, kept):
+        previous = None if earlier is None else IssuedForecast(items[i].item_id, *earlier)
         refresh.issued.append(IssuedForecast(items[i].item_id, origin, v, previous))
 
 
@@ -168,4 +169,4 @@ def take_errors(raw_model: bytes | None, errors: TargetErrors, model: QuantileFo
 
 def _waiting(item_model: ItemModel, horizons: int) -> bool:
     """Forecasts in the ledger whose targets have not closed yet."""
-    return ForecastLedger.last_origin_of(item_model.ledger, horizons) + horizons > item_model.closed_through
+    return Ledgers.last_origin_of(item_model.ledger, horizons) + horizons > item_model.closed_through

@@ -161,7 +161,7 @@ class ForecastExplorer:
             return None
         item_model = lookup.item_model(item_id)
         ledger = None if item_model is None else lookup.ledger(item_model)
-        latest = None if ledger is None else ledger.latest()
+        latest = None if ledger is None else ledger.latest([0])[0]
         forecast = None if latest is None else IssuedForecast(item_id, *latest)
         last = item.closed_through if forecast is None else forecast.origin
         first = max(item.born, last - lookup.model.horizons + 1)

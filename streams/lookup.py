@@ -20,7 +20,7 @@ import orjson
 from mqstream.models.protocol import QuantileForecaster
 from mqstream.periods import Cadence
 from mqstream.state.item import UNITS, ItemModel, ItemState
-from mqstream.state.ledger import ForecastLedger
+from mqstream.state.ledger import Ledgers
 from mqstream.state.refresh import IssuedForecast, RefreshPolicy, ScoredDay
 from mqstream.streams import messages
 from mqstream.streams.tables import Tables
@@ -65,7 +65,7 @@ class ForecastLookup:
             return elsewhere
         item_model = self.item_model(item_id)
         ledger = None if item_model is None else self.ledger(item_model)
-        latest = None if ledger is None else ledger.latest()
+        latest = None if ledger is None else ledger.latest([0])[0]
         if latest is None:
             return _error(404, f"no forecast of item {item_id} yet")
         if match["errors"]:
@@ -95,16 +95,17 @@ class ForecastLookup:
         raw = self.item_models.get(item_id.encode())
         return None if raw is None else ItemModel.from_bytes(raw)
 
-    def ledger(self, item_model: ItemModel) -> ForecastLedger:
-        return ForecastLedger.from_bytes(item_model.ledger, self.model.horizons, len(self.model.quantiles))
+    def ledger(self, item_model: ItemModel) -> Ledgers:
+        """The item's ledger, as row 0."""
+        return Ledgers.from_bytes([item_model.ledger], self.model.horizons, len(self.model.quantiles))
 
-    def scored_days(self, item: ItemState, item_model: ItemModel, ledger: ForecastLedger) -> list[ScoredDay]:
+    def scored_days(self, item: ItemState, item_model: ItemModel, ledger: Ledgers) -> list[ScoredDay]:
         """The forecasts still kept (made within the last horizon) scored, per target day already
         closed, oldest first: what the `forecast-errors` messages of those days said."""
         found = []
         for target in range(item_model.closed_through - self.model.horizons + 1, item_model.closed_through + 1):
             actual = float(item.daily(UNITS, target, target)[0])
-            errors = ledger.score(target, actual)
+            (errors,) = ledger.score([0], target, [actual])
             if errors is not None:
                 found.append(ScoredDay(item.item_id, errors))
         return found

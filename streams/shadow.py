@@ -11,7 +11,7 @@ from __future__ import annotations
 from mqstream.models.protocol import QuantileForecaster
 from mqstream.periods import Cadence
 from mqstream.state.item import ItemModel, ItemState
-from mqstream.state.ledger import ForecastLedger
+from mqstream.state.ledger import Ledgers
 from mqstream.state.refresh import RefreshPolicy, close_items, new_model, rebuild_states
 from mqstream.streams.publisher import Publisher
 
@@ -36,7 +36,7 @@ class Shadow:
     def _start(self, items: list[ItemState], known: dict[bytes, ItemModel]) -> None:
         """Item models for items new to the shadow: from the periods each has closed, or new
         where it has closed none yet."""
-        empty = ForecastLedger.empty(self.model.horizons, len(self.model.quantiles)).to_bytes()
+        (empty,) = Ledgers.empty(1, self.model.horizons, len(self.model.quantiles)).to_bytes()
         closed = [item for item in items if item.closed_through >= item.born]
         started = [ItemModel(item.closed_through, b"", empty) for item in closed]
         rebuild_states(closed, started, self.model, self.cadence)

@@ -8,7 +8,7 @@ from kafka import KafkaProducer
 from mqstream.models.protocol import ItemInfo, Period
 from mqstream.models.seasonal_naive import SeasonalNaive
 from mqstream.config import Settings
-from mqstream.state.ledger import ForecastLedger
+from mqstream.state.ledger import Ledgers
 from mqstream.state.refresh import IssuedForecast, ScoredDay
 from mqstream.streams import messages
 
@@ -32,10 +32,10 @@ def forecast_bytes(forecast: IssuedForecast) -> bytes:
 
 def error_bytes(item_id: str, target: int, actual: float, earlier: list[IssuedForecast]) -> bytes:
     """The forecast-errors message of ``target``, scoring the ``earlier`` forecasts of it."""
-    ledger = ForecastLedger.empty(MODEL.horizons, len(MODEL.quantiles))
+    ledger = Ledgers.empty(1, MODEL.horizons, len(MODEL.quantiles))
     for forecast in earlier:
-        ledger.record(forecast.origin, forecast.values)
-    scored = ScoredDay(item_id, ledger.score(target, actual))
+        ledger.record([0], forecast.origin, forecast.values[None])
+    scored = ScoredDay(item_id, ledger.score([0], target, [actual])[0])
     return messages.error_message(scored, MODEL, CREATED_AT, decimals=3)
 
 

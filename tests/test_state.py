@@ -7,7 +7,7 @@ from mqstream.models.protocol import ItemInfo, TargetErrors
 from mqstream.models.seasonal_naive import SeasonalNaive
 from mqstream.state.clock import PartitionClock, recovered_clock
 from mqstream.state.item import UNITS, VIEWS, ItemModel, ItemState
-from mqstream.state.ledger import MAX_UNITS, ForecastLedger, published
+from mqstream.state.ledger import MAX_UNITS, Ledgers, published
 from mqstream.state.refresh import (RefreshPolicy, close_items, is_active, is_dormant, needs_close, new_item, new_model,
                                     take_errors)
 
@@ -61,16 +61,16 @@ def test_a_recovered_clock_takes_the_newest_time_of_each_input_and_never_reopens
 
 
 def test_ledger_hands_back_every_earlier_forecast_of_a_target():
-    ledger = ForecastLedger.empty(horizons=3, n_quantiles=2)
+    ledgers = Ledgers.empty(1, horizons=3, n_quantiles=2)
     for origin in (10, 11, 12):
-        ledger.record(origin, np.full((3, 2), origin, np.float32))
-    scored = ledger.score(13, 4.0)
+        ledgers.record([0], origin, np.full((1, 3, 2), origin, np.float32))
+    (scored,) = ledgers.score([0], 13, [4.0])
     assert (scored.target, scored.actual) == (13, 4.0)
     assert scored.origins.tolist() == [10, 11, 12] and scored.horizons.tolist() == [3, 2, 1]
     assert scored.forecasts.tolist() == [[10, 10], [11, 11], [12, 12]]
-    ledger.record(13, np.zeros((3, 2), np.float32))  # overwrites origin 10's slot
-    assert ledger.score(13, 4.0).origins.tolist() == [11, 12]
-    assert ledger.score(17, 4.0) is None  # nothing kept reaches that far
+    ledgers.record([0], 13, np.zeros((1, 3, 2), np.float32))  # overwrites origin 10's slot
+    assert ledgers.score([0], 13, [4.0])[0].origins.tolist() == [11, 12]
+    assert ledgers.score([0], 17, [4.0]) == [None]  # nothing kept reaches that far
 
 
 @pytest.mark.parametrize("tops", [(65.535,), (2_000.0,), (-1.5,), (3e6,), (5.0, 5.0, 900.0, 5.0)])
@@ -78,26 +78,49 @@ def test_ledger_bytes_give_back_exactly_what_was_published(tops):
     """16-bit increments, 32-bit, negative values, clipped ones, and a ledger widened by one
     large forecast among small ones."""
     rng = np.random.default_rng(7)
-    ledger, issued = ForecastLedger.empty(horizons=28, n_quantiles=9), {}
+    ledgers, issued = Ledgers.empty(1, horizons=28, n_quantiles=9), {}
     for origin in range(100, 128):
         top = tops[origin % len(tops)]
         issued[origin] = published(np.sort(rng.uniform(0, 1, (28, 9)) * top, axis=1))
-        ledger.record(origin, issued[origin])
+        ledgers.record([0], origin, issued[origin][None])
     assert np.abs(issued[127]).max() <= MAX_UNITS
-    back = ForecastLedger.from_bytes(ledger.to_bytes(), 28, 9)
-    scored = back.score(128, 0.0)
+    back = Ledgers.from_bytes(ledgers.to_bytes(), 28, 9)
+    (scored,) = back.score([0], 128, [0.0])
     for origin, values in zip(scored.origins.tolist(), scored.forecasts):
         assert np.array_equal(values, issued[origin][128 - origin - 1])
-    origin, latest = back.latest()
+    ((origin, latest),) = back.latest([0])
     assert origin == 127 and np.array_equal(latest, issued[127])
-    assert ForecastLedger.last_origin_of(ledger.to_bytes(), 28) == 127
+    assert Ledgers.last_origin_of(ledgers.to_bytes()[0], 28) == 127
 
 
 def test_ledger_of_small_forecasts_takes_two_bytes_a_value():
-    ledger = ForecastLedger.empty(horizons=28, n_quantiles=9)
+    ledgers = Ledgers.empty(1, horizons=28, n_quantiles=9)
     for origin in range(28):
-        ledger.record(origin, np.tile(np.linspace(0, 60, 9), (28, 1)))
-    assert len(ledger.to_bytes()) == 28 * 4 + 1 + 28 * 28 * 9 * 2
+        ledgers.record([0], origin, np.tile(np.linspace(0, 60, 9), (1, 28, 1)))
+    assert len(ledgers.to_bytes()[0]) == 28 * 4 + 1 + 28 * 28 * 9 * 2
+
+
+def test_a_batch_of_ledgers_is_each_ledger_alone_whatever_the_widths_beside_it():
+    """Rows of 16, 32 and 64 bits, written and read in one batch, each equal to its ledger
+    kept alone; each row keeps its own width, so a wide neighbour never widens it."""
+    rng, tops = np.random.default_rng(3), [5.0, 2_000.0, 60.0, 3e6, -1.5, 9.0]
+    batch, alone = Ledgers.empty(len(tops), 28, 9), [Ledgers.empty(1, 28, 9) for _ in tops]
+    for origin in range(200, 240):
+        rows = [r for r in range(len(tops)) if (origin + r) % 5]  # some rows skip some days
+        values = published(np.sort(rng.uniform(0, 1, (len(rows), 28, 9)), axis=-1) * np.array(tops)[rows, None, None])
+        batch.record(rows, origin, values)
+        for r, v in zip(rows, values):
+            alone[r].record([0], origin, v[None])
+        batch = Ledgers.from_bytes(batch.to_bytes(), 28, 9)
+    assert batch.to_bytes() == [ledger.to_bytes()[0] for ledger in alone]
+    assert [len(raw) for raw in batch.to_bytes()] == [28 * 4 + 1 + 28 * 28 * 9 * w for w in (2, 4, 2, 4, 4, 2)]
+    actuals = rng.poisson(3.0, len(tops)).astype(float).tolist()
+    for got, ledger, actual in zip(batch.score(range(len(tops)), 240, actuals), alone, actuals):
+        (want,) = ledger.score([0], 240, [actual])
+        assert np.array_equal(got.origins, want.origins) and np.array_equal(got.forecasts, want.forecasts)
+    for (origin, got), ledger in zip(batch.latest(range(len(tops)), before=239), alone):
+        ((want_origin, want),) = ledger.latest([0], before=239)
+        assert origin == want_origin < 239 and np.array_equal(got, want)
 
 
 def test_closing_days_scores_earlier_forecasts_and_issues_new_ones():
