@@ -12,25 +12,36 @@ starts just before those closing events are produced.
 an existing topic alone) with ``message.timestamp.type=LogAppendTime``, so each forecast
 carries the moment the broker appended it, which is when a consumer can read it. Nothing
 reads the topic while the worker works; the forecasts are read back afterwards.
+
+The reference, in the same run after the worker stops: the model alone doing the measured
+close's work in-process (every item's state advanced by the day and forecast, in the
+worker's batches) on one thread. The target is p99 <= ``TARGET_RATIO`` x that time divided
+by the cores the worker may use.
 """
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
+import torch
 import orjson
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
 from bench import synthetic
 from bench.live import follow, local_broker, model_for_bench, running, total
+from bench.refresh import bench_model
+from mqstream.models.protocol import ItemInfo, Period
+from mqstream.models.registry import load_model
+from mqstream.state.refresh import RefreshPolicy
 from mqstream.periods import iso_of_day
 from mqstream.kafka_auth import kafka_options
 from mqstream.streams.offsets import end_offsets, group_lag, read_topic
 from mqstream.streams.replay import send
 from mqstream.streams.topics import TOPICS, create_topics
 
-TARGET_P99_SECONDS = 1.0
+TARGET_RATIO = 1.5  # p99 <= this x the model-only time of the close's items / cores
 LOG_APPEND_TIME = 1  # kafka-python's timestamp_type for broker-stamped messages
 
 
@@ -63,6 +74,8 @@ def run(options) -> dict[str, dict]:
         raise RuntimeError(f"{len(readable)} forecasts of the measured close, expected {items}")
     latency = np.asarray(readable) - measured["sent_at"]
     p50, p99 = np.percentile(latency, [50, 99])
+    model_seconds, cores = model_only_seconds(model, catalogue, day), os.cpu_count()
+    target = TARGET_RATIO * model_seconds / cores
     result = {
         "model": model, "model_note": note, "items": items, "partitions": settings.partitions,
         "p50_seconds": float(p50), "p99_seconds": float(p99), "min_seconds": float(latency.min()),
@@ -70,9 +83,29 @@ def run(options) -> dict[str, dict]:
         "first_close_seconds_to_all_forecasts": first["seconds"],
         "refresh_batches": counters.get("mqstream_refresh_batch_seconds_count", 0.0),
         "refresh_batch_seconds_total": counters.get("mqstream_refresh_batch_seconds_sum", 0.0),
-        "worker_start_hangs": worker.hangs, "target_p99_seconds": TARGET_P99_SECONDS, "meets_target": bool(p99 <= TARGET_P99_SECONDS),
+        "worker_start_hangs": worker.hangs, "model_only_seconds_one_thread": model_seconds, "cores": cores,
+        "target_p99_seconds": target, "p99_over_target": float(p99 / target), "meets_target": bool(p99 <= target),
     }
     return {f"latency:{model}:{items}": result}
+
+
+def model_only_seconds(model_name: str, catalogue: synthetic.Catalogue, day: int) -> float:
+    """The model alone on the measured close's work, one thread: each item's state after its
+    first close (the sale of ``day``) advanced by day+1 and forecast, in the worker's batches."""
+    torch.set_num_threads(1)
+    model = load_model(model_name) if model_name == "seasonal-naive" else bench_model(model_name)
+    batch = RefreshPolicy().batch_size
+    took = 0.0
+    for start in range(0, len(catalogue), batch):
+        chosen = range(start, min(start + batch, len(catalogue)))
+        prices = [float(catalogue.prices[i]) for i in chosen]
+        states = [model.new_state(ItemInfo(catalogue.ids[i], catalogue.descriptions[i], p), day)
+                  for i, p in zip(chosen, prices)]
+        states = model.advance(states, [Period(day, 1.0, 0.0, p) for p in prices])
+        clock = time.perf_counter()
+        model.forecast(model.advance(states, [Period(day + 1, 0.0, 0.0, p) for p in prices]))
+        took += time.perf_counter() - clock
+    return took
 
 
 def create_forecasts_topic(settings) -> None:
@@ -123,10 +156,18 @@ def section(results: dict[str, dict]) -> list[str]:
     if not found:
         return []
     rows = ["## End-to-end latency: closing event → the day's forecasts readable on `forecasts`", "",
-            "| model | items | partitions | p50 s | p99 s | max s | p99 ≤ 1 s | every item's first close: s to all forecasts |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
+            f"The target: p99 ≤ {TARGET_RATIO} × the model alone on the same items (one thread, same run) ÷ cores.",
+            "",
+            "| model | items | partitions | p50 s | p99 s | max s | model only s (1 thread) | cores | target s "
+            "| p99 ÷ target | met | every item's first close: s to all forecasts |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
     for r in found.values():
+        if "model_only_seconds_one_thread" in r:
+            reference = (f"{r['model_only_seconds_one_thread']:.2f} | {r['cores']} | {r['target_p99_seconds']:.2f} "
+                         f"| {r['p99_over_target']:.1f} | {'yes' if r['meets_target'] else '**no**'}")
+        else:  # measured before the reference was: its old target was 1 s
+            reference = "– | – | – | – | **no**"
         rows.append(f"| {r['model']} | {r['items']:,} | {r['partitions']} | {r['p50_seconds']:.2f} "
-                    f"| {r['p99_seconds']:.2f} | {r['max_seconds']:.2f} | {'yes' if r['meets_target'] else '**no**'} "
+                    f"| {r['p99_seconds']:.2f} | {r['max_seconds']:.2f} | {reference} "
                     f"| {r['first_close_seconds_to_all_forecasts']:.1f} |")
     return rows
