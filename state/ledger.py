@@ -16,6 +16,7 @@ times the model's cost.)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -89,16 +90,9 @@ class Ledgers:
         return [None if origin == NO_ORIGIN else (origin, v) for origin, v in zip(newest.tolist(), values)]
 
     def to_bytes(self) -> list[bytes]:
-        """Each row serialised, rows of one width together: origins, the width, increments."""
-        found: list[bytes] = [b""] * len(self.origins)
-        for width in np.unique(self.widths).tolist():
-            rows = np.flatnonzero(self.widths == width)
-            records = np.empty(len(rows), _record(self.origins.shape[1:], self.increments.shape[1:], width))
-            records["origins"], records["width"], records["increments"] = self.origins[rows], width, self.increments[rows]
-            raw, size = records.tobytes(), records.itemsize
-            for k, row in enumerate(rows.tolist()):
-                found[row] = raw[k * size:(k + 1) * size]
-        return found
+        """Each row serialised: its origins, its width, its increments in that width."""
+        return [b"".join((origins.tobytes(), bytes([width]), increments.astype(_width_of(width), copy=False).tobytes()))
+                for origins, width, increments in zip(self.origins, self.widths.tolist(), self.increments)]
 
     @staticmethod
     def last_origin_of(raw: bytes, horizons: int) -> int:
@@ -107,25 +101,25 @@ class Ledgers:
 
     @classmethod
     def from_bytes(cls, raws: Sequence[bytes], horizons: int, n_quantiles: int) -> "Ledgers":
-        """The ledgers of many items, each as ``to_bytes`` wrote it, rows of one width decoded together."""
-        widths = np.array([raw[horizons * 4] for raw in raws], np.uint8)
-        ledgers = cls.empty(len(raws), horizons, n_quantiles)
-        ledgers.increments = ledgers.increments.astype(_width_of(int(widths.max(initial=0))))
-        ledgers.widths = widths
-        for width in np.unique(widths).tolist():
-            rows = np.flatnonzero(widths == width)
-            dtype = _record((horizons,), (horizons, horizons, n_quantiles), width)
-            records = np.frombuffer(b"".join([raws[row] for row in rows.tolist()]), dtype)
-            ledgers.origins[rows], ledgers.increments[rows] = records["origins"], records["increments"]
+        """The ledgers of many items, each as ``to_bytes`` wrote it."""
+        split = horizons * 4
+        widths = np.array([raw[split] for raw in raws], np.uint8)
+        shape = (horizons, horizons, n_quantiles)
+        ledgers = cls(np.empty((len(raws), horizons), np.int32),
+                      np.empty((len(raws), *shape), _width_of(int(widths.max(initial=0)))), widths)
+        for row, (raw, width) in enumerate(zip(raws, widths.tolist())):
+            ledgers.origins[row] = np.frombuffer(raw, np.int32, count=horizons)
+            ledgers.increments[row] = np.frombuffer(raw, _width_of(width), offset=split + 1).reshape(shape)
         return ledgers
 
+    @staticmethod
+    @lru_cache(maxsize=16)
+    def empty_bytes(horizons: int, n_quantiles: int) -> bytes:
+        """One item's serialised empty ledger: every new item model starts with one."""
+        return Ledgers.empty(1, horizons, n_quantiles).to_bytes()[0]
 
-def _record(origins: tuple[int, ...], increments: tuple[int, ...], width: int) -> np.dtype:
-    """One serialised ledger, packed: (H,) int32 origins, one byte of width, the increments."""
-    return np.dtype([("origins", np.int32, origins), ("width", np.uint8),
-                     ("increments", _width_of(width), increments)])
 
-
+@lru_cache(maxsize=8)
 def _width_of(itemsize: int) -> type:
     return next(w for w in WIDTHS if np.dtype(w).itemsize >= itemsize)
 

@@ -53,8 +53,7 @@ def new_item(item_id: str, born: int, policy: RefreshPolicy) -> ItemState:
 
 def new_model(item: ItemInfo, born: int, model: QuantileForecaster) -> ItemModel:
     """The item model of a new item, made at its first close (``ItemState.launch_info``)."""
-    (ledger,) = Ledgers.empty(1, model.horizons, len(model.quantiles)).to_bytes()
-    return ItemModel(born - 1, model.new_state(item, born), ledger)
+    return ItemModel(born - 1, model.new_state(item, born), Ledgers.empty_bytes(model.horizons, len(model.quantiles)))
 
 
 def needs_close(item: ItemState, item_model: ItemModel, through: int, policy: RefreshPolicy,

@@ -36,7 +36,7 @@ class Shadow:
     def _start(self, items: list[ItemState], known: dict[bytes, ItemModel]) -> None:
         """Item models for items new to the shadow: from the periods each has closed, or new
         where it has closed none yet."""
-        (empty,) = Ledgers.empty(1, self.model.horizons, len(self.model.quantiles)).to_bytes()
+        empty = Ledgers.empty_bytes(self.model.horizons, len(self.model.quantiles))
         closed = [item for item in items if item.closed_through >= item.born]
         started = [ItemModel(item.closed_through, b"", empty) for item in closed]
         rebuild_states(closed, started, self.model, self.cadence)
