@@ -63,11 +63,6 @@ class MaterialChange:
     p50_move: float | None  # (after.p50 - before.p50) / max(before.p50, floor); None when first
 
 
-def week_totals(forecast: IssuedForecast, quantiles: Sequence[float], decimals: int,
-                cadence: Cadence = DAILY) -> WeekTotals:
-    return _week_totals([forecast], quantiles, decimals, cadence)[0]
-
-
 def material_change(previous: IssuedForecast | None, current: IssuedForecast,
                     quantiles: Sequence[float], rule: ChangeRule, cadence: Cadence = DAILY) -> MaterialChange | None:
     """The change from ``previous`` (the item's last published forecast, None if it has none)
@@ -79,9 +74,9 @@ def material_changes(issued: Sequence[IssuedForecast], quantiles: Sequence[float
                      cadence: Cadence = DAILY) -> list[MaterialChange | None]:
     """``material_change`` from each issued forecast's ``previous`` to it, the week totals of
     the whole batch summed at once."""
-    afters = _week_totals(issued, quantiles, rule.decimals, cadence)
+    afters = week_totals(issued, quantiles, rule.decimals, cadence)
     earlier = [f.previous for f in issued if f.previous is not None]
-    befores = iter(_week_totals(earlier, quantiles, rule.decimals, cadence))
+    befores = iter(week_totals(earlier, quantiles, rule.decimals, cadence))
     return [_change(f.item_id, next(befores) if f.previous is not None else None, after, rule)
             for f, after in zip(issued, afters)]
 
@@ -99,8 +94,8 @@ def _change(item_id: str, before: WeekTotals | None, after: WeekTotals, rule: Ch
     return MaterialChange(item_id, tuple(reasons), before, after, move) if reasons else None
 
 
-def _week_totals(forecasts: Sequence[IssuedForecast], quantiles: Sequence[float], decimals: int,
-                 cadence: Cadence) -> list[WeekTotals]:
+def week_totals(forecasts: Sequence[IssuedForecast], quantiles: Sequence[float], decimals: int,
+                cadence: Cadence = DAILY) -> list[WeekTotals]:
     """Each forecast's P50 and P90 totals over the next 7 days, each summed in horizon order
     and rounded by Python's ``round``, as a consumer summing the published values gets them."""
     if not forecasts:

@@ -33,7 +33,7 @@ def change(before, after, share=0.25, stock=0.0):
 
 def test_week_totals_sum_the_first_seven_days_of_p50_and_p90():
     f = issued("A", 15_000)
-    totals = week_totals(f, Q, decimals=3)
+    (totals,) = week_totals([f], Q, decimals=3)
     assert totals == WeekTotals(15_000, round(f.values[:7, P50].sum(), 3), round(f.values[:7, P90].sum(), 3))
 
 
@@ -92,7 +92,7 @@ def test_a_repeated_forecast_is_never_a_change():
     f = issued("A", 15_000)
     assert change(f, f, share=0.01, stock=1.0) is None
     as_ledger_keeps_it = IssuedForecast("A", 15_000, f.values.astype(np.float32))  # float32 copy
-    assert change(as_ledger_keeps_it, f, share=1e-9, stock=week_totals(f, Q, 3).p90) is None
+    assert change(as_ledger_keeps_it, f, share=1e-9, stock=week_totals([f], Q, 3)[0].p90) is None
 
 
 def test_over_real_forecasts_changes_are_exactly_the_revisions_the_rule_selects():
@@ -101,8 +101,8 @@ def test_over_real_forecasts_changes_are_exactly_the_revisions_the_rule_selects(
     emitted = []
     for before, after in zip([None] + series[:-1], series):
         got = material_change(before, after, Q, rule)
-        b = None if before is None else week_totals(before, Q, 3)
-        a = week_totals(after, Q, 3)
+        b = None if before is None else week_totals([before], Q, 3)[0]
+        (a,) = week_totals([after], Q, 3)
         moved = b is not None and abs(a.p50 - b.p50) > 0.3 * max(b.p50, 1.0)
         crossed = (b is not None and b.p90 > 40) != (a.p90 > 40)
         assert (got is not None) == (moved or crossed)
@@ -119,7 +119,7 @@ def test_a_batch_is_judged_as_each_forecast_alone_with_totals_a_consumer_sums_th
     got = material_changes(batch, Q, rule)
     assert got == [material_change(f.previous, f, Q, rule) for f in batch]
     for f, change_ in zip(batch, got):
-        totals = change_.after if change_ else week_totals(f, Q, 3)
+        totals = change_.after if change_ else week_totals([f], Q, 3)[0]
         assert totals.p50 == round(sum(f.values[:7, P50].tolist()), 3)  # in horizon order, from 0
         assert totals.p90 == round(sum(f.values[:7, P90].tolist()), 3)
     assert 0 < sum(c is not None for c in got) < len(batch)
