@@ -15,9 +15,9 @@ times the model's cost.)
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -28,6 +28,7 @@ DECIMALS = 3  # of every published forecast value
 SCALE = 10**DECIMALS
 MAX_UNITS = np.iinfo(np.int32).max / SCALE  # forecasts are clipped to this (±)
 WIDTHS = (np.uint16, np.int32, np.int64)  # the narrowest that holds every increment is used
+NARROW = np.dtype(WIDTHS[0]).itemsize
 
 
 def published(values: np.ndarray) -> np.ndarray:
@@ -37,17 +38,19 @@ def published(values: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Ledgers:
-    """Row i is item i's ledger."""
+    """Row i is item i's ledger. Rows whose increments all fit 16 bits live in one block; the
+    few wider ones (a top seller's) each in an int64 array of their own, so one of them never
+    doubles the block of a whole close."""
 
     origins: np.ndarray  # (B, H) int32, NO_ORIGIN where empty; slot = origin % H
-    increments: np.ndarray  # (B, H, H, Q) thousandths over the quantile below: row, slot, horizon-1, quantile
+    increments: np.ndarray  # (B, H, H, Q) uint16 thousandths over the quantile below: row, slot, horizon-1, quantile
     widths: np.ndarray  # (B,) bytes per increment each row is written with: it widens, never narrows
+    wide: dict[int, np.ndarray] = field(default_factory=dict)  # row -> (H, H, Q) int64, for rows wider than 16 bits
 
     @classmethod
     def empty(cls, n: int, horizons: int, n_quantiles: int) -> "Ledgers":
         return cls(np.full((n, horizons), NO_ORIGIN, np.int32),
-                   np.zeros((n, horizons, horizons, n_quantiles), WIDTHS[0]),
-                   np.full(n, np.dtype(WIDTHS[0]).itemsize, np.uint8))
+                   np.zeros((n, horizons, horizons, n_quantiles), WIDTHS[0]), np.full(n, NARROW, np.uint8))
 
     @property
     def horizons(self) -> int:
@@ -55,29 +58,34 @@ class Ledgers:
 
     def record(self, rows: Sequence[int], origin: int, values: np.ndarray) -> None:
         """Keep each row's forecast from ``origin`` as published (``values`` (n, H, Q) from ``published``)."""
+        rows = np.asarray(rows, np.intp)
+        if not len(rows):
+            return
         units = np.rint(np.asarray(values) * SCALE).astype(np.int64)
         step = units.copy()
         step[..., 1:] -= units[..., :-1]
-        needed = _narrowest(step.reshape(len(step), -1))
-        rows = np.asarray(rows, np.intp)
-        self.widths[rows] = np.maximum(self.widths[rows], needed)
-        widest = _width_of(int(needed.max(initial=0)))
-        if np.dtype(widest).itemsize > self.increments.itemsize:
-            self.increments = self.increments.astype(widest)
-        slot = origin % self.horizons
+        self.widths[rows] = np.maximum(self.widths[rows], _narrowest(step.reshape(len(step), -1)))
+        slot, wide = origin % self.horizons, self.widths[rows] > NARROW
         self.origins[rows, slot] = origin
-        self.increments[rows, slot] = step
+        self.increments[rows[~wide], slot] = step[~wide]
+        for k in np.flatnonzero(wide).tolist():
+            row = int(rows[k])
+            if row not in self.wide:
+                self.wide[row] = self.increments[row].astype(np.int64)
+            self.wide[row][slot] = step[k]
 
     def score(self, rows: Sequence[int], target: int, actuals: Sequence[float]) -> list[TargetErrors | None]:
         """Each row's kept forecasts of ``target``, oldest origin first, against its actual;
         None for a row that keeps none."""
         origins = np.arange(target - self.horizons, target)
         slots, horizon_index = origins % self.horizons, target - origins - 1
-        rows = np.asarray(rows, np.intp)[:, None]
-        kept = (origins >= 0) & (self.origins[rows, slots] == origins)  # (n, H)
-        values = np.cumsum(self.increments[rows, slots, horizon_index], axis=-1, dtype=np.int64) / SCALE  # (n, H, Q)
+        rows = np.asarray(rows, np.intp)
+        kept = (origins >= 0) & (self.origins[rows[:, None], slots] == origins)  # (n, H)
+        cells = self._gather(rows, self.increments[rows[:, None], slots, horizon_index],
+                             lambda wide, k: wide[slots, horizon_index])
+        values = np.cumsum(cells, axis=-1) / SCALE  # (n, H, Q)
         return [TargetErrors(target, actual, origins[k], v[k]) if k.any() else None
-                for actual, k, v in zip(actuals, kept, values)]
+                for actual, k, v in zip(actuals, kept, values, strict=True)]
 
     def latest(self, rows: Sequence[int], before: int | None = None) -> list[tuple[int, np.ndarray] | None]:
         """Each row's (origin, (H, Q) values as published) of its newest kept forecast, or of
@@ -86,13 +94,25 @@ class Ledgers:
         origins = self.origins[rows]
         kept = origins != NO_ORIGIN if before is None else (origins != NO_ORIGIN) & (origins < before)
         newest = np.where(kept, origins, NO_ORIGIN).max(axis=1, initial=NO_ORIGIN)
-        values = np.cumsum(self.increments[rows, newest % self.horizons], axis=-1, dtype=np.int64) / SCALE
+        slots = newest % self.horizons
+        values = np.cumsum(self._gather(rows, self.increments[rows, slots], lambda wide, k: wide[slots[k]]), axis=-1) / SCALE
         return [None if origin == NO_ORIGIN else (origin, v) for origin, v in zip(newest.tolist(), values)]
 
     def to_bytes(self) -> list[bytes]:
         """Each row serialised: its origins, its width, its increments in that width."""
-        return [b"".join((origins.tobytes(), bytes([width]), increments.astype(_width_of(width), copy=False).tobytes()))
-                for origins, width, increments in zip(self.origins, self.widths.tolist(), self.increments)]
+        return [b"".join((origins.tobytes(), bytes([width]),
+                          self.wide.get(row, self.increments[row]).astype(_width_of(width), copy=False).tobytes()))
+                for row, (origins, width) in enumerate(zip(self.origins, self.widths.tolist()))]
+
+    def _gather(self, rows: np.ndarray, cells: np.ndarray, pick: Callable[[np.ndarray, int], np.ndarray]) -> np.ndarray:
+        """``cells`` (n, ...) taken from the 16-bit block for ``rows``, as int64, with each wide
+        row's own (``pick(its array, k)`` for the k-th row) in its place."""
+        cells = cells.astype(np.int64)
+        if self.wide:
+            for k, row in enumerate(rows.tolist()):
+                if row in self.wide:
+                    cells[k] = pick(self.wide[row], k)
+        return cells
 
     @staticmethod
     def last_origin_of(raw: bytes, horizons: int) -> int:
@@ -102,14 +122,16 @@ class Ledgers:
     @classmethod
     def from_bytes(cls, raws: Sequence[bytes], horizons: int, n_quantiles: int) -> "Ledgers":
         """The ledgers of many items, each as ``to_bytes`` wrote it."""
-        split = horizons * 4
-        widths = np.array([raw[split] for raw in raws], np.uint8)
-        shape = (horizons, horizons, n_quantiles)
-        ledgers = cls(np.empty((len(raws), horizons), np.int32),
-                      np.empty((len(raws), *shape), _width_of(int(widths.max(initial=0)))), widths)
-        for row, (raw, width) in enumerate(zip(raws, widths.tolist())):
+        split, shape = horizons * 4, (horizons, horizons, n_quantiles)
+        ledgers = cls(np.empty((len(raws), horizons), np.int32), np.zeros((len(raws), *shape), WIDTHS[0]),
+                      np.array([raw[split] for raw in raws], np.uint8))
+        for row, (raw, width) in enumerate(zip(raws, ledgers.widths.tolist())):
             ledgers.origins[row] = np.frombuffer(raw, np.int32, count=horizons)
-            ledgers.increments[row] = np.frombuffer(raw, _width_of(width), offset=split + 1).reshape(shape)
+            increments = np.frombuffer(raw, _width_of(width), offset=split + 1).reshape(shape)
+            if width == NARROW:
+                ledgers.increments[row] = increments
+            else:
+                ledgers.wide[row] = increments.astype(np.int64)
         return ledgers
 
     @staticmethod

@@ -102,9 +102,10 @@ def week_totals(forecasts: Sequence[IssuedForecast], quantiles: Sequence[float],
         return []
     n = cadence.count(WEEK_DAYS)  # 7 days, or 1 week
     columns = [_column(quantiles, q) for q in (0.5, 0.9)]
+    short = min(len(f.values) for f in forecasts)
+    if short < n:
+        raise ValueError(f"a forecast needs {n} horizons for week totals, got {short}")
     weeks = np.stack([np.asarray(f.values, np.float64)[:n] for f in forecasts])  # (B, n, Q)
-    if weeks.shape[1] < n:
-        raise ValueError(f"a forecast needs {n} horizons for week totals, got {weeks.shape[1]}")
     sums = weeks[:, :, columns].sum(axis=1) + 0.0  # (B, 2); + 0.0: never a -0.0 total
     return [WeekTotals(f.origin, round(p50, decimals), round(p90, decimals))
             for f, (p50, p90) in zip(forecasts, sums.tolist())]

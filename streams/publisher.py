@@ -52,19 +52,18 @@ class Publisher:
     def _records(self, refresh: Refresh) -> dict[str, list[Record]]:
         now, cadence, model = messages.utc_now(), self.cadence, self.model
         head = messages.headers(model, cadence)
-        outputs: dict[str, list[Record]] = {output: [] for output in self.outputs}
-        bodies = messages.forecast_messages(refresh.issued, model, now, cadence)
         keys = [issued.item_id.encode() for issued in refresh.issued]
-        outputs["forecasts"] = [(key, body, head) for key, body in zip(keys, bodies)]
-        if "forecasts-latest" in outputs:
-            outputs["forecasts-latest"] = outputs["forecasts"]
-        if "forecast-changes" in outputs:
+        forecasts = [(key, body, head) for key, body in
+                     zip(keys, messages.forecast_messages(refresh.issued, model, now, cadence))]
+        errors = [(scored.item_id.encode(), body, head) for scored, body in
+                  zip(refresh.scored, messages.error_messages(refresh.scored, model, now, self.decimals, cadence))]
+        outputs: dict[str, list[Record]] = {"forecasts": forecasts, "forecast-errors": errors}
+        if "forecasts-latest" in self.outputs:
+            outputs["forecasts-latest"] = forecasts
+        if "forecast-changes" in self.outputs:
             changes = material_changes(refresh.issued, model.quantiles, self.change_rule, cadence)
             outputs["forecast-changes"] = [(key, change_message(change, self.change_rule, model, now, cadence), head)
                                            for key, change in zip(keys, changes) if change is not None]
-        bodies = messages.error_messages(refresh.scored, model, now, self.decimals, cadence)
-        outputs["forecast-errors"] = [(scored.item_id.encode(), body, head)
-                                      for scored, body in zip(refresh.scored, bodies)]
         return outputs
 
     async def dead_letter(self, message: Message, reason: str, detail: str) -> None:

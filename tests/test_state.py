@@ -102,18 +102,22 @@ def test_ledger_of_small_forecasts_takes_two_bytes_a_value():
 
 def test_a_batch_of_ledgers_is_each_ledger_alone_whatever_the_widths_beside_it():
     """Rows of 16, 32 and 64 bits, written and read in one batch, each equal to its ledger
-    kept alone; each row keeps its own width, so a wide neighbour never widens it."""
-    rng, tops = np.random.default_rng(3), [5.0, 2_000.0, 60.0, 3e6, -1.5, 9.0]
+    kept alone; each row keeps its own width, so a wide neighbour never widens it, nor the
+    16-bit block of the others."""
+    rng, tops = np.random.default_rng(3), [5.0, 2_000.0, 60.0, 3e6, -1.5, 9.0, 0.0]
+    crossing = np.where(np.arange(9) < 4, -3e6, 3e6)  # -MAX_UNITS then +MAX_UNITS: a step past 32 bits
     batch, alone = Ledgers.empty(len(tops), 28, 9), [Ledgers.empty(1, 28, 9) for _ in tops]
     for origin in range(200, 240):
         rows = [r for r in range(len(tops)) if (origin + r) % 5]  # some rows skip some days
-        values = published(np.sort(rng.uniform(0, 1, (len(rows), 28, 9)), axis=-1) * np.array(tops)[rows, None, None])
+        values = np.sort(rng.uniform(0, 1, (len(rows), 28, 9)), axis=-1) * np.array(tops)[rows, None, None]
+        values = published(np.where(np.array(tops)[rows, None, None] == 0.0, crossing, values))
         batch.record(rows, origin, values)
         for r, v in zip(rows, values):
             alone[r].record([0], origin, v[None])
         batch = Ledgers.from_bytes(batch.to_bytes(), 28, 9)
     assert batch.to_bytes() == [ledger.to_bytes()[0] for ledger in alone]
-    assert [len(raw) for raw in batch.to_bytes()] == [28 * 4 + 1 + 28 * 28 * 9 * w for w in (2, 4, 2, 4, 4, 2)]
+    assert [len(raw) for raw in batch.to_bytes()] == [28 * 4 + 1 + 28 * 28 * 9 * w for w in (2, 4, 2, 4, 4, 2, 8)]
+    assert batch.increments.dtype == np.uint16
     actuals = rng.poisson(3.0, len(tops)).astype(float).tolist()
     for got, ledger, actual in zip(batch.score(range(len(tops)), 240, actuals), alone, actuals):
         (want,) = ledger.score([0], 240, [actual])
@@ -121,6 +125,19 @@ def test_a_batch_of_ledgers_is_each_ledger_alone_whatever_the_widths_beside_it()
     for (origin, got), ledger in zip(batch.latest(range(len(tops)), before=239), alone):
         ((want_origin, want),) = ledger.latest([0], before=239)
         assert origin == want_origin < 239 and np.array_equal(got, want)
+    (crossed,) = batch.latest([6])
+    assert np.array_equal(crossed[1][0], published(crossing))
+
+
+def test_a_ledger_is_written_in_the_format_it_always_had():
+    """Origins (int32), one byte of width, increments over the quantile below in that width:
+    the changelogs of earlier versions read back as they were written."""
+    ledgers = Ledgers.empty(1, horizons=2, n_quantiles=2)
+    ledgers.record([0], 7, np.array([[[0.5, 1.25], [2.0, 2.0]]]))
+    raw = ledgers.to_bytes()[0]
+    assert raw == np.array([-1, 7], np.int32).tobytes() + bytes([2]) + np.array(
+        [[[0, 0], [0, 0]], [[500, 750], [2000, 0]]], np.uint16).tobytes()
+    assert Ledgers.from_bytes([raw], 2, 2).to_bytes() == [raw]
 
 
 def test_closing_days_scores_earlier_forecasts_and_issues_new_ones():
