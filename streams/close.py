@@ -24,17 +24,9 @@ class PartitionClose:
         self.shadow: Shadow | None = None  # a candidate run beside the served model
 
     async def close(self, partition: int, tracked: set[bytes], through: int) -> None:
-        """Close the periods up to ``through`` for the ``tracked`` items of ``partition``, a
-        batch of ``refresh_batch`` items at a time, each batch's outputs and state written
-        before the next is read: a close holds one batch whatever the partition's size, and
-        after a crash the batches done are not done again (their items are closed through
-        ``through``). Items left dormant leave ``tracked`` (they come back at their next event)."""
-        keys, size = list(tracked), self.policy.batch_size
-        for start in range(0, len(keys), size):
-            await self._close_batch(partition, keys[start:start + size], tracked, through)
-
-    async def _close_batch(self, partition: int, keys: list[bytes], tracked: set[bytes], through: int) -> None:
-        items, item_models = self._due(partition, keys, through)
+        """Close the periods up to ``through`` for the ``tracked`` items of ``partition``; items
+        left dormant by it leave ``tracked`` (they come back at their next event)."""
+        items, item_models = self._due(partition, tracked, through)
         if not items:
             return
         started = time.perf_counter()
@@ -43,7 +35,7 @@ class PartitionClose:
         refresh = close_items(items, item_models, through, self.model, self.policy)
         closed = [i for i, item in enumerate(items) if item.closed_through != before[i]]
         self.metrics.refresh_items.observe(len(closed))
-        # Outputs first, then item models, then items, each flushed: after a crash the batch
+        # Outputs first, then item models, then items, each flushed: after a crash the close
         # is redone (outputs repeat, never go missing) and an item model is never behind its item.
         tables = self.tables
         await self.publisher.publish(refresh)
@@ -74,11 +66,11 @@ class PartitionClose:
             self.metrics.rebuilt.inc(len(chunk))
         await tables.put(tables.watermarks, partition, [(MODEL_VERSION, self.model.version.encode())])
 
-    def _due(self, partition: int, keys: list[bytes], through: int) -> tuple[list[ItemState], list[ItemModel]]:
-        """The items of ``keys`` not closed through ``through`` yet, with their item models (a
-        new one for an item's first close)."""
+    def _due(self, partition: int, tracked: set[bytes], through: int) -> tuple[list[ItemState], list[ItemModel]]:
+        """The tracked items not closed through ``through`` yet, with their item models (a new
+        one for an item's first close)."""
         items, item_models = [], []
-        for key in keys:
+        for key in list(tracked):
             item = ItemState.from_bytes(self.tables.get(self.tables.items, partition, key))
             raw_model = self.tables.get(self.tables.item_models, partition, key)
             if raw_model is None:  # the item's first close: its model starts now
