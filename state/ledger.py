@@ -39,18 +39,17 @@ def published(values: np.ndarray) -> np.ndarray:
 @dataclass
 class Ledgers:
     """Row i is item i's ledger. Rows whose increments all fit 16 bits live in one block; the
-    few wider ones (a top seller's) each in an int64 array of their own, so one of them never
+    few wider ones (a top seller's) each in an array of their own width, so one of them never
     doubles the block of a whole close."""
 
     origins: np.ndarray  # (B, H) int32, NO_ORIGIN where empty; slot = origin % H
     increments: np.ndarray  # (B, H, H, Q) uint16 thousandths over the quantile below: row, slot, horizon-1, quantile
-    widths: np.ndarray  # (B,) bytes per increment each row is written with: it widens, never narrows
-    wide: dict[int, np.ndarray] = field(default_factory=dict)  # row -> (H, H, Q) int64, for rows wider than 16 bits
+    # row -> (H, H, Q) int32 or int64, for the rows wider than 16 bits; a row widens, never narrows
+    wide: dict[int, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def empty(cls, n: int, horizons: int, n_quantiles: int) -> "Ledgers":
-        return cls(np.full((n, horizons), NO_ORIGIN, np.int32),
-                   np.zeros((n, horizons, horizons, n_quantiles), WIDTHS[0]), np.full(n, NARROW, np.uint8))
+        return cls(np.full((n, horizons), NO_ORIGIN, np.int32), np.zeros((n, horizons, horizons, n_quantiles), WIDTHS[0]))
 
     @property
     def horizons(self) -> int:
@@ -64,15 +63,18 @@ class Ledgers:
         units = np.rint(np.asarray(values) * SCALE).astype(np.int64)
         step = units.copy()
         step[..., 1:] -= units[..., :-1]
-        self.widths[rows] = np.maximum(self.widths[rows], _narrowest(step.reshape(len(step), -1)))
-        slot, wide = origin % self.horizons, self.widths[rows] > NARROW
+        needed = _narrowest(step.reshape(len(step), -1))
+        wide = (needed > NARROW) | np.isin(rows, list(self.wide))
+        slot = origin % self.horizons
         self.origins[rows, slot] = origin
         self.increments[rows[~wide], slot] = step[~wide]
         for k in np.flatnonzero(wide).tolist():
             row = int(rows[k])
-            if row not in self.wide:
-                self.wide[row] = self.increments[row].astype(np.int64)
-            self.wide[row][slot] = step[k]
+            own = self._row(row)
+            if needed[k] > own.itemsize:
+                own = own.astype(_width_of(int(needed[k])))
+            own[slot] = step[k]
+            self.wide[row] = own
 
     def score(self, rows: Sequence[int], target: int, actuals: Sequence[float]) -> list[TargetErrors | None]:
         """Each row's kept forecasts of ``target``, oldest origin first, against its actual;
@@ -100,9 +102,11 @@ class Ledgers:
 
     def to_bytes(self) -> list[bytes]:
         """Each row serialised: its origins, its width, its increments in that width."""
-        return [b"".join((origins.tobytes(), bytes([width]),
-                          self.wide.get(row, self.increments[row]).astype(_width_of(width), copy=False).tobytes()))
-                for row, (origins, width) in enumerate(zip(self.origins, self.widths.tolist()))]
+        return [b"".join((origins.tobytes(), bytes([increments.itemsize]), increments.tobytes()))
+                for origins, increments in zip(self.origins, map(self._row, range(len(self.origins))))]
+
+    def _row(self, row: int) -> np.ndarray:
+        return self.wide.get(row, self.increments[row])
 
     def _gather(self, rows: np.ndarray, cells: np.ndarray, pick: Callable[[np.ndarray, int], np.ndarray]) -> np.ndarray:
         """``cells`` (n, ...) taken from the 16-bit block for ``rows``, as int64, with each wide
@@ -123,15 +127,14 @@ class Ledgers:
     def from_bytes(cls, raws: Sequence[bytes], horizons: int, n_quantiles: int) -> "Ledgers":
         """The ledgers of many items, each as ``to_bytes`` wrote it."""
         split, shape = horizons * 4, (horizons, horizons, n_quantiles)
-        ledgers = cls(np.empty((len(raws), horizons), np.int32), np.zeros((len(raws), *shape), WIDTHS[0]),
-                      np.array([raw[split] for raw in raws], np.uint8))
-        for row, (raw, width) in enumerate(zip(raws, ledgers.widths.tolist())):
+        ledgers = cls(np.empty((len(raws), horizons), np.int32), np.zeros((len(raws), *shape), WIDTHS[0]))
+        for row, raw in enumerate(raws):
             ledgers.origins[row] = np.frombuffer(raw, np.int32, count=horizons)
-            increments = np.frombuffer(raw, _width_of(width), offset=split + 1).reshape(shape)
-            if width == NARROW:
+            increments = np.frombuffer(raw, _width_of(raw[split]), offset=split + 1).reshape(shape)
+            if raw[split] == NARROW:
                 ledgers.increments[row] = increments
             else:
-                ledgers.wide[row] = increments.astype(np.int64)
+                ledgers.wide[row] = increments.copy()
         return ledgers
 
     @staticmethod
