@@ -278,8 +278,8 @@ class ForecastClient:
     def errors(self, item: str, timeout: float = 30.0) -> list[ForecastError]:
         """The item's scored forecasts, by target day.
 
-        With ``lookup_url``: from the worker that owns the item, one GET, every closed target
-        day of the last horizon (the forecasts it still keeps). Without: `forecast-errors`
+        With ``lookup_url``: from the worker that owns the item, one GET, the last closed target
+        day only (what the worker still keeps of them). Without: `forecast-errors`
         (retention: 4 weeks), the item's partition read to its end, a read that grows with
         the topic; of a message repeated after a worker crash, the last copy."""
         if self.lookup_url is not None:

@@ -12,6 +12,7 @@ from typing import TextIO
 
 from kafka.errors import KafkaError
 
+from mqstream.bootstrap import BrokerUnreachable
 from mqstream.client import Forecast, ForecastClient, ForecastError, LookupUnavailable
 from mqstream.config import Settings
 from mqstream.kafka_auth import kafka_options
@@ -113,19 +114,30 @@ def worker_url(settings: Settings) -> str | None:
 
 def _item(settings: Settings, item: str, worker: str | None,
           with_history: bool) -> tuple[Forecast | None, list[ForecastError], str]:
-    """(current forecast, scored forecasts if ``with_history``, where they came from): from the
-    worker when one answers at ``worker`` (a GET each), else from Kafka (the item's partition
-    of each topic, read to its end)."""
+    """(current forecast, scored forecasts if ``with_history``, where the forecast came from):
+    the forecast from the worker when one answers at ``worker`` (a GET), else from Kafka (the
+    item's partition of `forecasts-latest`); the scored forecasts from `forecast-errors`, since a
+    worker keeps only the last closed day's, which stand in when the broker does not answer."""
+    forecast, source = _forecast(settings, item, worker)
+    if not with_history or forecast is None:
+        return forecast, [], source
+    try:
+        return forecast, _client(settings).errors(item), source
+    except (KafkaError, BrokerUnreachable, TimeoutError) as exc:
+        if not source.startswith("the worker"):
+            raise
+        print(f"mqstream: kafka at {settings.kafka_bootstrap}: {exc}; the plot shows the actual of the last "
+              "closed day only, from the worker", file=sys.stderr)
+        return forecast, _client(settings, worker).errors(item), source
+
+
+def _forecast(settings: Settings, item: str, worker: str | None) -> tuple[Forecast | None, str]:
     if worker is not None:
         try:
-            return *_read_item(_client(settings, worker), item, with_history), f"the worker at {worker}"
+            return _client(settings, worker).latest(items=[item]).get(item), f"the worker at {worker}"
         except LookupUnavailable as exc:
             print(f"mqstream: {exc}; reading the item's partitions in Kafka instead", file=sys.stderr)
-    return *_read_item(_client(settings), item, with_history), settings.topic("forecasts-latest")
-
-
-def _read_item(client: ForecastClient, item: str, with_history: bool) -> tuple[Forecast | None, list[ForecastError]]:
-    return client.latest(items=[item]).get(item), client.errors(item) if with_history else []
+    return _client(settings).latest(items=[item]).get(item), settings.topic("forecasts-latest")
 
 
 def _client(settings: Settings, worker: str | None = None) -> ForecastClient:

@@ -3,7 +3,8 @@
 - ``/explorer?q=TEXT``: items whose id or description holds TEXT (case-insensitive), from
   the whole group, at most ``MAX_RESULTS``, each linked to its page.
 - ``/explorer/items/{item_id}``: the item's fan chart (P10–P90 band, P50 and the actuals so
-  far), its recent scored forecasts and this worker's rolling quality by horizon bucket.
+  far), its forecasts of the last closed day, scored, and this worker's rolling quality by
+  horizon bucket.
   Only the worker that owns the item's partition renders it; any other redirects (307) to
   it by the rule of the forecast lookups (``ForecastLookup.elsewhere``). An item the group
   does not hold is a 404 page that says so.
@@ -51,7 +52,6 @@ MAX_RESULTS = 50  # a search lists at most this many items
 SCAN_SLICE = 1000  # items scanned between two yields to the event loop
 PEER_TIMEOUT = 5.0  # seconds a search waits for another worker's matches
 LOOP_TIMEOUT = 10.0  # seconds a page waits for the event loop
-RECENT_TARGETS = 7  # target days in the item's table of scored forecasts
 STATIC = Path(__file__).parent / "static"
 CHART_JS = "chart.umd.min.js"
 ITEM_ROUTE = re.compile(r"^/explorer/items/(?P<item>[^/?#]+)/?$")
@@ -74,7 +74,7 @@ class ItemView:
     forecast: IssuedForecast | None
     first_actual: int  # first period of ``actuals``
     actuals: np.ndarray  # (periods,) units sold per period, first_actual..origin (or closed_through): a horizon's worth
-    scored: list[ScoredDay]  # oldest target first
+    last_scored: ScoredDay | None  # the forecasts of the last closed period, scored
     quality: dict[str, BucketQuality]
     quantiles: tuple[float, ...]
     cadence: Cadence
@@ -165,7 +165,7 @@ class ForecastExplorer:
         forecast = None if latest is None else IssuedForecast(item_id, *latest)
         last = item.closed_through if forecast is None else forecast.origin
         first = max(item.born, last - lookup.model.horizons + 1)
-        scored = [] if ledger is None else lookup.scored_days(item, item_model, ledger)
+        scored = None if ledger is None else lookup.last_scored(item, item_model, ledger)
         return ItemView(item, forecast, first, item.daily(UNITS, first, last), scored, self.quality.by_bucket(),
                         tuple(lookup.model.quantiles), lookup.cadence)
 
@@ -225,22 +225,21 @@ def fan_series(view: ItemView) -> dict:
 
 
 def _scored_table(view: ItemView) -> str:
-    if not view.scored:
-        return "<h2>Recent scored forecasts</h2><p>None yet: no forecast of this item has reached its target.</p>"
+    """The last closed period's forecasts, newest first: how the forecast of one period moved
+    as it neared, beside what sold."""
+    period = view.cadence.period
+    if view.last_scored is None:
+        return f"<h2>Scored forecasts</h2><p>None yet: no forecast of this item has reached its {period}.</p>"
+    e = view.last_scored.errors
     low, mid, high = _bands(view.quantiles)
-    q = np.asarray(view.quantiles)
     names = " · ".join(_level(view.quantiles[i]) for i in (low, mid, high))
-    rows = []
-    for scored in reversed(view.scored[-RECENT_TARGETS:]):
-        e = scored.errors  # its last row is the newest forecast: the shortest horizon
-        loss = pinball_loss(e.actual, e.forecasts, q).mean()
-        band = " · ".join(_num(e.forecasts[-1, i]) for i in (low, mid, high))
-        rows.append(f"<tr><td>{view.cadence.iso(e.target)}</td><td>{_num(e.actual)}</td>"
-                    f"<td>{len(e.origins):,}</td><td>{loss:.3f}</td><td>{e.horizons[-1]}</td><td>{band}</td></tr>")
-    return ("<h2>Recent scored forecasts</h2><table id=scored><thead><tr>"
-            f"<th>Target {view.cadence.period}</th><th>Actual</th>"
-            "<th>Forecasts scored</th><th>Mean pinball loss</th><th>Latest forecast's horizon</th>"
-            f"<th>Its {names}</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+    losses = pinball_loss(e.actual, e.forecasts, np.asarray(view.quantiles)).mean(axis=-1)
+    rows = [f"<tr><td>{view.cadence.iso(origin)}</td><td>{horizon}</td>"
+            f"<td>{' · '.join(_num(values[i]) for i in (low, mid, high))}</td><td>{loss:.3f}</td></tr>"
+            for origin, horizon, values, loss in reversed(list(zip(e.origins, e.horizons, e.forecasts, losses)))]
+    return (f"<h2>Forecasts of {view.cadence.iso(e.target)}, the last closed {period}: {_num(e.actual)} sold</h2>"
+            f"<table id=scored><thead><tr><th>Made on</th><th>Horizon</th><th>{names}</th>"
+            f"<th>Mean pinball loss</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
 
 def _quality_table(quality: dict[str, BucketQuality], quantiles: tuple[float, ...], period: str) -> str:

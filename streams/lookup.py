@@ -1,4 +1,5 @@
-"""GET /forecasts/{item_id} and /forecasts/{item_id}/errors, answered from the worker's tables.
+"""GET /forecasts/{item_id} and /forecasts/{item_id}/errors (the scored forecasts of the last closed
+day), answered from the worker's tables.
 
 The answer comes from the item's model state (its ``ItemModel``), so it is the forecast of the last close this
 worker made, in the `forecasts` message format (``created_at`` is the time of the answer).
@@ -70,9 +71,9 @@ class ForecastLookup:
             return _error(404, f"no forecast of item {item_id} yet")
         if match["errors"]:
             now = messages.utc_now()
-            found = [orjson.loads(messages.error_message(scored, self.model, now, self.policy.decimals,
-                                                              self.cadence))
-                     for scored in self.scored_days(self.item(item_id), item_model, ledger)]
+            scored = self.last_scored(self.item(item_id), item_model, ledger)
+            found = [] if scored is None else [orjson.loads(
+                messages.error_message(scored, self.model, now, self.policy.decimals, self.cadence))]
             return 200, orjson.dumps({"item_id": item_id, "errors": found}), {}
         issued = IssuedForecast(item_id, *latest)
         return 200, messages.forecast_message(issued, self.model, messages.utc_now(), self.cadence), {}
@@ -99,16 +100,12 @@ class ForecastLookup:
         """The item's ledger, as row 0."""
         return Ledgers.from_bytes([item_model.ledger], self.model.horizons, len(self.model.quantiles))
 
-    def scored_days(self, item: ItemState, item_model: ItemModel, ledger: Ledgers) -> list[ScoredDay]:
-        """The forecasts still kept (made within the last horizon) scored, per target day already
-        closed, oldest first: what the `forecast-errors` messages of those days said."""
-        found = []
-        for target in range(item_model.closed_through - self.model.horizons + 1, item_model.closed_through + 1):
-            actual = float(item.daily(UNITS, target, target)[0])
-            (errors,) = ledger.score([0], target, [actual])
-            if errors is not None:
-                found.append(ScoredDay(item.item_id, errors))
-        return found
+    def last_scored(self, item: ItemState, item_model: ItemModel, ledger: Ledgers) -> ScoredDay | None:
+        """The forecasts of the item's last closed target day, scored: what its `forecast-errors`
+        message said. The ledger keeps no earlier target's (`forecast-errors` has them)."""
+        target = item_model.closed_through
+        (errors,) = ledger.score([0], target, [float(item.daily(UNITS, target, target)[0])])
+        return None if errors is None else ScoredDay(item.item_id, errors)
 
     def own_items(self) -> Iterator[ItemState]:
         """The items of the partitions this worker owns (not those it keeps as a standby)."""

@@ -100,16 +100,16 @@ def test_show_of_an_item_without_a_forecast_says_so_and_exits_2(topics):
     assert f"no forecast for item 'NOSUCH' in {topics.topic('forecasts-latest')}" in run.stderr
 
 
-def test_show_plot_asks_the_worker_and_needs_no_broker_then(tmp_path):
+def test_show_plot_without_a_broker_plots_the_workers_last_closed_day_and_says_so(tmp_path):
     history = [issued("A", ORIGIN - d) for d in range(6, 0, -1)]
     answers = {"/forecasts/A": forecast_bytes(issued("A", ORIGIN, level=5.0)),
-               "/forecasts/A/errors": errors_answer("A", [error_bytes("A", ORIGIN - d, float(d), history[:6 - d])
-                                                          for d in range(5, -1, -1)])}
+               "/forecasts/A/errors": errors_answer("A", [error_bytes("A", ORIGIN, 1.0, history)])}
     closed = Settings(kafka_port=free_port())  # no broker
     png = tmp_path / "fan.png"
     with lookups(answers) as (redirecting, _):
         run = mqstream(closed, "show", "A", "--plot", str(png), "--worker", redirecting)
-    assert run.returncode == 0 and run.stderr == "", run.stderr
+    assert run.returncode == 0, run.stderr
+    assert "the plot shows the actual of the last closed day only, from the worker" in run.stderr
     assert run.stdout.startswith(f"item A  origin {iso_of_day(ORIGIN)}")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -139,7 +139,7 @@ def test_each_worker_answers_for_its_items_and_redirects_to_the_owner_of_the_oth
     assert status == 404 and "NO-SUCH-ITEM" in body["error"]
 
 
-def test_the_errors_lookup_equals_the_published_errors_of_the_kept_forecasts(served):
+def test_the_errors_lookup_equals_the_published_errors_of_the_last_closed_day(served):
     settings, urls = served
     errors = latest_by(read_topic(settings, settings.topic("forecast-errors")), "item_id", "target")
     last_target = max(day_of_iso(target) for _, target in errors)
@@ -147,6 +147,7 @@ def test_the_errors_lookup_equals_the_published_errors_of_the_kept_forecasts(ser
     for item in items:
         status, body, _ = get(f"{urls['w1']}/forecasts/{item}/errors")
         assert status == 200
+        assert len(body["errors"]) == 1  # a worker keeps no earlier target's forecasts
         by_target = {e["target"]: e for e in body["errors"]}
         published = errors[(item, max(by_target))]
         served_error = by_target[max(by_target)]

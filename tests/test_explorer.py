@@ -24,7 +24,7 @@ def view_of(description: str = "WHITE MUG") -> ItemView:
     item.description = description
     values = np.arange(HORIZONS * 9, dtype=np.float64).reshape(HORIZONS, 9)  # every quantile different
     forecast = IssuedForecast(item.item_id, DAY, values)
-    scored = [ScoredDay(item.item_id, TargetErrors(DAY, 4.0, np.array([DAY - 1]), values[:1]))]
+    scored = ScoredDay(item.item_id, TargetErrors(DAY, 4.0, np.array([DAY - 1]), values[:1]))
     quality = {"1-7": BucketQuality(np.full(9, 0.5), 0.8, 12)}
     return ItemView(item, forecast, DAY - 3, np.array([1.0, 0.0, 2.0, 4.0]), scored, quality, DEFAULT_QUANTILES, DAILY)
 
@@ -69,4 +69,4 @@ def test_a_weekly_item_page_names_weeks_by_their_monday_and_counts_units_a_week(
     assert all(dt.date.fromisoformat(label).weekday() == 0 for label in fan["labels"])
     assert fan["unit"] == "units a week"
     page = item_page(view).decode()
-    assert f"Forecast from the week of {weeks.iso(DAY)}" in page and "<th>Target week</th>" in page
+    assert f"Forecast from the week of {weeks.iso(DAY)}" in page and "the last closed week: 4 sold" in page

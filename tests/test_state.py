@@ -93,17 +93,48 @@ def test_ledger_bytes_give_back_exactly_what_was_published(tops):
     assert Ledgers.last_origin_of(ledgers.to_bytes()[0], 28) == 127
 
 
-def test_ledger_of_small_forecasts_takes_two_bytes_a_value():
-    ledgers = Ledgers.empty(1, horizons=28, n_quantiles=9)
-    for origin in range(28):
-        ledgers.record([0], origin, np.tile(np.linspace(0, 60, 9), (1, 28, 1)))
-    assert len(ledgers.to_bytes()[0]) == 28 * 4 + 1 + 28 * 28 * 9 * 2
+def closed_daily(ledgers: Ledgers, rows: list[int], day: int, values: np.ndarray, actuals: list[float]):
+    """Day ``day`` closed as a close does it: its earlier forecasts scored, then a forecast from it kept."""
+    scored = ledgers.score(rows, day, actuals)
+    ledgers.record(rows, day, values)
+    return scored
+
+
+def test_a_written_ledger_keeps_what_is_still_to_score_and_scores_as_one_never_written():
+    """Written each day, a ledger keeps the cells of targets not yet closed, the last closed
+    target's (433 of 784 cells at 16 bits: 7,915 bytes) and the newest forecast whole; it
+    scores every later target exactly as a ledger kept in memory throughout."""
+    rng = np.random.default_rng(11)
+    kept, written = Ledgers.empty(1, 28, 9), Ledgers.empty(1, 28, 9)
+    for day in range(300, 360):
+        values = published(np.sort(rng.uniform(0, 40, (1, 28, 9)), axis=-1))
+        actual = [float(rng.poisson(5))]
+        want, got = closed_daily(kept, [0], day, values, actual), closed_daily(written, [0], day, values, actual)
+        assert (want[0] is None) == (got[0] is None)
+        if want[0] is not None:
+            assert np.array_equal(want[0].origins, got[0].origins) and np.array_equal(want[0].forecasts, got[0].forecasts)
+        written = Ledgers.from_bytes(written.to_bytes(), 28, 9)
+    assert len(written.to_bytes()[0]) == 4 + 28 * 4 + 4 + 1 + 433 * 9 * 2
+    assert np.array_equal(written.latest([0])[0][1], kept.latest([0])[0][1])
+    (last,) = written.score([0], 359, [3.0])  # the last closed target's errors are still there
+    assert last.origins.tolist() == list(range(332, 359))
+    assert written.score([0], 358, [3.0]) == [None]  # an earlier target's are gone
+
+
+def test_an_idle_ledger_still_holds_its_newest_forecast_whole():
+    ledgers = Ledgers.empty(1, horizons=3, n_quantiles=2)
+    ledgers.record([0], 10, np.array([[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]]))
+    for day in range(11, 20):  # closed without forecasts: every target of origin 10 is past
+        ledgers.score([0], day, [0.0])
+    back = Ledgers.from_bytes(ledgers.to_bytes(), 3, 2)
+    ((origin, values),) = back.latest([0])
+    assert origin == 10 and values.tolist() == [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
 
 
 def test_a_batch_of_ledgers_is_each_ledger_alone_whatever_the_widths_beside_it():
-    """Rows of 16, 32 and 64 bits, written and read in one batch, each equal to its ledger
-    kept alone; each row keeps its own width, so a wide neighbour never widens it, nor the
-    16-bit block of the others."""
+    """Rows of 16, 32 and 64 bits, closed, written and read in one batch, each equal to its
+    ledger kept alone; each row is written in the narrowest width of its own cells, so a
+    wide neighbour never widens it, nor the 16-bit block of the others."""
     rng, tops = np.random.default_rng(3), [5.0, 2_000.0, 60.0, 3e6, -1.5, 9.0, 0.0]
     crossing = np.where(np.arange(9) < 4, -3e6, 3e6)  # -MAX_UNITS then +MAX_UNITS: a step past 32 bits
     batch, alone = Ledgers.empty(len(tops), 28, 9), [Ledgers.empty(1, 28, 9) for _ in tops]
@@ -111,33 +142,43 @@ def test_a_batch_of_ledgers_is_each_ledger_alone_whatever_the_widths_beside_it()
         rows = [r for r in range(len(tops)) if (origin + r) % 5]  # some rows skip some days
         values = np.sort(rng.uniform(0, 1, (len(rows), 28, 9)), axis=-1) * np.array(tops)[rows, None, None]
         values = published(np.where(np.array(tops)[rows, None, None] == 0.0, crossing, values))
-        batch.record(rows, origin, values)
-        for r, v in zip(rows, values):
-            alone[r].record([0], origin, v[None])
+        actuals = rng.poisson(3.0, len(rows)).astype(float).tolist()
+        closed_daily(batch, rows, origin, values, actuals)
+        for r, v, actual in zip(rows, values, actuals):
+            closed_daily(alone[r], [0], origin, v[None], [actual])
         batch = Ledgers.from_bytes(batch.to_bytes(), 28, 9)
     assert batch.to_bytes() == [ledger.to_bytes()[0] for ledger in alone]
-    assert [len(raw) for raw in batch.to_bytes()] == [28 * 4 + 1 + 28 * 28 * 9 * w for w in (2, 4, 2, 4, 4, 2, 8)]
+    assert [raw[4 + 28 * 4 + 4] for raw in batch.to_bytes()] == [2, 4, 2, 4, 4, 2, 8]
     assert batch.increments.dtype == np.uint16
     actuals = rng.poisson(3.0, len(tops)).astype(float).tolist()
     for got, ledger, actual in zip(batch.score(range(len(tops)), 240, actuals), alone, actuals):
         (want,) = ledger.score([0], 240, [actual])
         assert np.array_equal(got.origins, want.origins) and np.array_equal(got.forecasts, want.forecasts)
-    for (origin, got), ledger in zip(batch.latest(range(len(tops)), before=239), alone):
-        ((want_origin, want),) = ledger.latest([0], before=239)
-        assert origin == want_origin < 239 and np.array_equal(got, want)
+    for (origin, got), ledger in zip(batch.latest(range(len(tops))), alone):
+        ((want_origin, want),) = ledger.latest([0])
+        assert origin == want_origin and np.array_equal(got, want)
     (crossed,) = batch.latest([6])
     assert np.array_equal(crossed[1][0], published(crossing))
 
 
-def test_a_ledger_is_written_in_the_format_it_always_had():
-    """Origins (int32), one byte of width, increments over the quantile below in that width:
-    the changelogs of earlier versions read back as they were written."""
+def test_a_ledger_is_written_packed_and_one_written_whole_before_still_reads():
+    """``PACKED``, origins (int32), the last closed target (int32), one byte of width, the
+    kept cells' increments over the quantile below in that width. A ledger written whole,
+    as before (origins, width, every cell), reads back with every cell."""
     ledgers = Ledgers.empty(1, horizons=2, n_quantiles=2)
+    ledgers.record([0], 6, np.array([[[0.25, 0.5], [1.0, 1.0]]]))
+    ledgers.score([0], 7, [1.0])
     ledgers.record([0], 7, np.array([[[0.5, 1.25], [2.0, 2.0]]]))
+    ledgers.score([0], 8, [1.0])
     raw = ledgers.to_bytes()[0]
-    assert raw == np.array([-1, 7], np.int32).tobytes() + bytes([2]) + np.array(
-        [[[0, 0], [0, 0]], [[500, 750], [2000, 0]]], np.uint16).tobytes()
+    assert raw == np.array([-2, 6, 7, 8], np.int32).tobytes() + bytes([2]) + np.array(
+        [[1000, 0], [500, 750], [2000, 0]], np.uint16).tobytes()  # origin 6's target 8, all of origin 7's
     assert Ledgers.from_bytes([raw], 2, 2).to_bytes() == [raw]
+    whole = np.array([6, 7], np.int32).tobytes() + bytes([2]) + np.array(
+        [[[250, 250], [1000, 0]], [[500, 750], [2000, 0]]], np.uint16).tobytes()
+    (scored,) = Ledgers.from_bytes([whole], 2, 2).score([0], 7, [1.0])
+    assert scored.origins.tolist() == [6] and scored.forecasts.tolist() == [[0.25, 0.5]]
+    assert Ledgers.last_origin_of(whole, 2) == Ledgers.last_origin_of(raw, 2) == 7
 
 
 def test_closing_days_scores_earlier_forecasts_and_issues_new_ones():
