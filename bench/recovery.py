@@ -2,7 +2,9 @@
 
 A first worker takes every item's sale on day D and closes D (one sale per partition past its
 end plus the lateness), so both ``items`` and ``item-models`` hold every item in their
-changelogs; then it stops. Timed, each from spawn to ``/readyz`` answering 200 (partitions
+changelogs; then it stops. After one close a ledger holds one forecast (625 bytes against the
+7.9 kB of an item forecast daily for H days), so the changelog is smaller than a steady
+state's by that much an item, and recovery, which goes by bytes, faster. Timed, each from spawn to ``/readyz`` answering 200 (partitions
 assigned, tables recovered, not rebalancing):
 
 - **reference**: a worker of a new group with no state, in the same run (imports, model load,
