@@ -3,8 +3,9 @@
 Two measurements:
 
 - **A real worker** (``--items``, default 20,000): every item sells once on day D, then one
-  sale per partition closes D, so each item has both table values (``items`` and
-  ``item-models``). Table bytes come from the worker's own ``mqstream_state_bytes`` gauge
+  sale per partition closes D, and so on for ``STEADY_CLOSES`` days: each item has both table
+  values (``items`` and ``item-models``), forecast daily until its ledger holds all it will
+  (an item stays active for 28 days after its sale). Table bytes come from the worker's own ``mqstream_state_bytes`` gauge
   (key + value of everything it holds), from a scan begun after the close had finished;
   resident memory (VmRSS) is read from /proc when the worker is ready and idle with no
   state, while the events stream in, and after the close. RSS per item is the growth over
@@ -15,10 +16,6 @@ Two measurements:
   forecast, ledger written) and a sale on the next, still open, day; each item's ledger then
   as it is after H daily closes (``steady_ledgers``); their ``to_bytes`` sizes plus the key,
   in batches, so nothing at that scale is held in memory at once.
-
-The real worker closes one day, so its ledgers hold one forecast each (625 bytes against 7.9 kB
-for an item forecast daily for H days): its table bytes and RSS understate a worker's steady
-state by that difference.
 
 Results: ``memory:<model>:<items>`` (the worker) and ``memory-values:<model>:<items>``.
 """
@@ -40,6 +37,7 @@ from mqstream.streams.offsets import group_lag
 from mqstream.streams.replay import send
 
 BATCH = 10_000
+STEADY_CLOSES = 28  # days closed by the worker: every item forecast daily until its ledger is full (H = 28)
 SCAN_SECONDS = 60  # the worker's sample_state timer
 
 
@@ -74,10 +72,11 @@ def measure_worker(model: str, items: int, partitions: int) -> dict:
 
             follow([worker], consumed_all, timeout=items / 100 + 600, interval=1.0)
             before_close = worker.memory()["VmRSS"]
-            send(synthetic.closers(catalogue, settings.partitions, synthetic.DAY + 1, settings.allowed_lateness),
-                 settings, close_last_period=False, progress=False)
-            follow([worker], lambda ws: total(ws, "mqstream_forecasts_published_total") >= items,
-                   timeout=items / 50 + 600)
+            for closed in range(1, STEADY_CLOSES + 1):  # D, then every day its forecasts wait for
+                send(synthetic.closers(catalogue, settings.partitions, synthetic.DAY + closed, settings.allowed_lateness),
+                     settings, close_last_period=False, progress=False)
+                follow([worker], lambda ws: total(ws, "mqstream_forecasts_published_total") >= closed * items,
+                       timeout=items / 50 + 600)
             while group_lag(settings):
                 time.sleep(1)
             time.sleep(SCAN_SECONDS + 5)  # the state gauges come from a scan every minute: one after the close
@@ -92,7 +91,7 @@ def measure_worker(model: str, items: int, partitions: int) -> dict:
     grow = np.polyfit([c for c, _ in rss_while if c > 0], [r for c, r in rss_while if c > 0], 1)[0] \
         if sum(1 for c, _ in rss_while if c > 0) >= 3 else None
     return {
-        "worker_items": int(held), "partitions": partitions, "worker_start_hangs": worker.hangs,
+        "worker_items": int(held), "partitions": partitions, "closes": STEADY_CLOSES, "worker_start_hangs": worker.hangs,
         "worker_items_table_bytes_per_item": split.get("items", 0.0) / held,
         "worker_item_models_table_bytes_per_item": split.get("item-models", 0.0) / held,
         "worker_table_bytes_per_item": items_bytes / held,

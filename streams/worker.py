@@ -34,6 +34,11 @@ MODEL_LOOK_S = 5.0  # how often a worker serving the models topic looks for anot
 log = logging.getLogger("mqstream")
 
 
+# faust opens every partition's database with a 2 GiB block cache and three 64 MiB memtables:
+# a worker closing 20,000 items daily grew to 10.6 GB of RSS in 28 closes (bench memory).
+# A close reads each item model once a day, so a cache buys little; memtables bound the rest.
+ROCKSDB_OPTIONS = {"block_cache_size": 32 * 2**20, "write_buffer_size": 32 * 2**20, "max_write_buffer_number": 2}
+
 def load_model(settings: Settings) -> QuantileForecaster:
     """The model the settings name, for their period: from its checkpoint, or as the models
     topic serves it (waiting for one to be published). A missing, mismatched or refused
@@ -73,8 +78,8 @@ def build_app(settings: Settings, model: QuantileForecaster, url: str = "") -> t
         autodiscover=False,
     )
     names = topic_names(settings)
-    tables = Tables(*(app.Table(name, partitions=settings.partitions, key_type=bytes, value_type=bytes)
-                      for name in TABLES))
+    tables = Tables(*(app.Table(name, partitions=settings.partitions, key_type=bytes, value_type=bytes,
+                                options=dict(ROCKSDB_OPTIONS)) for name in TABLES))
     policy = RefreshPolicy(settings.cadence.count(settings.active_days), settings.cadence.count(settings.history_days),
                            settings.refresh_batch)
     metrics, quality = WorkerMetrics(), QualityWindow(model.quantiles)
