@@ -184,7 +184,9 @@ def section(results: dict[str, dict]) -> list[str]:
             "| RSS growth B/item | RSS |",
             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in workers.values():
-        rows.append(f"| real worker, gauge and /proc | {r['model']} | {r['worker_items']:,} "
+        closes = r.get("closes", 1)  # entries before the steady state closed one day
+        rows.append(f"| real worker after {closes} close{'s' * (closes > 1)}, gauge and /proc | {r['model']} "
+                    f"| {r['worker_items']:,} "
                     f"| {r['worker_items_table_bytes_per_item']:,.0f} | {r['worker_item_models_table_bytes_per_item']:,.0f} "
                     f"| {r['worker_rss_per_item_bytes']:,.0f} | {r['worker_rss_after_close_bytes'] / 2**30:,.2f} GiB "
                     f"(idle {r['worker_rss_idle_bytes'] / 2**30:,.2f}) |")
