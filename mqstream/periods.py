@@ -48,6 +48,9 @@ class Cadence:
     def __post_init__(self):
         if self.period not in PERIODS or not 0 <= self.week_start <= 6:
             raise ValueError(f"a period is one of {PERIODS} with week_start 0..6, got {self.period!r}, {self.week_start}")
+        # of_ts runs a few times for every event a worker takes in: its constants, computed once
+        object.__setattr__(self, "_ts_offset", self._anchor * DAY_SECONDS)
+        object.__setattr__(self, "_period_seconds", self.seconds)
 
     @property
     def days(self) -> int:
@@ -80,7 +83,7 @@ class Cadence:
 
     def of_ts(self, ts_seconds: np.ndarray | int) -> np.ndarray | int:
         """The period of event times in epoch seconds (arrays and pandas columns too)."""
-        return (ts_seconds - self._anchor * DAY_SECONDS) // self.seconds
+        return (ts_seconds - self._ts_offset) // self._period_seconds
 
     def of_day(self, day: np.ndarray | int) -> np.ndarray | int:
         return (day - self._anchor) // self.days

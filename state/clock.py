@@ -32,6 +32,7 @@ class PartitionClock:
     _required: frozenset[str] = field(init=False, repr=False)
     _closed: int = field(init=False, repr=False)
     _newest: int = field(init=False, repr=False)
+    _next_close: int = field(init=False, repr=False)  # the least watermark that closes another period
 
     def __post_init__(self):
         self._required = frozenset(self.required)
@@ -58,6 +59,11 @@ class PartitionClock:
         """Advance one input's watermark; True when that closes at least one more period."""
         if ts <= self.inputs.get(source, -1):
             return False  # no new time: nothing can close (most events; the min is not recomputed)
+        if source in self.inputs and ts < self._next_close:
+            # the watermark, the least input, stays below the next close too: most events in time order
+            self.inputs[source] = ts
+            self._newest = max(self._newest, ts)
+            return False
         first, before = not self.inputs, self._closed
         self.inputs[source] = max(ts, 0)
         self._derive()
@@ -75,6 +81,7 @@ class PartitionClock:
     def _derive(self) -> None:
         self._closed = closed_through(self.watermark, self.lateness, self.cadence)
         self._newest = max(self.inputs.values(), default=0)
+        self._next_close = self.cadence.end_ts(self._closed + 1) + self.lateness
 
 
 def recovered_clock(lateness: int, required: tuple[str, ...], input_times: Iterable[dict[str, int]],

@@ -46,21 +46,20 @@ class ItemState:
             "o": [[day, *bucket] for day, bucket in sorted(self.open_days.items())],
             "n": [[day, ids] for day, ids in sorted(self.seen.items())],
         })
-        history = self.history.astype(np.float32).tobytes()
+        history = np.asarray(self.history, np.float32).tobytes()
         return b"".join((_ITEM_HEAD.pack(len(meta), len(history)), meta, history))
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "ItemState":
         n_meta, n_history = _ITEM_HEAD.unpack_from(raw)
         start = _ITEM_HEAD.size
-        meta = orjson.loads(raw[start : start + n_meta])
-        history = raw[start + n_meta : start + n_meta + n_history]
+        meta = orjson.loads(memoryview(raw)[start : start + n_meta])
+        # a read-only view of ``raw``: a close replaces the history, nothing writes into it
+        history = np.frombuffer(raw, np.float32, n_history // 4, start + n_meta).reshape(-1, N_HISTORY)
         return cls(
-            item_id=meta["i"], born=meta["b"], closed_through=meta["c"],
-            history=np.frombuffer(history, np.float32).reshape(-1, N_HISTORY).copy(),
+            item_id=meta["i"], born=meta["b"], closed_through=meta["c"], history=history,
             price=meta["p"], description=meta["d"], description_ts=meta["dt"], last_event_ts=meta["t"],
-            open_days={row[0]: row[1:] for row in meta["o"]},
-            seen={day: ids for day, ids in meta["n"]},
+            open_days={row[0]: row[1:] for row in meta["o"]}, seen=dict(meta["n"]),
         )
 
     # --- events ---------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import orjson
 
@@ -25,8 +26,7 @@ SALE_FIELDS = {"event_id", "item_id", "ts", "quantity", "price", "invoice", "des
 VIEW_FIELDS = {"event_id", "item_id", "ts", "views"}
 
 
-@dataclass(frozen=True)
-class Sale:
+class Sale(NamedTuple):  # a tuple: made for every event, ten times cheaper than a frozen dataclass
     event_id: str
     item_id: str
     ts: int
@@ -36,8 +36,7 @@ class Sale:
     description: str = ""
 
 
-@dataclass(frozen=True)
-class PageView:
+class PageView(NamedTuple):
     event_id: str
     item_id: str
     ts: int
@@ -51,6 +50,8 @@ class Rejection:
 
 
 def is_watermark(headers) -> bool:
+    if not headers:
+        return False  # nearly every message: no generator made for it
     pairs = headers.items() if isinstance(headers, dict) else (headers or ())
     return any(k == CONTROL_HEADER and v == b"watermark" for k, v in pairs)
 
@@ -92,9 +93,8 @@ def _decode(key: bytes | None, value: bytes | None, allowed: set[str]) -> dict |
         return Rejection("malformed_json", str(exc)[:200])
     if not isinstance(body, dict):
         return Rejection("not_an_object", f"JSON {type(body).__name__}, expected an object")
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        return Rejection("unknown_field", ", ".join(unknown)[:200])
+    if not body.keys() <= allowed:
+        return Rejection("unknown_field", ", ".join(sorted(body.keys() - allowed))[:200])
     for name in ("event_id", "item_id"):
         checked = _text(body, name, required=True)
         if isinstance(checked, Rejection):

@@ -2,10 +2,10 @@
 import pytest
 import numpy as np
 
-from mqstream.periods import DAY_SECONDS
+from mqstream.periods import DAY_SECONDS, Cadence
 from mqstream.models.protocol import ItemInfo, TargetErrors
 from mqstream.models.seasonal_naive import SeasonalNaive
-from mqstream.state.clock import PartitionClock, recovered_clock
+from mqstream.state.clock import PartitionClock, closed_through, recovered_clock
 from mqstream.state.item import UNITS, VIEWS, ItemModel, ItemState
 from mqstream.state.ledger import MAX_UNITS, Ledgers, published
 from mqstream.state.refresh import (RefreshPolicy, close_items, is_active, is_dormant, needs_close, new_item, new_model,
@@ -29,6 +29,16 @@ def test_item_state_round_trips_through_bytes():
     np.testing.assert_array_equal(again.history, item.history)
 
 
+def test_a_decoded_item_closes_a_day_and_encodes_again_without_changing_its_bytes():
+    item = new_item("85123A", DAY, POLICY)
+    item.apply("sales", "e1", sale_ts(DAY), [(UNITS, 6.0)])
+    raw = item.to_bytes()
+    decoded = ItemState.from_bytes(raw)  # its history a read-only view of raw
+    assert decoded.to_bytes() == raw
+    decoded.close_next_day()
+    assert decoded.history[-1, UNITS] == 6.0 and ItemState.from_bytes(raw).history[-1, UNITS] == 0.0
+
+
 def test_item_model_round_trips_through_bytes():
     item_model = ItemModel(DAY, b"model-bytes", b"ledger-bytes", DAY - 2)
     assert ItemModel.from_bytes(item_model.to_bytes()) == item_model
@@ -50,6 +60,23 @@ def test_no_day_closes_before_every_required_input_has_spoken():
     assert not clock.is_too_late(sale_ts(DAY, 12))  # the views of DAY are still in time
     assert clock.observe("views", sale_ts(DAY + 1, 12))
     assert clock.closed_through == DAY
+
+
+@pytest.mark.parametrize("period", ["day", "week"])
+def test_a_clock_closes_what_its_least_input_says_after_every_event(period):
+    cadence = Cadence(period)
+    clock = PartitionClock(lateness=3600, required=("sales", "views"), cadence=cadence)
+    rng, times = np.random.default_rng(3), {}
+    for _ in range(3000):
+        source = ("sales", "views")[rng.integers(2)]
+        ts = times.get(source, sale_ts(DAY)) + int(rng.integers(-4000, 30_000))  # mostly forward
+        closed_before = clock.closed_through
+        closed_now = clock.observe(source, ts)
+        times[source] = max(times.get(source, 0), ts)
+        watermark = min(times.values()) if len(times) == 2 else 0  # 0 until both have spoken
+        expected = closed_through(watermark, 3600, cadence)
+        assert clock.closed_through == expected and closed_now == (expected > closed_before)
+        assert clock.newest == max(times.values())
 
 
 def test_a_recovered_clock_takes_the_newest_time_of_each_input_and_never_reopens_a_closed_day():
