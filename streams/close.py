@@ -42,7 +42,7 @@ class PartitionClose:
         await tables.put(tables.item_models, partition,
                          [(items[i].item_id.encode(), item_models[i].to_bytes()) for i in closed])
         await self.publisher.flush()
-        await tables.put(tables.items, partition, [(items[i].item_id.encode(), items[i].to_bytes()) for i in closed])
+        await tables.put_items(partition, {items[i].item_id.encode(): items[i] for i in closed})
         for item, item_model in zip(items, item_models):
             if is_dormant(item, item_model, through, self.policy, self.model.horizons):
                 tracked.discard(item.item_id.encode())
@@ -58,7 +58,7 @@ class PartitionClose:
         keys = [key for key, _ in tables.scan(tables.item_models, partition)] if rebuild else []
         for start in range(0, len(keys), batch):
             chunk = keys[start:start + batch]
-            items = [ItemState.from_bytes(tables.get(tables.items, partition, key)) for key in chunk]
+            items = [tables.item(partition, key) for key in chunk]
             item_models = [ItemModel.from_bytes(tables.get(tables.item_models, partition, key)) for key in chunk]
             rebuild_states(items, item_models, self.model, self.cadence)
             await tables.put(tables.item_models, partition,
@@ -71,7 +71,7 @@ class PartitionClose:
         one for an item's first close)."""
         items, item_models = [], []
         for key in list(tracked):
-            item = ItemState.from_bytes(self.tables.get(self.tables.items, partition, key))
+            item = self.tables.item(partition, key)
             raw_model = self.tables.get(self.tables.item_models, partition, key)
             if raw_model is None:  # the item's first close: its model starts now
                 if item.born > through:

@@ -84,12 +84,16 @@ class Processor:
             started = time.perf_counter()
             self.metrics.consumed.labels(topic).inc(len(batch))
             self.metrics.batch_events.observe(len(batch))
-            if topic == self.error_topic:
-                for message in batch:
-                    await self._take_errors(message)
-                handled = len(batch)
-            else:
-                handled = await self._ingest(partition, topic, batch)
+            try:
+                if topic == self.error_topic:
+                    for message in batch:
+                        await self._take_errors(message)
+                    handled = len(batch)
+                else:
+                    handled = await self._ingest(partition, topic, batch)
+            except BaseException:
+                self.tables.drop_held([partition])  # items changed in memory may not have been written
+                raise
             self.metrics.processing.observe((time.perf_counter() - started) / len(batch))
             return handled
 
@@ -98,6 +102,7 @@ class Processor:
         (after a rebalance another worker may have moved them on)."""
         for partition in partitions:
             self.clocks.pop(partition, None)
+        self.tables.drop_held(partitions)
         if self.closer.shadow is not None:
             self.closer.shadow.forget(partitions)
 
@@ -134,9 +139,8 @@ class Processor:
                cache: dict[bytes, ItemState]) -> None:
         item, period = cache.get(key), self.cadence.of_ts(event.ts)
         if item is None:
-            raw = self.tables.get(self.tables.items, partition, key)
-            item = cache[key] = (ItemState.from_bytes(raw) if raw is not None
-                                 else new_item(event.item_id, period, self.policy))
+            item = cache[key] = (self.tables.item(partition, key)
+                                 or new_item(event.item_id, period, self.policy))
         if item.has_seen(event.event_id, period):
             self.metrics.duplicates.inc()  # still written back: heals a changelog that missed it
         elif isinstance(event, PageView):
@@ -184,7 +188,7 @@ class Processor:
                               [(CLOSED_OFFSETS, orjson.dumps(self.closed_offsets[partition]))])
 
     async def _write_items(self, partition: int, cache: dict[bytes, ItemState]) -> None:
-        await self.tables.put(self.tables.items, partition, [(key, item.to_bytes()) for key, item in cache.items()])
+        await self.tables.put_items(partition, cache)
         cache.clear()
 
     async def _take_errors(self, message: Message) -> None:

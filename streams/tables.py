@@ -1,14 +1,22 @@
 """The worker's three tables, read and written in one partition's own database and changelog
-partition, whatever event is current (streams/store.py)."""
+partition, whatever event is current (streams/store.py).
+
+The items the worker wrote last are also held decoded, up to ``held_items`` (oldest written
+first out): an item's state is read at every batch that has an event of it, and decoding it
+again from RocksDB was a fifth of the worker's CPU while it ingests (bench/profile-ingest.md).
+What is held is always what the database holds; a partition's are dropped when it is revoked
+(another worker may change it) and when a batch or close fails part way (``drop_held``)."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
+from itertools import islice
 from typing import Iterator, Sequence
 
 import faust
 
+from mqstream.state.item import ItemState
 from mqstream.streams.blocks import send_records
 
 # the keys of the watermarks table, a record each per partition
@@ -25,6 +33,37 @@ class Tables:
     # only clock input no item remembers); CLOSED_OFFSETS, written before each close;
     # MODEL_VERSION, at the first close of each model version
     watermarks: faust.Table
+    held_items: int = 0
+    _held: dict[tuple[int, bytes], ItemState] = field(default_factory=dict, init=False, repr=False)
+
+    def item(self, partition: int, key: bytes) -> ItemState | None:
+        """An item's state as last written, or None for an item the partition has not seen."""
+        item = self._held.get((partition, key))
+        if item is None:
+            raw = self.get(self.items, partition, key)
+            if raw is None:
+                return None
+            item = ItemState.from_bytes(raw)
+            self._hold(partition, {key: item})
+        return item
+
+    async def put_items(self, partition: int, items: dict[bytes, ItemState]) -> None:
+        await self.put(self.items, partition, [(key, item.to_bytes()) for key, item in items.items()])
+        self._hold(partition, items)
+
+    def drop_held(self, partitions) -> None:
+        partitions = set(partitions)
+        for held in [held for held in self._held if held[0] in partitions]:
+            del self._held[held]
+
+    def _hold(self, partition: int, items: dict[bytes, ItemState]) -> None:
+        if not self.held_items:
+            return
+        for key, item in items.items():
+            self._held.pop((partition, key), None)  # to the back: the newest written leave last
+            self._held[partition, key] = item
+        for oldest in list(islice(self._held, max(0, len(self._held) - self.held_items))):
+            del self._held[oldest]
 
     @staticmethod
     def get(table: faust.Table, partition: int, key: bytes) -> bytes | None:

@@ -39,6 +39,7 @@ log = logging.getLogger("mqstream")
 # A close reads each item model once a day, so a cache buys little; memtables bound the rest.
 ROCKSDB_OPTIONS = {"block_cache_size": 32 * 2**20, "write_buffer_size": 32 * 2**20, "max_write_buffer_number": 2}
 
+
 def load_model(settings: Settings) -> QuantileForecaster:
     """The model the settings name, for their period: from its checkpoint, or as the models
     topic serves it (waiting for one to be published). A missing, mismatched or refused
@@ -79,7 +80,7 @@ def build_app(settings: Settings, model: QuantileForecaster, url: str = "") -> t
     )
     names = topic_names(settings)
     tables = Tables(*(app.Table(name, partitions=settings.partitions, key_type=bytes, value_type=bytes,
-                                options=dict(ROCKSDB_OPTIONS)) for name in TABLES))
+                                options=dict(ROCKSDB_OPTIONS)) for name in TABLES), held_items=settings.held_items)
     policy = RefreshPolicy(settings.cadence.count(settings.active_days), settings.cadence.count(settings.history_days),
                            settings.refresh_batch)
     metrics, quality = WorkerMetrics(), QualityWindow(model.quantiles)
