@@ -122,17 +122,20 @@ class BatchConsumer(driver.Consumer):
     async def _deliver(self, tp: TP, messages: list[Message]) -> list[Message]:
         """The messages the handler handled, acked; those it left are dropped, to be read
         again after the rebalance that stopped it."""
-        # tracked as unacked while handled, so a rebalance waits for the batch (wait_empty)
-        self._unacked_messages.update(messages)
+        # While handled, a rebalance waits for the batch: faust's wait_empty waits while any
+        # message is tracked as unacked, so the last one stands for the batch (tracking every
+        # message in faust's WeakSet was a twentieth of the worker's CPU).
+        last = messages[-1]
+        self._unacked_messages.add(last)
         try:
             handled = await self.on_batch(tp, messages)
         except BaseException:
-            self._unacked_messages.difference_update(messages)  # redelivered after the restart
+            self._unacked_messages.discard(last)  # redelivered after the restart
             raise
         for message in messages[:handled]:
             self.ack(message)
         if handled < len(messages):
-            self._unacked_messages.difference_update(messages[handled:])
+            self._unacked_messages.discard(last)
             self._drop([(tp, messages[handled:])])
         return messages[:handled]
 
