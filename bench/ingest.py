@@ -25,7 +25,7 @@ from mqstream.streams.topics import create_topics
 
 HERE = Path(__file__).resolve().parent
 TARGET_EVENTS_PER_SECOND = 50_000
-TARGET_SHARE_OF_BARE = 0.5
+TARGET_SHARE_OF_BARE = 0.25  # issue 13's target (its moonshot: 0.5)
 
 
 def run(options) -> dict[str, dict]:
@@ -121,7 +121,7 @@ def section(results: dict[str, dict]) -> list[str]:
         return []
     rows = ["## Ingest (refresh off)", "",
             "| model | events | items | partitions | worker events/s | worker events per CPU-s "
-            "| bare consumer events/s (before / after) | worker ÷ bare | ≥ 50,000/s | ≥ 50% of bare |",
+            "| bare consumer events/s (before / after) | worker ÷ bare | ≥ 50,000/s | ≥ 25% of bare |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
     for key, r in sorted(results.items()):
         if key.startswith("ingest:"):
@@ -130,7 +130,7 @@ def section(results: dict[str, dict]) -> list[str]:
                         f"| {r['worker_events_per_second']:,.0f} | {r['worker_events_per_cpu_second']:,.0f} "
                         f"| {r['bare_events_per_second_before']:,.0f} / {r['bare_events_per_second_after']:,.0f} "
                         f"| {r['worker_to_bare']:.2%} | {_yes(r['meets_rate_target'])} "
-                        f"| {_yes(r['meets_share_target'])} |")
+                        f"| {_yes(r['worker_to_bare'] >= TARGET_SHARE_OF_BARE)} |")
     return rows
 
 
