@@ -16,6 +16,9 @@ from mqstream.streams.shadow import Shadow
 from mqstream.streams.tables import MODEL_VERSION, Tables
 
 
+CHUNK_BATCHES = 8  # model batches (``refresh_batch`` items each) in a chunk of a partition's close
+
+
 class PartitionClose:
     def __init__(self, tables: Tables, model: QuantileForecaster, policy: RefreshPolicy, publisher: Publisher,
                  metrics: WorkerMetrics, cadence: Cadence):
@@ -25,8 +28,15 @@ class PartitionClose:
 
     async def close(self, partition: int, tracked: set[bytes], through: int) -> None:
         """Close the periods up to ``through`` for the ``tracked`` items of ``partition``; items
-        left dormant by it leave ``tracked`` (they come back at their next event)."""
-        items, item_models = self._due(partition, tracked, through)
+        left dormant by it leave ``tracked`` (they come back at their next event). A chunk of
+        items at a time, each written before the next is read: a partition's item models
+        (~25 kB each) are never all in memory at once."""
+        keys, size = list(tracked), self.policy.batch_size * CHUNK_BATCHES
+        for start in range(0, len(keys), size):
+            await self._close_chunk(partition, keys[start:start + size], tracked, through)
+
+    async def _close_chunk(self, partition: int, keys: list[bytes], tracked: set[bytes], through: int) -> None:
+        items, item_models = self._due(partition, keys, through)
         if not items:
             return
         started = time.perf_counter()
@@ -66,11 +76,11 @@ class PartitionClose:
             self.metrics.rebuilt.inc(len(chunk))
         await tables.put(tables.watermarks, partition, [(MODEL_VERSION, self.model.version.encode())])
 
-    def _due(self, partition: int, tracked: set[bytes], through: int) -> tuple[list[ItemState], list[ItemModel]]:
-        """The tracked items not closed through ``through`` yet, with their item models (a new
-        one for an item's first close)."""
+    def _due(self, partition: int, keys: list[bytes], through: int) -> tuple[list[ItemState], list[ItemModel]]:
+        """The items of ``keys`` not closed through ``through`` yet, with their item models (a
+        new one for an item's first close)."""
         items, item_models = [], []
-        for key in list(tracked):
+        for key in keys:
             item = self.tables.item(partition, key)
             raw_model = self.tables.get(self.tables.item_models, partition, key)
             if raw_model is None:  # the item's first close: its model starts now

@@ -31,8 +31,9 @@ def events(transactions):
 
 @pytest.fixture(scope="module")
 def replayed(kafka_settings, tmp_path_factory, events):
-    """One uninterrupted run over the replay: (settings, state, forecasts, errors)."""
-    settings = fresh_settings(kafka_settings, tmp_path_factory.mktemp("run"))
+    """One uninterrupted run over the replay: (settings, state, forecasts, errors). Model batches
+    of 16 items make each partition's close run in chunks of 128 (streams/close.py)."""
+    settings = fresh_settings(kafka_settings, tmp_path_factory.mktemp("run"), refresh_batch=16)
     run_to_the_end(settings, events)
     return (settings, table_state(settings), *outputs(settings))
 
