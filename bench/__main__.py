@@ -40,6 +40,8 @@ def main() -> None:
     parser.add_argument("--lookup-items", type=int, default=2_000,
                         help="readers: items of the real worker whose HTTP lookup is timed")
     parser.add_argument("--partitions", type=int, default=4, help="of every topic")
+    parser.add_argument("--closes", type=int, default=0,
+                        help="memory: days the real worker closes (default 28: every ledger full)")
     parser.add_argument("--profile", type=int, default=0, metavar="SECONDS",
                         help="ingest: py-spy the worker this long from the start of the steady window and write "
                              "bench/profile-ingest.{txt,md} (its numbers are kept apart, marked profiled)")

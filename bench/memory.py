@@ -3,7 +3,8 @@
 Two measurements:
 
 - **A real worker** (``--items``, default 20,000): every item sells once on day D, then one
-  sale per partition closes D, and so on for ``STEADY_CLOSES`` days: each item has both table
+  sale per partition closes D, and so on for ``--closes`` days (default ``STEADY_CLOSES``;
+  fewer leave ledgers that hold fewer forecasts than a steady state's): each item has both table
   values (``items`` and ``item-models``), forecast daily until its ledger holds all it will
   (an item stays active for 28 days after its sale). Table bytes come from the worker's own ``mqstream_state_bytes`` gauge
   (key + value of everything it holds), from a scan begun after the close had finished;
@@ -49,13 +50,14 @@ def run(options) -> dict[str, dict]:
     out = {}
     if items:
         out[f"memory:{model}:{items}"] = {"model": model, "model_note": note,
-                                          **measure_worker(model, items, options.partitions)}
+                                          **measure_worker(model, items, options.partitions,
+                                                           options.closes or STEADY_CLOSES)}
     for n in [int(s) for s in str(options.table_items).split(",") if s]:
         out[f"memory-values:{model}:{n}"] = {"model": model, "model_note": note, **measure_tables(model, n)}
     return out
 
 
-def measure_worker(model: str, items: int, partitions: int) -> dict:
+def measure_worker(model: str, items: int, partitions: int, closes: int) -> dict:
     with local_broker(model, partitions) as rig:
         settings = rig.fresh()
         catalogue = synthetic.catalogue(items)
@@ -72,7 +74,7 @@ def measure_worker(model: str, items: int, partitions: int) -> dict:
 
             follow([worker], consumed_all, timeout=items / 100 + 600, interval=1.0)
             before_close = worker.memory()["VmRSS"]
-            for closed in range(1, STEADY_CLOSES + 1):  # D, then every day its forecasts wait for
+            for closed in range(1, closes + 1):  # D, then every day its forecasts wait for
                 send(synthetic.closers(catalogue, settings.partitions, synthetic.DAY + closed, settings.allowed_lateness),
                      settings, close_last_period=False, progress=False)
                 follow([worker], lambda ws: total(ws, "mqstream_forecasts_published_total") >= closed * items,
@@ -91,7 +93,7 @@ def measure_worker(model: str, items: int, partitions: int) -> dict:
     grow = np.polyfit([c for c, _ in rss_while if c > 0], [r for c, r in rss_while if c > 0], 1)[0] \
         if sum(1 for c, _ in rss_while if c > 0) >= 3 else None
     return {
-        "worker_items": int(held), "partitions": partitions, "closes": STEADY_CLOSES, "worker_start_hangs": worker.hangs,
+        "worker_items": int(held), "partitions": partitions, "closes": closes, "worker_start_hangs": worker.hangs,
         "worker_items_table_bytes_per_item": split.get("items", 0.0) / held,
         "worker_item_models_table_bytes_per_item": split.get("item-models", 0.0) / held,
         "worker_table_bytes_per_item": items_bytes / held,
