@@ -4,10 +4,10 @@ Two measurements:
 
 - **A real worker** (``--items``, default 20,000): every item sells once on day D, then one
   sale per partition closes D, and so on for ``--closes`` days (default ``STEADY_CLOSES``;
-  fewer leave ledgers that hold fewer forecasts than a steady state's): each item has both table
-  values (``items`` and ``item-models``), forecast daily until its ledger holds all it will
-  (an item stays active for 28 days after its sale). Table bytes come from the worker's own ``mqstream_state_bytes`` gauge
-  (key + value of everything it holds), from a scan begun after the close had finished;
+  fewer leave ledgers that hold fewer forecasts than a steady state's): each item has both
+  table values (``items`` and ``item-models``), forecast daily until its ledger holds all it
+  will (an item stays active for 28 days after its sale). Table bytes come from the worker's
+  own ``mqstream_state_bytes`` gauge (key + value of everything it holds), from a scan begun after the close had finished;
   resident memory (VmRSS) is read from /proc when the worker is ready and idle with no
   state, while the events stream in, and after the close. RSS per item is the growth over
   the idle worker divided by the items.

@@ -37,7 +37,7 @@ class Settings:
     checkpoint: str = ""  # neural model weights (safetensors + JSON config); empty: checkpoints/<model>
     model_source: str = "checkpoint"  # or "topic": the neural model the models topic serves (mqstream models)
     refresh_batch: int = 1024  # items per model call
-    held_items: int = 100_000  # item states a worker keeps decoded between batches (~2 kB each); 0: none
+    held_items: int = 100_000  # item states a worker keeps decoded between batches (~3 kB each); 0: none
     change_share: float = 0.25  # a forecast change is material when the next-7-day P50 total moves by more
     stock_level: float = 0.0  # ...or when the next-7-day P90 total crosses this many units (0: off)
     session_timeout: float = 45.0  # seconds before the group gives a silent worker's partitions to others

@@ -52,7 +52,7 @@ class Rejection:
 def is_watermark(headers) -> bool:
     if not headers:
         return False  # nearly every message: no generator made for it
-    pairs = headers.items() if isinstance(headers, dict) else (headers or ())
+    pairs = headers.items() if isinstance(headers, dict) else headers
     return any(k == CONTROL_HEADER and v == b"watermark" for k, v in pairs)
 
 

@@ -108,7 +108,7 @@ class Processor:
 
     async def _ingest(self, partition: int, topic: str, batch: Sequence[Message]) -> int:
         parse = parse_sale if topic == self.sales_topic else parse_page_view
-        clock, cache = self._clock(partition), {}
+        clock, changed = self._clock(partition), {}
         closed = self.closed_offsets[partition].get(topic, -1)
         for index, message in enumerate(batch):
             if message.offset <= closed:
@@ -125,21 +125,21 @@ class Processor:
                     continue
                 ts = event.ts
             if clock.observe(topic, ts) or partition in self.unfinished:
-                if not await self._close_after_commit(partition, clock, batch[:index], cache):
+                if not await self._close_after_commit(partition, clock, batch[:index], changed):
                     return index
             if event is None:
                 await self.tables.put(self.tables.watermarks, partition, [(WATERMARKS, orjson.dumps(clock.inputs))])
             else:
-                self._apply(partition, topic, message.key, event, cache)
-        await self._write_items(partition, cache)
+                self._apply(partition, topic, message.key, event, changed)
+        await self._write_items(partition, changed)
         self.applied[partition][topic] = batch[-1].offset
         return len(batch)
 
     def _apply(self, partition: int, topic: str, key: bytes, event: Sale | PageView,
-               cache: dict[bytes, ItemState]) -> None:
-        item, period = cache.get(key), self.cadence.of_ts(event.ts)
+               changed: dict[bytes, ItemState]) -> None:
+        item, period = changed.get(key), self.cadence.of_ts(event.ts)
         if item is None:
-            item = cache[key] = (self.tables.item(partition, key)
+            item = changed[key] = (self.tables.item(partition, key)
                                  or new_item(event.item_id, period, self.policy))
         if item.has_seen(event.event_id, period):
             self.metrics.duplicates.inc()  # still written back: heals a changelog that missed it
@@ -151,7 +151,7 @@ class Processor:
         self.tracked[partition].add(key)
 
     async def _close_after_commit(self, partition: int, clock: PartitionClock, applied: Sequence[Message],
-                                  cache: dict[bytes, ItemState]) -> bool:
+                                  changed: dict[bytes, ItemState]) -> bool:
         """Close the days the clock has passed, once every event applied so far, on every input,
         is written and committed. The event that moved the clock is applied after the close
         (its day is still open): so what is written never holds an event the broker does not
@@ -161,7 +161,7 @@ class Processor:
         does not confirm that commit (a rebalance comes first, or acks wait behind a gap): the
         clock is forgotten, to be recovered from what was written by whoever reads the
         partition next, this worker or another, and the close happens there."""
-        await self._write_items(partition, cache)
+        await self._write_items(partition, changed)
         if applied:  # in offset order: the last one is how far its input was handled
             self.applied[partition][applied[-1].topic] = applied[-1].offset
         consumer = self.tables.items.app.consumer
@@ -187,9 +187,9 @@ class Processor:
         await self.tables.put(self.tables.watermarks, partition,
                               [(CLOSED_OFFSETS, orjson.dumps(self.closed_offsets[partition]))])
 
-    async def _write_items(self, partition: int, cache: dict[bytes, ItemState]) -> None:
-        await self.tables.put_items(partition, cache)
-        cache.clear()
+    async def _write_items(self, partition: int, changed: dict[bytes, ItemState]) -> None:
+        await self.tables.put_items(partition, changed)
+        changed.clear()
 
     async def _take_errors(self, message: Message) -> None:
         """Errors read back from ``forecast-errors``: into the item's error memory, once."""

@@ -1,11 +1,14 @@
 """The worker's three tables, read and written in one partition's own database and changelog
 partition, whatever event is current (streams/store.py).
 
-The items the worker wrote last are also held decoded, up to ``held_items`` (oldest written
-first out): an item's state is read at every batch that has an event of it, and decoding it
-again from RocksDB was a fifth of the worker's CPU while it ingests (bench/profile-ingest.md).
-What is held is always what the database holds; a partition's are dropped when it is revoked
-(another worker may change it) and when a batch or close fails part way (``drop_held``)."""
+The items the worker read or wrote last are also held decoded, up to ``held_items`` (first
+out: the one held longest since it was read in or last written; ~3 kB each, the objects and
+the value their history is a view of). An item's state is read at every batch that has an
+event of it, and decoding it again from RocksDB was a fifth of the worker's CPU while it
+ingests (bench/profile-ingest.md). A batch changes held items in place and writes them
+before it ends, so between batches what is held is what the database holds; a partition's
+are dropped when it is revoked (another worker may change it) and when a batch or close
+fails part way (``drop_held``)."""
 from __future__ import annotations
 
 import asyncio
