@@ -40,12 +40,10 @@ class ItemState:
     seen: dict[int, list[str]] = field(default_factory=dict)  # day -> applied event ids
 
     def to_bytes(self) -> bytes:
-        meta = orjson.dumps({
-            "i": self.item_id, "d": self.description, "dt": self.description_ts, "b": self.born,
-            "c": self.closed_through, "p": self.price, "t": self.last_event_ts,
-            "o": [[day, *bucket] for day, bucket in sorted(self.open_days.items())],
-            "n": [[day, ids] for day, ids in sorted(self.seen.items())],
-        })
+        # a JSON array of the fields, the dicts as they are (their day keys as strings): built
+        # for every item of every batch, so no per-day list is made (a dict of lists cost 2 µs)
+        meta = orjson.dumps((self.item_id, self.description, self.description_ts, self.born, self.closed_through,
+                             self.price, self.last_event_ts, self.open_days, self.seen), option=orjson.OPT_NON_STR_KEYS)
         history = np.asarray(self.history, np.float32).tobytes()
         return b"".join((_ITEM_HEAD.pack(len(meta), len(history)), meta, history))
 
@@ -56,6 +54,18 @@ class ItemState:
         meta = orjson.loads(memoryview(raw)[start : start + n_meta])
         # a read-only view of ``raw``: a close replaces the history, nothing writes into it
         history = np.frombuffer(raw, np.float32, n_history // 4, start + n_meta).reshape(-1, N_HISTORY)
+        if type(meta) is dict:
+            return cls._from_object(meta, history)
+        item_id, description, description_ts, born, closed, price, last_event_ts, open_days, seen = meta
+        return cls(item_id=item_id, born=born, closed_through=closed, history=history, price=price,
+                   description=description, description_ts=description_ts, last_event_ts=last_event_ts,
+                   open_days={int(day): bucket for day, bucket in open_days.items()},
+                   seen={int(day): ids for day, ids in seen.items()})
+
+    @classmethod
+    def _from_object(cls, meta: dict, history: np.ndarray) -> "ItemState":
+        """A state in the earlier format, a JSON object, as changelogs and databases written by
+        earlier versions still hold it."""
         return cls(
             item_id=meta["i"], born=meta["b"], closed_through=meta["c"], history=history,
             price=meta["p"], description=meta["d"], description_ts=meta["dt"], last_event_ts=meta["t"],

@@ -1,4 +1,7 @@
 """Per-item state, clocks, ledger and the day close, without Kafka."""
+import struct
+
+import orjson
 import pytest
 import numpy as np
 
@@ -37,6 +40,23 @@ def test_a_decoded_item_closes_a_day_and_encodes_again_without_changing_its_byte
     assert decoded.to_bytes() == raw
     decoded.close_next_day()
     assert decoded.history[-1, UNITS] == 6.0 and ItemState.from_bytes(raw).history[-1, UNITS] == 0.0
+
+
+def test_an_item_state_in_the_earlier_object_format_is_still_read():
+    item = new_item("85123A", DAY, POLICY)
+    item.apply("sales", "e1", sale_ts(DAY), [(UNITS, 6.0)], price=2.5, description="HEART")
+    item.apply("views", "v1", sale_ts(DAY + 1), [(VIEWS, 4.0)])
+    meta = orjson.dumps({"i": item.item_id, "d": item.description, "dt": item.description_ts, "b": item.born,
+                         "c": item.closed_through, "p": item.price, "t": item.last_event_ts,
+                         "o": [[day, *bucket] for day, bucket in sorted(item.open_days.items())],
+                         "n": [[day, ids] for day, ids in sorted(item.seen.items())]})
+    history = item.history.tobytes()
+    again = ItemState.from_bytes(struct.pack("<II", len(meta), len(history)) + meta + history)
+    now = ItemState.from_bytes(item.to_bytes())
+    assert vars(again).keys() == vars(now).keys()
+    for name, value in vars(now).items():
+        np.testing.assert_equal(getattr(again, name), value, err_msg=name)
+    assert again.seen == {DAY: ["e1"], DAY + 1: ["v1"]} and again.description == "HEART"
 
 
 def test_item_model_round_trips_through_bytes():
