@@ -17,6 +17,8 @@ from aiokafka.errors import IllegalStateError
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, Message
+from faust.types.tuples import ack_lock
+from mode.utils.futures import notify
 
 SCHEME = "mqkafka"
 BatchHandler = Callable[[TP, Sequence[Message]], Awaitable[int]]  # -> how many it handled
@@ -132,12 +134,29 @@ class BatchConsumer(driver.Consumer):
         except BaseException:
             self._unacked_messages.discard(last)  # redelivered after the restart
             raise
-        for message in messages[:handled]:
-            self.ack(message)
+        self.ack_all(messages[:handled])
         if handled < len(messages):
             self._unacked_messages.discard(last)
             self._drop([(tp, messages[handled:])])
         return messages[:handled]
+
+    def ack_all(self, messages: Sequence[Message]) -> None:
+        """faust's ``ack`` of each of one partition's messages, in offset order, in one step
+        (a call a message was a twentieth of the worker's CPU). Only the last was tracked as
+        unacked (``_deliver``), so only it is marked."""
+        if not messages or not self.app.topics.acks_enabled_for(messages[0].topic):
+            return
+        tp, last = messages[0].tp, messages[-1]
+        with ack_lock:
+            committed, index = self._committed_offset[tp], self._acked_index[tp]
+            offsets = [m.offset for m in messages if (committed is None or m.offset >= committed)
+                       and m.offset not in index]
+            index.update(offsets)
+            self._acked[tp].extend(offsets)
+            self._n_acked += len(offsets)
+            last.acked = True
+            self._unacked_messages.discard(last)
+            notify(self._waiting_for_ack)
 
     async def commit_acked(self) -> bool:
         """Commit every acked offset of the input topics and make sure the broker holds them.

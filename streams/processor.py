@@ -165,8 +165,7 @@ class Processor:
         if applied:  # in offset order: the last one is how far its input was handled
             self.applied[partition][applied[-1].topic] = applied[-1].offset
         consumer = self.tables.items.app.consumer
-        for message in applied:
-            consumer.ack(message)
+        consumer.ack_all(applied)
         if not await consumer.commit_acked():
             self.forget([partition])
             return False

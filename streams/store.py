@@ -40,9 +40,11 @@ class PartitionedStore(Store):
         return self._db_for_partition(partition).get(key)
 
     def put_in(self, partition: int, key: bytes, value: bytes) -> None:
-        """Write into the partition's own database (the changelog is the caller's to send)."""
+        """Write into the partition's own database (the changelog is the caller's to send).
+        faust's index of keys to partitions is left alone: the worker names the partition of
+        every read, and a read without one (the HTTP lookup) finds the key by asking each
+        database. Keeping it cost half a microsecond an item of every batch."""
         self._db_for_partition(partition).put(key, value)
-        self._key_index[key] = partition
 
 
 STORES.aliases[SCHEME] = f"{__name__}:PartitionedStore"
