@@ -131,22 +131,20 @@ class BatchConsumer(driver.Consumer):
         self._unacked_messages.add(last)
         try:
             handled = await self.on_batch(tp, messages)
-        except BaseException:
-            self._unacked_messages.discard(last)  # redelivered after the restart
-            raise
+        finally:
+            self._unacked_messages.discard(last)  # acked below, dropped, or read again after a restart
         self.ack_all(messages[:handled])
         if handled < len(messages):
-            self._unacked_messages.discard(last)
             self._drop([(tp, messages[handled:])])
         return messages[:handled]
 
     def ack_all(self, messages: Sequence[Message]) -> None:
         """faust's ``ack`` of each of one partition's messages, in offset order, in one step
-        (a call a message was a twentieth of the worker's CPU). Only the last was tracked as
-        unacked (``_deliver``), so only it is marked."""
+        (a call a message was a twentieth of the worker's CPU). The offsets only: no message
+        here is tracked as unacked (``_deliver`` stops tracking its batch's before this)."""
         if not messages or not self.app.topics.acks_enabled_for(messages[0].topic):
             return
-        tp, last = messages[0].tp, messages[-1]
+        tp = messages[0].tp
         with ack_lock:
             committed, index = self._committed_offset[tp], self._acked_index[tp]
             offsets = [m.offset for m in messages if (committed is None or m.offset >= committed)
@@ -154,8 +152,6 @@ class BatchConsumer(driver.Consumer):
             index.update(offsets)
             self._acked[tp].extend(offsets)
             self._n_acked += len(offsets)
-            last.acked = True
-            self._unacked_messages.discard(last)
             notify(self._waiting_for_ack)
 
     async def commit_acked(self) -> bool:
