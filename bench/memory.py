@@ -74,11 +74,14 @@ def measure_worker(model: str, items: int, partitions: int, closes: int) -> dict
 
             follow([worker], consumed_all, timeout=items / 100 + 600, interval=1.0)
             before_close = worker.memory()["VmRSS"]
+            close_seconds = []  # each close: its closing events sent -> every item's forecast published
             for closed in range(1, closes + 1):  # D, then every day its forecasts wait for
+                started = time.monotonic()
                 send(synthetic.closers(catalogue, settings.partitions, synthetic.DAY + closed, settings.allowed_lateness),
                      settings, close_last_period=False, progress=False)
                 follow([worker], lambda ws: total(ws, "mqstream_forecasts_published_total") >= closed * items,
                        timeout=items / 50 + 600)
+                close_seconds.append(time.monotonic() - started)
             while group_lag(settings):
                 time.sleep(1)
             time.sleep(SCAN_SECONDS + 5)  # the state gauges come from a scan every minute: one after the close
@@ -103,6 +106,7 @@ def measure_worker(model: str, items: int, partitions: int, closes: int) -> dict
         "worker_rss_per_item_while_ingesting_bytes": grow,
         "worker_rss_per_item_before_close_bytes": (before_close - idle) / held,
         "extrapolated_rss_at_1000000_bytes": idle + 1_000_000 * (rss - idle) / held,
+        "close_seconds_first": close_seconds[0], "close_seconds_last": close_seconds[-1],
     }
 
 
@@ -183,26 +187,33 @@ def section(results: dict[str, dict]) -> list[str]:
         return []
     rows = ["## Memory: bytes of state per item", "",
             "| measured on | model | items | `items` B/item | `item-models` B/item (model state + ledger) "
-            "| RSS growth B/item | RSS |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+            "| RSS growth B/item | RSS after the closes (peak) | close s, first / last |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in workers.values():
         closes = r.get("closes", 1)  # entries before the steady state closed one day
         rows.append(f"| real worker after {closes} close{'s' * (closes > 1)}, gauge and /proc | {r['model']} "
                     f"| {r['worker_items']:,} "
                     f"| {r['worker_items_table_bytes_per_item']:,.0f} | {r['worker_item_models_table_bytes_per_item']:,.0f} "
                     f"| {r['worker_rss_per_item_bytes']:,.0f} | {r['worker_rss_after_close_bytes'] / 2**30:,.2f} GiB "
-                    f"(idle {r['worker_rss_idle_bytes'] / 2**30:,.2f}) |")
+                    f"({r['worker_rss_peak_bytes'] / 2**30:,.2f}; idle {r['worker_rss_idle_bytes'] / 2**30:,.2f}) "
+                    f"| {_close_times(r)} |")
     for r in values.values():
         rows.append(f"| values built in-process | {r['model']} | {r['items']:,} | {r['items_value_bytes_mean']:,.0f} "
                     f"| {r['item_models_value_bytes_mean']:,.0f} ({r['model_state_bytes']:,} + {r['ledger_bytes']:,}) "
-                    f"| — | {r['total_bytes'] / 2**30:,.2f} GiB of values |")
+                    f"| — | {r['total_bytes'] / 2**30:,.2f} GiB of values | — |")
     if workers:
         largest = max(workers.values(), key=lambda r: r["worker_items"])
         if largest["worker_items"] < 1_000_000:
             rows.append(f"| **extrapolated** linearly from the real worker at {largest['worker_items']:,} "
                         f"| {largest['model']} | 1,000,000 | | | {largest['worker_rss_per_item_bytes']:,.0f} "
-                        f"| {largest['extrapolated_rss_at_1000000_bytes'] / 2**30:,.1f} GiB (not run) |")
+                        f"| {largest['extrapolated_rss_at_1000000_bytes'] / 2**30:,.1f} GiB (not run) | |")
     return rows
+
+
+def _close_times(r: dict) -> str:
+    if "close_seconds_first" not in r:  # entries from before closes were timed
+        return "—"
+    return f"{r['close_seconds_first']:,.1f} / {r['close_seconds_last']:,.1f}"
 
 
 def _by_size(kv) -> tuple:

@@ -4,6 +4,8 @@ its model advanced, its forecasts issued and its earlier forecasts scored
 makes a crash at any point safe."""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import time
 
 from mqstream.models.protocol import QuantileForecaster
@@ -17,6 +19,7 @@ from mqstream.streams.tables import MODEL_VERSION, Tables
 
 
 CHUNK_BATCHES = 8  # model batches (``refresh_batch`` items each) in a chunk of a partition's close
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c"))
 
 
 class PartitionClose:
@@ -34,6 +37,7 @@ class PartitionClose:
         keys, size = list(tracked), self.policy.batch_size * CHUNK_BATCHES
         for start in range(0, len(keys), size):
             await self._close_chunk(partition, keys[start:start + size], tracked, through)
+        release_free_memory()
 
     async def _close_chunk(self, partition: int, keys: list[bytes], tracked: set[bytes], through: int) -> None:
         items, item_models = self._due(partition, keys, through)
@@ -93,3 +97,13 @@ class PartitionClose:
                 items.append(item)
                 item_models.append(item_model)
         return items, item_models
+
+
+def release_free_memory() -> bool:
+    """Hand the heap's free pages back to the system; True if any were. A close allocates and
+    frees ~200 MB of values a chunk, and glibc's malloc keeps freed memory it cannot return
+    from the top of its heap: bench memory, 100,000 items, one close, 2.00 GB resident after
+    the close without this and 1.56 GB with it; the call takes ~0.1 s on a 2 GB heap. Where
+    the C library has no ``malloc_trim`` (not glibc) there is nothing to do."""
+    trim = getattr(_LIBC, "malloc_trim", None)
+    return bool(trim(0)) if trim is not None else False
