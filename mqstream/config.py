@@ -41,6 +41,9 @@ class Settings:
     change_share: float = 0.25  # a forecast change is material when the next-7-day P50 total moves by more
     stock_level: float = 0.0  # ...or when the next-7-day P90 total crosses this many units (0: off)
     session_timeout: float = 45.0  # seconds before the group gives a silent worker's partitions to others
+    # seconds a batch may take, its close included, before the group takes the worker's partitions
+    # away (Kafka's max.poll.interval; faust's 1000 s default cut a close of 1,000,000 items short)
+    max_poll_interval: float = 3600.0
     standby_replicas: int = 1  # warm copies of each partition's tables on other workers: fast failover, more work
     metrics_host: str = "127.0.0.1"  # /metrics, /healthz, /readyz; 0.0.0.0 only where a network needs it
     metrics_port: int = 9100  # 0: any free port, written to <data_dir>/metrics.port (several workers per host)
@@ -102,6 +105,7 @@ class Settings:
         _check(1 <= self.refresh_batch <= 65536, "refresh_batch", "items, 1..65536")
         _check(0 <= self.held_items <= 100_000_000, "held_items", "items, 0..100000000")
         _check(6 <= self.session_timeout <= 300, "session_timeout", "seconds, 6..300 (the broker's group limits)")
+        _check(60 <= self.max_poll_interval <= 86_400, "max_poll_interval", "seconds, 60..86400")
         _check(0 < self.change_share <= 10, "change_share", "a share > 0 and <= 10 (0.25 = 25%)")
         _check(self.stock_level >= 0, "stock_level", "units >= 0 (0 turns the stock rule off)")
         _check(0 <= self.metrics_port <= 65535, "metrics_port", "a TCP port 1..65535, or 0 for any free port")

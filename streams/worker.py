@@ -71,6 +71,7 @@ def build_app(settings: Settings, model: QuantileForecaster, url: str = "") -> t
         web_enabled=False,
         canonical_url=url or None,
         broker_session_timeout=settings.session_timeout,
+        broker_max_poll_interval=settings.max_poll_interval,
         table_standby_replicas=settings.standby_replicas,
         broker_heartbeat_interval=min(3.0, settings.session_timeout / 4),
         producer_linger=0.05,  # batches changelog writes: a tenth of the broker CPU (FAUST-NOTES)

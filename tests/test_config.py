@@ -1,6 +1,8 @@
 import pytest
 
 from mqstream.config import ConfigError, load_settings
+from mqstream.models.seasonal_naive import SeasonalNaive
+from mqstream.streams.worker import build_app
 
 
 def test_environment_overrides_defaults(monkeypatch):
@@ -49,3 +51,14 @@ def test_the_period_and_the_weeks_first_day_are_validated(monkeypatch):
         with pytest.raises(ConfigError, match=f"setting '{name}': accepted values are {says}"):
             load_settings()
         monkeypatch.delenv(f"MQSTREAM_{name.upper()}")
+
+
+def test_the_time_a_batch_may_take_reaches_the_worker_app(monkeypatch, tmp_path):
+    monkeypatch.setenv("MQSTREAM_MAX_POLL_INTERVAL", "30")
+    with pytest.raises(ConfigError, match="'max_poll_interval'.*60..86400"):
+        load_settings()
+    monkeypatch.setenv("MQSTREAM_MAX_POLL_INTERVAL", "7200")
+    monkeypatch.setenv("MQSTREAM_DATA_DIR", str(tmp_path))
+    settings = load_settings()
+    app, _ = build_app(settings, SeasonalNaive())
+    assert app.conf.broker_max_poll_interval == 7200.0
