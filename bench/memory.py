@@ -84,9 +84,9 @@ def measure_worker(model: str, items: int, partitions: int, closes: int) -> dict
                 close_seconds.append(time.monotonic() - started)
             while group_lag(settings):
                 time.sleep(1)
+            memory = worker.memory()  # before the gauges' scan, which reads every value once
             time.sleep(SCAN_SECONDS + 5)  # the state gauges come from a scan every minute: one after the close
-            follow([worker], lambda ws: _gauges_cover(ws[0], items), timeout=180, interval=2.0)
-            memory = worker.memory()
+            follow([worker], lambda ws: _gauges_cover(ws[0], items), timeout=180 + items / 5_000, interval=2.0)
             worker.sample()
             counters = worker.samples[-1].counters
             split = _gauge_split(worker)
