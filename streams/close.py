@@ -37,7 +37,8 @@ class PartitionClose:
         keys, size = list(tracked), self.policy.batch_size * CHUNK_BATCHES
         for start in range(0, len(keys), size):
             await self._close_chunk(partition, keys[start:start + size], tracked, through)
-        release_free_memory()
+        if keys:
+            release_free_memory()
 
     async def _close_chunk(self, partition: int, keys: list[bytes], tracked: set[bytes], through: int) -> None:
         items, item_models = self._due(partition, keys, through)

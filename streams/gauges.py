@@ -5,14 +5,20 @@ from __future__ import annotations
 import time
 
 import faust
+from faust.types import TP
 
 from mqstream.state.clock import PartitionClock
 from mqstream.streams.metrics import WorkerMetrics
 from mqstream.streams.tables import Tables
 
 
+def assigned_inputs(app: faust.App, inputs: set[str]) -> list[TP]:
+    """The input partitions this worker is assigned (whether or not an event has come since)."""
+    return sorted(tp for tp in app.consumer.assignment() if tp.topic in inputs)
+
+
 async def sample_lag(app: faust.App, inputs: set[str], metrics: WorkerMetrics) -> None:
-    assigned = sorted(tp for tp in app.consumer.assignment() if tp.topic in inputs)
+    assigned = assigned_inputs(app, inputs)
     if not assigned:
         return
     ends = await app.consumer.highwaters(*assigned)

@@ -105,9 +105,8 @@ def build_app(settings: Settings, model: QuantileForecaster, url: str = "") -> t
         gauges.sample_watermarks(processor.clocks, metrics)
 
     @app.timer(interval=60.0)
-    async def sample_state():  # the partitions assigned, whether or not an event has come since
-        assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic in inputs}
-        gauges.sample_state(tables, sorted(assigned), metrics)
+    async def sample_state():
+        gauges.sample_state(tables, sorted({tp.partition for tp in gauges.assigned_inputs(app, inputs)}), metrics)
 
     if settings.model_source == "topic":
         def shadow_of(candidate: QuantileForecaster) -> Shadow:

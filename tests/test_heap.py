@@ -19,4 +19,4 @@ def test_values_freed_amid_the_heap_leave_resident_memory_once_released():
     before = resident_bytes()
     assert release_free_memory()
     assert before - resident_bytes() > 100 * 2**20  # of the ~200 MB freed
-    assert len(kept) == 8_000
+    del kept  # held until here: the holes stay holes while measured
