@@ -7,7 +7,7 @@ Two measurements:
   fewer leave ledgers that hold fewer forecasts than a steady state's): each item has both
   table values (``items`` and ``item-models``), forecast daily until its ledger holds all it
   will (an item stays active for 28 days after its sale). Table bytes come from the worker's
-  own ``mqstream_state_bytes`` gauge (key + value of everything it holds), from a scan begun after the close had finished;
+  own ``mqstream_state_bytes`` gauge (key + value of everything it holds), from a census begun after the close had finished;
   resident memory (VmRSS) is read from /proc when the worker is ready and idle with no
   state, while the events stream in, and after the close. RSS per item is the growth over
   the idle worker divided by the items.
@@ -39,7 +39,7 @@ from mqstream.streams.replay import send
 
 BATCH = 10_000
 STEADY_CLOSES = 28  # days closed by the worker: every item forecast daily until its ledger is full (H = 28)
-SCAN_SECONDS = 60  # the worker's sample_state timer
+CENSUS_SECONDS = 60  # the worker's sample_state timer: a census of its state begins every minute
 
 
 def run(options) -> dict[str, dict]:
@@ -84,9 +84,10 @@ def measure_worker(model: str, items: int, partitions: int, closes: int) -> dict
                 close_seconds.append(time.monotonic() - started)
             while group_lag(settings):
                 time.sleep(1)
-            memory = worker.memory()  # before the gauges' scan, which reads every value once
-            time.sleep(SCAN_SECONDS + 5)  # the state gauges come from a scan every minute: one after the close
-            follow([worker], lambda ws: _gauges_cover(ws[0], items), timeout=180 + items / 5_000, interval=2.0)
+            memory = worker.memory()  # before the gauges' census, which reads every value once
+            closed_at = time.time()
+            follow([worker], lambda ws: _census_since(ws[0], closed_at), timeout=CENSUS_SECONDS + items / 2_000,
+                   interval=2.0)
             worker.sample()
             counters = worker.samples[-1].counters
             split = _gauge_split(worker)
@@ -110,9 +111,9 @@ def measure_worker(model: str, items: int, partitions: int, closes: int) -> dict
     }
 
 
-def _gauges_cover(worker, items: int) -> bool:
-    split = _gauge_split(worker)
-    return worker.samples[-1].counters.get("mqstream_state_items", 0) >= items and split.get("item-models", 0) > 0
+def _census_since(worker, since: float) -> bool:
+    """Whether the state gauges come from a census begun after ``since`` (unix time)."""
+    return worker.samples[-1].counters.get("mqstream_state_census_started_seconds", 0.0) > since
 
 
 def _gauge_split(worker) -> dict[str, float]:

@@ -2,7 +2,9 @@
 and faust's consumer positions, watermark ages, and the state held."""
 from __future__ import annotations
 
+import asyncio
 import time
+from itertools import islice
 
 import faust
 from faust.types import TP
@@ -10,6 +12,9 @@ from faust.types import TP
 from mqstream.state.clock import PartitionClock
 from mqstream.streams.metrics import WorkerMetrics
 from mqstream.streams.tables import Tables
+
+CENSUS_CHUNK = 1000  # values read between two turns of the event loop (~5 ms at 18 kB each)
+CENSUS_DUTY = 0.1  # the share of the loop's time the state census may take
 
 
 def assigned_inputs(app: faust.App, inputs: set[str]) -> list[TP]:
@@ -37,14 +42,35 @@ def sample_watermarks(clocks: dict[int, PartitionClock], metrics: WorkerMetrics)
             metrics.watermark_age.labels(str(partition), "newest").set(clock.newest - clock.watermark)
 
 
-def sample_state(tables: Tables, partitions, metrics: WorkerMetrics) -> None:
-    """Items and bytes held for ``partitions`` (a scan: every minute)."""
-    count = 0
+async def sample_state(tables: Tables, partitions, metrics: WorkerMetrics, duty: float = CENSUS_DUTY) -> None:
+    """Items and bytes held for ``partitions``: a pass over every value, paced to take about
+    ``duty`` of the event loop's time (``_census``). Read at once, the pass held the loop for
+    1.05 s at 100,000 items (1.87 GB of values, scripted RocksDB of the same sizes), every
+    minute, and 10.3 s at a million (18.7 GB)."""
+    started, items = time.time(), 0
     for name, table in (("items", tables.items), ("item-models", tables.item_models)):
         size = 0
         for partition in partitions:
-            for key, value in tables.scan(table, partition):
-                size += len(key) + len(value)
-                count += name == "items"
+            records, nbytes = await _census(tables, table, partition, duty)
+            size += nbytes
+            items += records if name == "items" else 0
         metrics.state_bytes.labels(name).set(size)
-    metrics.items.set(count)
+    metrics.items.set(items)
+    metrics.census_started.set(started)
+
+
+async def _census(tables: Tables, table: faust.Table, partition: int, duty: float) -> tuple[int, int]:
+    """(records, bytes of keys and values) of one partition's table, read a chunk at a time with
+    the loop running between chunks. Each chunk reads the database afresh: between two, a
+    rebalance may take the partition away (the count then stops short, until the next pass)."""
+    records = nbytes = 0
+    after = None
+    while True:
+        chunk_began, read = time.perf_counter(), 0
+        for key, value in islice(tables.scan(table, partition, after), CENSUS_CHUNK):
+            nbytes += len(key) + len(value)
+            read, after = read + 1, key
+        records += read
+        await asyncio.sleep((time.perf_counter() - chunk_began) * (1 - duty) / duty)
+        if read < CENSUS_CHUNK:
+            return records, nbytes

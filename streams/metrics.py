@@ -58,8 +58,10 @@ class WorkerMetrics:
                                    "Partition event-time watermark behind wall-clock now or the newest event",
                                    ["partition", "against"], registry=r)
         self.items = Gauge("mqstream_state_items", "Items held in this worker's state", registry=r)
-        self.state_bytes = Gauge("mqstream_state_bytes", "Bytes of table values held by this worker",
+        self.state_bytes = Gauge("mqstream_state_bytes", "Bytes of table keys and values held by this worker",
                                  ["table"], registry=r)
+        self.census_started = Gauge("mqstream_state_census_started_seconds",
+                                    "Unix time the pass that gave the state gauges began", registry=r)
         self.quantile_loss = Gauge("mqstream_quantile_loss",
                                    "Rolling weighted quantile loss (wQL) of the worker's own forecasts",
                                    ["quantile", "horizon_bucket"], registry=r)

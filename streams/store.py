@@ -30,10 +30,15 @@ class PartitionedStore(Store):
         db.set_write_options(options)
         return db
 
-    def partition_items(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
-        """Every (key, value) held locally for one partition."""
+    def partition_items(self, partition: int, after: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value) held locally for one partition, in key order; ``after``: those
+        past that key only."""
         db = self._dbs.get(partition)
-        return iter(()) if db is None else self._visible_items(db)
+        if db is None:
+            return iter(())
+        if after is None:
+            return self._visible_items(db)
+        return ((key, value) for key, value in db.items(from_key=after) if key != after and key != self.offset_key)
 
     def get_in(self, partition: int, key: bytes) -> bytes | None:
         """Read from the partition's own database: no search, no current event needed."""

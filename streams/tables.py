@@ -76,8 +76,9 @@ class Tables:
         return table.data.get_in(partition, key)
 
     @staticmethod
-    def scan(table: faust.Table, partition: int) -> Iterator[tuple[bytes, bytes]]:
-        return table.data.partition_items(partition)
+    def scan(table: faust.Table, partition: int, after: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """The partition's (key, value) pairs in key order (``after``: past that key only)."""
+        return table.data.partition_items(partition, after)
 
     async def put(self, table: faust.Table, partition: int, pairs: Sequence[tuple[bytes, bytes]]) -> None:
         """Into the partition's database and changelog partition, as whole record batches

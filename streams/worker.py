@@ -106,7 +106,8 @@ def build_app(settings: Settings, model: QuantileForecaster, url: str = "") -> t
 
     @app.timer(interval=60.0)
     async def sample_state():
-        gauges.sample_state(tables, sorted({tp.partition for tp in gauges.assigned_inputs(app, inputs)}), metrics)
+        await gauges.sample_state(tables, sorted({tp.partition for tp in gauges.assigned_inputs(app, inputs)}),
+                                  metrics)
 
     if settings.model_source == "topic":
         def shadow_of(candidate: QuantileForecaster) -> Shadow:
