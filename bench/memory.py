@@ -39,7 +39,7 @@ from mqstream.streams.replay import send
 
 BATCH = 10_000
 STEADY_CLOSES = 28  # days closed by the worker: every item forecast daily until its ledger is full (H = 28)
-CENSUS_SECONDS = 60  # the worker's sample_state timer: a census of its state begins every minute
+CENSUS_SECONDS = 60  # the worker's sample_state timer: a census begins a minute after the last one ended
 
 
 def run(options) -> dict[str, dict]:
