@@ -1,13 +1,15 @@
 """The batch consumer's rules (streams/ingest.py), without Kafka: which fetched batches it hands
-on, when it reads a dropped batch again, and which acked offsets a close waits to see committed
-by the broker."""
+on, when it reads a dropped batch again, which acked offsets a close waits to see committed
+by the broker, and how a restored changelog batch is written."""
 import asyncio
 from types import SimpleNamespace
 
+import faust
 import pytest
 from faust.types import TP
 
 from mqstream.streams.ingest import BatchConsumer, behind_gap, rewinds
+from mqstream.streams.store import SCHEME as STORE_SCHEME
 
 
 def test_a_fetch_asks_for_the_partitions_active_when_it_began():
@@ -130,3 +132,64 @@ def test_a_close_does_not_wait_for_acks_behind_a_gap():
     consumer = FakeConsumer([500, 501], 100, True)
     assert asyncio.run(BatchConsumer.commit_acked(consumer)) is True
     assert consumer._acked[consumer.tp] == [500, 501] and consumer.sent == [{consumer.tp: 100}]
+
+
+class Recovery:
+    """What ``_restore`` reads and calls of faust's recovery: partitions being restored, how far
+    each is read, and the end of recovery once the highwaters are reached."""
+
+    def __init__(self, table, highwaters: dict[TP, int]):
+        self.in_recovery, self.ended, self.flushed = True, False, 0
+        self.active_tps, self.tp_to_table = set(highwaters), {tp: table for tp in highwaters}
+        self.active_offsets, self.highwaters = {}, highwaters
+        self.signal_recovery_end = asyncio.Event()
+
+    def need_recovery(self) -> bool:
+        return any(self.active_offsets.get(tp, -1) < end for tp, end in self.highwaters.items())
+
+    def flush_buffers(self) -> None:
+        self.flushed += 1
+
+    def _set_recovery_ended(self) -> None:
+        self.in_recovery, self.ended = False, True
+
+
+@pytest.fixture
+def restoring(tmp_path):
+    """A consumer over a real table store, restoring partitions 0 and 1 of its changelog up to offset 5."""
+    app = faust.App("restore", broker="kafka://127.0.0.1:1", store=f"{STORE_SCHEME}://", datadir=str(tmp_path))
+    table = app.Table("items", partitions=2)
+    changelog = table.changelog_topic.get_topic_name()
+    consumer = BatchConsumer.__new__(BatchConsumer)
+    consumer._queued_changelogs = set()
+    consumer.app = SimpleNamespace(tables=SimpleNamespace(recovery=Recovery(table, {TP(changelog, 0): 5,
+                                                                                     TP(changelog, 1): 5})))
+    return consumer, table, changelog
+
+
+def _changes(topic: str, partition: int, first: int, last: int, value=lambda offset: b"v%d" % offset) -> list:
+    """Changelog messages writing key k<offset % 3> at each offset."""
+    return [SimpleNamespace(topic=topic, partition=partition, tp=TP(topic, partition), offset=offset,
+                            key=b"k%d" % (offset % 3), value=value(offset)) for offset in range(first, last + 1)]
+
+
+def test_a_restored_changelog_batch_is_written_at_once_and_recovery_ends_with_the_last(restoring):
+    consumer, table, changelog = restoring
+    recovery = consumer.app.tables.recovery
+    first, second = TP(changelog, 0), TP(changelog, 1)
+    assert consumer._restores(first)
+    consumer._restore(first, _changes(changelog, 0, 0, 5))
+    assert dict(table.data.partition_items(0)) == {b"k0": b"v3", b"k1": b"v4", b"k2": b"v5"}  # the last of each
+    assert recovery.active_offsets == {first: 5} and not recovery.ended  # partition 1 still to read
+    consumer._restore(second, _changes(changelog, 1, 0, 3))
+    consumer._restore(second, _changes(changelog, 1, 2, 5, value=lambda offset: b"again" if offset < 4 else b"new"))
+    assert dict(table.data.partition_items(1)) == {b"k0": b"v3", b"k1": b"new", b"k2": b"new"}  # 2, 3 read before
+    assert recovery.ended and recovery.flushed == 1 and recovery.signal_recovery_end.is_set()
+
+
+def test_a_changelog_partition_that_once_took_fausts_way_keeps_it(restoring):
+    consumer, _, changelog = restoring
+    consumer._queued_changelogs.add(TP(changelog, 1))  # a standby's messages, maybe still queued there
+    assert consumer._restores(TP(changelog, 0)) and not consumer._restores(TP(changelog, 1))
+    consumer.app.tables.recovery.in_recovery = False
+    assert not consumer._restores(TP(changelog, 0))
