@@ -32,7 +32,7 @@ class BatchConsumer(driver.Consumer):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._dropped: dict[TP, int] = {}  # partition -> first offset of a batch left unhandled
-        self._queued_changelogs: set[TP] = set()  # changelog partitions whose messages took faust's path
+        self._through_faust: set[TP] = set()  # partitions whose messages took faust's per-message path
 
     def route(self, topics: set[str], handler: BatchHandler) -> None:
         """Messages of ``topics`` go to ``handler`` a fetched batch per partition at a time."""
@@ -78,7 +78,7 @@ class BatchConsumer(driver.Consumer):
             elif self._restores(tp):
                 self._restore(tp, messages)
             else:
-                self._queued_changelogs.add(tp)
+                self._through_faust.add(tp)
                 for message in messages:
                     await self.wait_first(self.callback(message), self.suspend_flow.wait())
             if messages:
@@ -89,7 +89,7 @@ class BatchConsumer(driver.Consumer):
         partition faust is restoring as active, none of whose messages ever went its per-message
         way (still queued there, they could land after the batch and undo it)."""
         recovery = self.app.tables.recovery
-        return recovery.in_recovery and tp in recovery.active_tps and tp not in self._queued_changelogs
+        return recovery.in_recovery and tp in recovery.active_tps and tp not in self._through_faust
 
     def _restore(self, tp: TP, messages: list[Message]) -> None:
         """A changelog batch written into the table's store at once, as faust's recovery writes

@@ -161,7 +161,7 @@ def restoring(tmp_path):
     table = app.Table("items", partitions=2)
     changelog = table.changelog_topic.get_topic_name()
     consumer = BatchConsumer.__new__(BatchConsumer)
-    consumer._queued_changelogs = set()
+    consumer._through_faust = set()
     consumer.app = SimpleNamespace(tables=SimpleNamespace(recovery=Recovery(table, {TP(changelog, 0): 5,
                                                                                      TP(changelog, 1): 5})))
     return consumer, table, changelog
@@ -189,7 +189,7 @@ def test_a_restored_changelog_batch_is_written_at_once_and_recovery_ends_with_th
 
 def test_a_changelog_partition_that_once_took_fausts_way_keeps_it(restoring):
     consumer, _, changelog = restoring
-    consumer._queued_changelogs.add(TP(changelog, 1))  # a standby's messages, maybe still queued there
+    consumer._through_faust.add(TP(changelog, 1))  # a standby's messages, maybe still queued there
     assert consumer._restores(TP(changelog, 0)) and not consumer._restores(TP(changelog, 1))
     consumer.app.tables.recovery.in_recovery = False
     assert not consumer._restores(TP(changelog, 0))
