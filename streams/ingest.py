@@ -87,9 +87,11 @@ class BatchConsumer(driver.Consumer):
     def _restores(self, tp: TP) -> bool:
         """Whether a fetched changelog batch goes straight into its table (``_restore``): a
         partition faust is restoring as active, none of whose messages ever went its per-message
-        way (still queued there, they could land after the batch and undo it)."""
+        way (still queued there, they could land after the batch and undo it), of a table with
+        no ``on_changelog_event`` callback (faust's way calls it for every message; ours never)."""
         recovery = self.app.tables.recovery
-        return recovery.in_recovery and tp in recovery.active_tps and tp not in self._through_faust
+        return (recovery.in_recovery and tp in recovery.active_tps and tp not in self._through_faust
+                and recovery.tp_to_table[tp]._on_changelog_event is None)
 
     def _restore(self, tp: TP, messages: list[Message]) -> None:
         """A changelog batch written into the table's store at once, as faust's recovery writes

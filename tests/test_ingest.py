@@ -160,11 +160,14 @@ def restoring(tmp_path):
     app = faust.App("restore", broker="kafka://127.0.0.1:1", store=f"{STORE_SCHEME}://", datadir=str(tmp_path))
     table = app.Table("items", partitions=2)
     changelog = table.changelog_topic.get_topic_name()
+    return restoring_consumer(table, {TP(changelog, 0): 5, TP(changelog, 1): 5}), table, changelog
+
+
+def restoring_consumer(table, highwaters: dict[TP, int]) -> BatchConsumer:
     consumer = BatchConsumer.__new__(BatchConsumer)
     consumer._through_faust = set()
-    consumer.app = SimpleNamespace(tables=SimpleNamespace(recovery=Recovery(table, {TP(changelog, 0): 5,
-                                                                                     TP(changelog, 1): 5})))
-    return consumer, table, changelog
+    consumer.app = SimpleNamespace(tables=SimpleNamespace(recovery=Recovery(table, highwaters)))
+    return consumer
 
 
 def _changes(topic: str, partition: int, first: int, last: int, value=lambda offset: b"v%d" % offset) -> list:
@@ -193,3 +196,14 @@ def test_a_changelog_partition_that_once_took_fausts_way_keeps_it(restoring):
     assert consumer._restores(TP(changelog, 0)) and not consumer._restores(TP(changelog, 1))
     consumer.app.tables.recovery.in_recovery = False
     assert not consumer._restores(TP(changelog, 0))
+
+
+def test_a_table_with_a_changelog_callback_is_restored_faust_s_way(tmp_path):
+    app = faust.App("callback", broker="kafka://127.0.0.1:1", store=f"{STORE_SCHEME}://", datadir=str(tmp_path))
+
+    async def on_change(event):
+        pass
+
+    table = app.Table("items", partitions=1, on_changelog_event=on_change)
+    tp = TP(table.changelog_topic.get_topic_name(), 0)
+    assert not restoring_consumer(table, {tp: 5})._restores(tp)  # its callback would be skipped
