@@ -30,7 +30,7 @@ import hashlib
 import math
 import json
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -233,6 +233,22 @@ class StateLayout:
         return {name: rows[:, offset: offset + size].view(dt).reshape(len(rows), *shape)
                 for name in names for dt, size, offset, shape in (self._places[name],)}
 
+    def updated(self, states: Sequence[bytes], update: Callable[[dict[str, np.ndarray]], None]) -> list[bytes]:
+        """``states`` after ``update`` wrote into views of every field of a copy of their rows:
+        one copy in, one ``tobytes`` per state out. Decoding each field and encoding them
+        again cost a quarter of MQTransformer's ``advance`` (48 -> 35 us an item of 17 kB)."""
+        rows = self.rows(states).copy()
+        update(self.views(rows, [name for name, _, _ in self.fields]))
+        return [row.tobytes() for row in rows]
+
+    def stamped(self, blank: bytes, fields: dict[str, np.ndarray]) -> bytes:
+        """One state: ``blank`` with ``fields`` written over it (MQTransformer's ``new_state``
+        82 -> 25 us, ~10% of a worker's first close of its items)."""
+        row = np.frombuffer(blank, np.uint8).copy()[None]
+        for name, view in self.views(row, list(fields)).items():
+            view[...] = fields[name]
+        return row.tobytes()
+
     def decode(self, states: Sequence[bytes]) -> dict[str, np.ndarray]:
         raw, out, off = self.rows(states), {}, 0
         for (name, dt, shape), size in zip(self.fields, self.sizes):
@@ -323,10 +339,17 @@ def base_fields(cfg: MQCNNConfig) -> list[tuple[str, type, tuple[int, ...]]]:
 
 
 def new_base_state(cfg: MQCNNConfig, item: ItemInfo, first_day: int) -> dict[str, np.ndarray]:
-    return {"last_day": np.array([[first_day - 1]]), "n_days": np.zeros((1, 1)),
-            "band": np.array([[price_band(item.price)]]), "tokens": item_tokens(item.description)[None],
-            "ema": np.zeros((1, 1)), "price": np.array([[item.price]]),
+    return {**item_fields(item, first_day), "n_days": np.zeros((1, 1)), "ema": np.zeros((1, 1)),
             "h": np.zeros((1, cfg.channels)), "conv": np.zeros((1, sum(cfg.dilations), cfg.channels))}
+
+
+BLANK_ITEM = ItemInfo("", "", 0.0)  # a new state's item fields before ``item_fields`` writes them
+
+
+def item_fields(item: ItemInfo, first_day: int) -> dict[str, np.ndarray]:
+    """The fields of a new state that differ from item to item; the others start the same."""
+    return {"last_day": np.array([[first_day - 1]]), "band": np.array([[price_band(item.price)]]),
+            "tokens": item_tokens(item.description)[None], "price": np.array([[item.price]])}
 
 
 def fill_gaps(st: dict[str, np.ndarray], periods: Sequence[Period], step) -> None:
@@ -383,15 +406,15 @@ class MQCNNForecaster:
         self.history_needed = self.cfg.history_needed
         self.version = model_version(self.name, self.cfg, model)
         self.layout = StateLayout(tag=0x4D51_0001, fields=base_fields(self.cfg))
+        self.blank = self.layout.encode(new_base_state(self.cfg, BLANK_ITEM, 0))[0]
 
     def new_state(self, item: ItemInfo, first_day: int) -> bytes:
-        return self.layout.encode(new_base_state(self.cfg, item, first_day))[0]
+        return self.layout.stamped(self.blank, item_fields(item, first_day))
 
     @torch.no_grad()
     def advance(self, states: Sequence[bytes], periods: Sequence[Period]) -> list[bytes]:
-        st = self.layout.decode(states)
-        fill_gaps(st, periods, lambda s, rows, ps: base_step(self.model.encoder, self.cfg, s, rows, ps))
-        return self.layout.encode(st)
+        step = lambda st, rows, ps: base_step(self.model.encoder, self.cfg, st, rows, ps)
+        return self.layout.updated(states, lambda st: fill_gaps(st, periods, step))
 
     def observe_errors(self, states: Sequence[bytes], errors: Sequence[TargetErrors]) -> list[bytes]:
         return list(states)  # MQ-CNN has no feedback path

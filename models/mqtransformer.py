@@ -50,9 +50,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mqstream.models.features import N_CALENDAR, N_PAST, SeriesBatch, calendar, encoder_inputs
-from mqstream.models.mqcnn import (MQCNN, CausalConvEncoder, ItemEncoder, MQCNNConfig, MQDecoder, StateLayout, stored,
-                                   base_fields, base_origin, base_step, ema_scale, fill_gaps, future_calendar,
-                                   model_version, new_base_state, origin_features)
+from mqstream.models.mqcnn import (BLANK_ITEM, MQCNN, CausalConvEncoder, ItemEncoder, MQCNNConfig, MQDecoder,
+                                   StateLayout, stored, base_fields, base_origin, base_step, ema_scale, fill_gaps,
+                                   future_calendar, item_fields, model_version, new_base_state, origin_features)
 from mqstream.models.protocol import ItemInfo, Period, TargetErrors, error_rows
 
 FP16_MAX = 65504.0  # errors are stored as float16; larger values clip
@@ -313,15 +313,19 @@ class MQTransformerForecaster:
             ("fb_actual", np.float16, (cfg.feedback_days, k)),
             ("fb_fcst", np.float16, (cfg.feedback_days, k, q)),  # NaN where not observed
         ])
+        self.blank = self._blank()
 
-    def new_state(self, item: ItemInfo, first_day: int) -> bytes:
+    def _blank(self) -> bytes:
         cfg, k, q = self.cfg, len(self.cfg.feedback_horizons), len(self.cfg.quantiles)
-        st = new_base_state(cfg, item, first_day)
+        st = new_base_state(cfg, BLANK_ITEM, 0)
         st["memory"] = np.zeros((1, cfg.memory_days, cfg.memory_dim))
         st["fb_day"] = np.full((1, cfg.feedback_days), np.iinfo(np.int32).min)
         st["fb_actual"] = np.full((1, cfg.feedback_days, k), np.nan)
         st["fb_fcst"] = np.full((1, cfg.feedback_days, k, q), np.nan)
         return self.layout.encode(st)[0]
+
+    def new_state(self, item: ItemInfo, first_day: int) -> bytes:
+        return self.layout.stamped(self.blank, item_fields(item, first_day))
 
     def _step(self, st: dict[str, np.ndarray], rows: np.ndarray, periods: Sequence[Period]) -> None:
         h = base_step(self.model.encoder, self.cfg, st, rows, periods)  # (R, C)
@@ -330,9 +334,7 @@ class MQTransformerForecaster:
 
     @torch.no_grad()
     def advance(self, states: Sequence[bytes], periods: Sequence[Period]) -> list[bytes]:
-        st = self.layout.decode(states)
-        fill_gaps(st, periods, self._step)
-        return self.layout.encode(st)
+        return self.layout.updated(states, lambda st: fill_gaps(st, periods, self._step))
 
     def observe_errors(self, states: Sequence[bytes], errors: Sequence[TargetErrors]) -> list[bytes]:
         """Keep each item's errors at ``feedback_horizons`` of a target among its last
