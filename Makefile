@@ -35,7 +35,9 @@ bench: $(STAMP) system
 	rm -f bench/results.json
 	nice -n 10 $(PYTHON) -m bench ingest scaleout
 	nice -n 10 $(PYTHON) -m bench ingest --profile 30
-	nice -n 10 $(PYTHON) -m bench latency memory recovery --items 100000
+	nice -n 10 $(PYTHON) -m bench latency recovery --items 100000
+	nice -n 10 $(PYTHON) -m bench memory --table-items 100000
+	nice -n 10 $(PYTHON) -m bench memory --table-items "" --items 1000000 --closes 1
 	nice -n 10 $(PYTHON) -m bench refresh close
 	nice -n 10 $(PYTHON) -m bench readers
 
