@@ -36,6 +36,7 @@ bench: $(STAMP) system
 	nice -n 10 $(PYTHON) -m bench ingest scaleout
 	nice -n 10 $(PYTHON) -m bench ingest --profile 30
 	nice -n 10 $(PYTHON) -m bench latency recovery --items 100000
+	nice -n 10 $(PYTHON) -m bench latency --items 20000 --profile 40
 	nice -n 10 $(PYTHON) -m bench memory --table-items 100000
 	nice -n 10 $(PYTHON) -m bench memory --table-items "" --items 1000000 --closes 1
 	nice -n 10 $(PYTHON) -m bench refresh close

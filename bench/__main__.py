@@ -44,7 +44,8 @@ def main() -> None:
                         help="memory: days the real worker closes (default 28: every ledger full)")
     parser.add_argument("--profile", type=int, default=0, metavar="SECONDS",
                         help="ingest: py-spy the worker this long from the start of the steady window and write "
-                             "bench/profile-ingest.{txt,md} (its numbers are kept apart, marked profiled)")
+                             "bench/profile-ingest.{txt,md}; latency: from the closing events of the measured close, "
+                             "bench/profile-close.{txt,md} (their numbers are kept apart, marked profiled)")
     options = parser.parse_args()
     # stop like Ctrl-C on SIGTERM too, so that every worker and broker is stopped on the way out
     signal.signal(signal.SIGTERM, _interrupt)

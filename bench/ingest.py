@@ -88,32 +88,25 @@ class Profile:
     """py-spy on the worker for ``seconds`` from the start of the steady window."""
 
     def __init__(self, seconds: int, events: int):
-        self.seconds, self.events = seconds, events
-        self.proc = None
-        self.raw = HERE / "profile-ingest.txt"
-        self.began = 0.0
+        self.events = events
+        self.recording = pyspy.Recording(seconds, HERE / "profile-ingest.txt")
 
     def start_when_steady(self, worker) -> None:
-        if self.proc is None and worker.consumed() >= 0.1 * self.events:
-            self.proc = pyspy.record(worker.proc.pid, self.seconds, self.raw)
-            self.began = time.monotonic()
+        if self.recording.proc is None and worker.consumed() >= 0.1 * self.events:
+            self.recording.start(worker.proc.pid)
 
     def finish(self, worker, steady: dict) -> None:
-        if self.proc is None:
-            raise RuntimeError("the profile never started")
-        covered = min(time.monotonic() - self.began, self.seconds)
-        out, _ = self.proc.communicate(timeout=self.seconds + 120)  # the worker stays up until py-spy is done
-        if self.proc.returncode != 0:
-            raise RuntimeError(f"py-spy failed: {out[-2000:]}")
-        summary = pyspy.summarise(pyspy.read_stacks(self.raw))
-        context = (f"`nice -n 10 python -m bench ingest --profile {self.seconds}`: py-spy 100 Hz on the worker "
-                   f"process for {self.seconds} s from the start of the steady window ({covered:.0f} s of it "
+        summary, covered = self.recording.finish()
+        seconds = self.recording.seconds
+        context = (f"`nice -n 10 python -m bench ingest --profile {seconds}`: py-spy 100 Hz on the worker "
+                   f"process for {seconds} s from the start of the steady window ({covered:.0f} s of it "
                    f"while events were still arriving), {self.events:,} sale events over one open day "
                    f"(no day closes), model {worker.settings.model}, {worker.settings.partitions} partitions. "
                    f"Worker rate in that run: {steady['events_per_second']:,.0f} events/s, "
                    f"{steady['events_per_worker_cpu_second']:,.0f} events per CPU-second (profiling included). "
                    f"Collapsed stacks: `bench/profile-ingest.txt`.")
-        (HERE / "profile-ingest.md").write_text(pyspy.markdown(summary, context))
+        (HERE / "profile-ingest.md").write_text(
+            pyspy.markdown(summary, "Where the worker's CPU goes while it ingests", context))
 
 
 def section(results: dict[str, dict]) -> list[str]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -31,7 +32,7 @@ import torch
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
-from bench import synthetic
+from bench import pyspy, synthetic
 from bench.live import follow, local_broker, model_for_bench, running, total
 from bench.refresh import bench_model
 from mqstream.models.protocol import ItemInfo, Period
@@ -43,6 +44,7 @@ from mqstream.streams.offsets import end_offsets, group_lag, read_topic
 from mqstream.streams.replay import send
 from mqstream.streams.topics import TOPICS, create_topics
 
+HERE = Path(__file__).resolve().parent
 TARGET_RATIO = 1.5  # p99 <= this x the model-only time of the close's items / cores
 LOG_APPEND_TIME = 1  # kafka-python's timestamp_type for broker-stamped messages
 
@@ -61,8 +63,11 @@ def run(options) -> dict[str, dict]:
             follow([worker], lambda ws: total(ws) >= items, timeout=items / 100 + 600)
             first = close(settings, worker, catalogue, day + 1, forecasts=items)
             before = end_offsets(settings, settings.topic("forecasts"))
-            measured = close(settings, worker, catalogue, day + 2, forecasts=2 * items)
+            recording = pyspy.Recording(options.profile, HERE / "profile-close.txt") if options.profile else None
+            measured = close(settings, worker, catalogue, day + 2, forecasts=2 * items, recording=recording)
             counters = worker.samples[-1].counters
+            if recording is not None:
+                write_profile(recording, worker, items, measured["seconds"])
         readable = []
         for record in read_topic(settings, settings.topic("forecasts")):
             if record.offset < before.get(_tp(record), 0):
@@ -87,8 +92,20 @@ def run(options) -> dict[str, dict]:
         "refresh_batch_seconds_total": counters.get("mqstream_refresh_batch_seconds_sum", 0.0),
         "worker_start_hangs": worker.hangs, "model_only_seconds_one_thread": model_seconds, "cores": cores,
         "target_p99_seconds": target, "p99_over_target": float(p99 / target), "meets_target": bool(p99 <= target),
+        "profiled": bool(options.profile),
     }
-    return {f"latency:{model}:{items}": result}
+    return {f"latency:{model}:{items}" + (":profiled" if options.profile else ""): result}
+
+
+def write_profile(recording: pyspy.Recording, worker, items: int, close_seconds: float) -> None:
+    summary, covered = recording.finish()
+    context = (f"`nice -n 10 python -m bench latency --items {items} --profile {recording.seconds}`: py-spy 100 Hz "
+               f"on the worker process for {recording.seconds} s from the closing events of the measured close "
+               f"(a steady-state close of {items:,} items: advance, score, forecast, publish, write the state), "
+               f"which took {close_seconds:.1f} s to its last forecast ({covered:.0f} s had passed when the group "
+               f"had committed everything); model {worker.settings.model}, {worker.settings.partitions} partitions. "
+               f"Collapsed stacks: `bench/profile-close.txt`.")
+    (HERE / "profile-close.md").write_text(pyspy.markdown(summary, "Where the worker's CPU goes in a day close", context))
 
 
 def model_only_seconds(model_name: str, catalogue: synthetic.Catalogue, day: int) -> float:
@@ -127,15 +144,19 @@ def create_forecasts_topic(settings) -> None:
         admin.close()
 
 
-def close(settings, worker, catalogue, day: int, forecasts: int, timeout: float = 1800) -> dict:
+def close(settings, worker, catalogue, day: int, forecasts: int, timeout: float = 1800,
+          recording: pyspy.Recording | None = None) -> dict:
     """Close every day before ``day`` with one sale per partition; wait for the forecasts and
-    until the group has committed every input (its errors read back included)."""
+    until the group has committed every input (its errors read back included). ``recording``
+    starts just before the closing events are sent."""
     producer = KafkaProducer(**kafka_options(settings), acks="all", linger_ms=0)
     try:
         producer.bootstrap_connected()
         events = synthetic.closers(catalogue, settings.partitions, day, settings.allowed_lateness)
         for event in events:  # warm the connection and metadata before the clock starts
             producer.partitions_for(settings.topic(event.topic))
+        if recording is not None:
+            recording.start(worker.proc.pid)
         sent_at = time.time()
         for event in events:
             producer.send(settings.topic(event.topic), key=event.key, value=event.value)
@@ -176,7 +197,8 @@ def section(results: dict[str, dict]) -> list[str]:
                          f"| {r['p99_over_target']:.1f} | {'yes' if r['meets_target'] else '**no**'}")
         else:  # measured before the reference was: its old target was 1 s
             reference = "– | – | – | – | **no**"
-        rows.append(f"| {r['model']} | {r['items']:,} | {r['partitions']} | {r['p50_seconds']:.2f} "
+        rows.append(f"| {r['model']}{' (profiled)' * bool(r.get('profiled'))} | {r['items']:,} | {r['partitions']} "
+                    f"| {r['p50_seconds']:.2f} "
                     f"| {r['p99_seconds']:.2f} | {r['max_seconds']:.2f} | {reference} "
                     f"| {r['first_close_seconds_to_all_forecasts']:.1f} |")
     return rows

@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -33,6 +34,30 @@ def record(pid: int, seconds: int, out: Path, rate: int = 100) -> subprocess.Pop
     return subprocess.Popen([py_spy(), "record", "--pid", str(pid), "--duration", str(seconds),
                              "--rate", str(rate), "--format", "raw", "--function", "-o", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+class Recording:
+    """py-spy on one process for ``seconds`` from ``start``, its collapsed stacks in ``raw``."""
+
+    def __init__(self, seconds: int, raw: Path):
+        self.seconds, self.raw = seconds, raw
+        self.proc: subprocess.Popen | None = None
+        self.began = 0.0
+
+    def start(self, pid: int) -> None:
+        self.proc = record(pid, self.seconds, self.raw)
+        self.began = time.monotonic()
+
+    def finish(self) -> tuple[dict, float]:
+        """The summary, once py-spy is done (the process must stay up until then), and how
+        many of the seconds had passed when this was called."""
+        if self.proc is None:
+            raise RuntimeError("the profile never started")
+        covered = min(time.monotonic() - self.began, self.seconds)
+        out, _ = self.proc.communicate(timeout=self.seconds + 120)
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"py-spy failed: {out[-2000:]}")
+        return summarise(read_stacks(self.raw)), covered
 
 
 def read_stacks(path: Path) -> list[tuple[list[str], int]]:
@@ -81,8 +106,8 @@ def summarise(stacks: list[tuple[list[str], int]], top: int = 15) -> dict:
                               for f, n in inclusive.most_common() if f not in trunk][:top + 10]}
 
 
-def markdown(summary: dict, context: str) -> str:
-    lines = ["# Where the worker's CPU goes while it ingests", "", context, "",
+def markdown(summary: dict, title: str, context: str) -> str:
+    lines = [f"# {title}", "", context, "",
              f"{summary['samples']:,} samples, of which {summary['waiting_share']:.1%} waiting in select/poll "
              f"(the event loop idle, the metrics server between scrapes); the shares below are of the other "
              f"{summary['busy_samples']:,}. Own time: samples whose innermost frame is the function. Inclusive: "
