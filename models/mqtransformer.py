@@ -343,7 +343,7 @@ class MQTransformerForecaster:
         cfg, n = self.cfg, len(states)
         if not n:
             return []
-        rows = self.layout.rows(states).copy()
+        rows = self.layout.rows(states, writable=True)
         st = self.layout.views(rows, ("last_day", "fb_day", "fb_actual", "fb_fcst"))
         target = np.array([e.target for e in errors], np.int64)
         last = st["last_day"][:, 0]
