@@ -30,6 +30,7 @@ import hashlib
 import math
 import json
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Callable, Sequence
 
 import numpy as np
@@ -413,7 +414,7 @@ class MQCNNForecaster:
 
     @torch.no_grad()
     def advance(self, states: Sequence[bytes], periods: Sequence[Period]) -> list[bytes]:
-        step = lambda st, rows, ps: base_step(self.model.encoder, self.cfg, st, rows, ps)
+        step = partial(base_step, self.model.encoder, self.cfg)
         return self.layout.updated(states, lambda st: fill_gaps(st, periods, step))
 
     def observe_errors(self, states: Sequence[bytes], errors: Sequence[TargetErrors]) -> list[bytes]:
