@@ -7,10 +7,13 @@ volatility, and the paired 95% interval of the difference over products. The MQ-
 are controls (does the MQ-CNN gain from the same extra work?). Sequential and 2 torch threads:
 made for this project's 2-core machine (a variant is 1-8 minutes there).
 
-  python eval/recipe_sweep.py --split dev --seeds 0,1 --only default,epochs6x48 --out var/sweep
+  python eval/recipe_sweep.py --split dev --seeds 0,1 --only default,no-feedback-attention --out var/sweep
 
-Results: OUT/results.jsonl, one JSON line per variant and seed, and a line printed each.
-eval/mqtransformer-training.md holds a run.
+The splits are ``mqstream evaluate``'s daily ``dev`` and ``peak`` and its weekly split of the
+shipped data (``week``). Results: OUT/results.jsonl, one JSON line per variant and seed, and a
+line printed each; with ``default`` among the variants, OUT/comparisons.json holds each other
+variant against it over the seeds, as ``mqstream evaluate`` compares methods.
+eval/mqtransformer-training.md and eval/mqtransformer-memory.md hold runs.
 """
 from __future__ import annotations
 
@@ -25,11 +28,17 @@ import torch
 
 from mqstream.models.backtest import BacktestSplit, StreamingReplay, prepare, run_method
 from mqstream.models.dataset import demand_series
-from mqstream.models.evaluate import SPLITS
+from mqstream.models.evaluate import SPLITS, per_seed_differences, verdict
 from mqstream.models.history import load_history
 from mqstream.models.registry import load_model
 from mqstream.models.scores import item_losses, paired_bootstrap, score
 from mqstream.models.training import TrainSettings, checkpoint_record, recipe_of, train
+from mqstream.periods import DAILY, Cadence
+
+# the daily splits of ``mqstream evaluate``, and its weekly split of the shipped data
+# (eval/shipped-week.md): split -> (cutoff, first origin, last origin, cadence, horizons)
+SPLIT_DATES = {**{name: (*dates, DAILY, 28) for name, dates in SPLITS.items()},
+               "week": ("2011-02-27", "2011-02-28", "2011-05-23", Cadence("week", 0), 13)}
 
 # name -> model, the MQ-CNN variant it starts from ("warm"), TrainSettings and
 # MQTransformerConfig overrides; empty: the defaults
@@ -43,10 +52,12 @@ VARIANTS: dict[str, dict] = {
                                                                  "smoothness": 0.0}},
     "no-encoder-attention": {"config": {"encoder_attention": False}},
     "no-feedback-attention": {"config": {"feedback_attention": False}},
+    "memory8": {"config": {"memory_dim": 8}},  # half the stored encoder states' width: state bytes
+    "smooth005": {"settings": {"smoothness": 0.05}},  # a quarter of the revision penalty: a ramp moves faster
 }
 
 
-def trained(name: str, seed: int, cutoff: str, out: Path, history) -> Path:
+def trained(name: str, seed: int, split: str, out: Path, history) -> Path:
     """The variant's checkpoint under OUT, trained unless one of today's recipe is there
     ("mqcnn" and "default" follow the defaults, which may have changed since)."""
     path = out / f"{name}-seed{seed}"
@@ -55,15 +66,17 @@ def trained(name: str, seed: int, cutoff: str, out: Path, history) -> Path:
     recipe = asdict(recipe_of(model, TrainSettings(**v.get("settings", {}))))
     if (path / "config.json").is_file() and checkpoint_record(path).get("recipe") == recipe:
         return path
-    warm = trained(v.get("warm", "mqcnn"), seed, cutoff, out, history) if model == "mqtransformer" else None
+    warm = trained(v.get("warm", "mqcnn"), seed, split, out, history) if model == "mqtransformer" else None
     settings = TrainSettings(seed=seed, warm_start=warm, keep_warm_start=True, **v.get("settings", {}))
-    train(model, cutoff, path, settings, model_config=v.get("config"), data=history, progress=False)
+    cutoff, _, _, cadence, horizons = SPLIT_DATES[split]
+    train(model, cutoff, path, settings, model_config=v.get("config"), data=history, progress=False,
+          cadence=cadence, horizons=horizons)
     return path
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--split", choices=sorted(SPLITS), default="dev")
+    p.add_argument("--split", choices=sorted(SPLIT_DATES), default="dev")
     p.add_argument("--seeds", default="0")
     p.add_argument("--only", default=",".join(VARIANTS), help=f"comma-separated, from: {','.join(VARIANTS)}")
     p.add_argument("--out", type=Path, required=True)
@@ -73,17 +86,18 @@ def main() -> None:
         p.error(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
     torch.set_num_threads(2)
     args.out.mkdir(parents=True, exist_ok=True)
-    cutoff, start, end = SPLITS[args.split]
+    cutoff, start, end, cadence, horizons = SPLIT_DATES[args.split]
     history = load_history()
-    split = BacktestSplit.from_dates(cutoff, start, end, products=history.products)
-    data = prepare(demand_series(history.sales), split)
+    split = BacktestSplit.from_dates(cutoff, start, end, cadence, horizons=horizons, products=history.products)
+    data = prepare(demand_series(history.sales, cadence=cadence), split)
     scale = np.abs(data.actuals).sum(axis=(1, 2), dtype=np.float64)
+    runs: dict[str, list[tuple[dict, np.ndarray]]] = {}  # variant -> (row, item losses) per seed
     for seed in (int(s) for s in args.seeds.split(",")):
         reference = None
         for name in ["mqcnn"] + [n for n in args.only.split(",") if n != "mqcnn"]:
             began = time.monotonic()
-            path = trained(name, seed, cutoff, args.out, history)
-            model = load_model(VARIANTS[name].get("model", "mqtransformer"), path)
+            path = trained(name, seed, args.split, args.out, history)
+            model = load_model(VARIANTS[name].get("model", "mqtransformer"), path, cadence)
             forecasts = run_method(StreamingReplay(model), data, split)
             losses = item_losses(data.actuals, forecasts, split.quantiles)
             reference = losses if reference is None else reference
@@ -96,10 +110,34 @@ def main() -> None:
                    "seconds": round(time.monotonic() - began, 1)}
             with open(args.out / "results.jsonl", "a") as fh:
                 fh.write(json.dumps(row) + "\n")
+            runs.setdefault(name, []).append((row, losses))
             d = row["minus_mqcnn"]
             print(f"{args.split} {name} seed {seed}: wQL {s['wql']:.4f} volatility {s['volatility']:.4f} "
                   f"- mqcnn {d['difference']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}] "
                   f"({row['seconds']:.0f} s)", flush=True)
+    compare_with_default(runs, scale, args.out)
+
+
+def compare_with_default(runs: dict[str, list[tuple[dict, np.ndarray]]], scale: np.ndarray, out: Path) -> None:
+    """Each variant against the default MQTransformer over the seeds run, as ``mqstream
+    evaluate`` compares methods: the difference of the seed-mean item losses with its paired
+    95% interval, the difference seed by seed, the verdict. Written to OUT/comparisons.json."""
+    if "default" not in runs:
+        return
+    comparisons = []
+    for name in (n for n in runs if n != "default"):
+        mean_loss = {n: np.mean([losses for _, losses in runs[n]], axis=0) for n in (name, "default")}
+        by_seed = {n: {"runs": [row for row, _ in runs[n]]} for n in (name, "default")}
+        c = {"a": name, "b": "default", "seeds": [row["seed"] for row, _ in runs[name]],
+             "wql": [float(np.mean([row["wql"] for row, _ in runs[n]])) for n in (name, "default")],
+             **paired_bootstrap(mean_loss[name], mean_loss["default"], scale),
+             "per_seed": per_seed_differences(by_seed[name], by_seed["default"])}
+        c["verdict"] = verdict(c)
+        comparisons.append(c)
+        print(f"{name} - default over seeds {c['seeds']}: {c['difference']:+.4f} "
+              f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}], per seed "
+              f"{', '.join(f'{d:+.4f}' for d in c['per_seed'])}: {c['verdict']}", flush=True)
+    (out / "comparisons.json").write_text(json.dumps(comparisons, indent=1))
 
 
 if __name__ == "__main__":
