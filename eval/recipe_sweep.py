@@ -52,7 +52,8 @@ VARIANTS: dict[str, dict] = {
                                                                  "smoothness": 0.0}},
     "no-encoder-attention": {"config": {"encoder_attention": False}},
     "no-feedback-attention": {"config": {"feedback_attention": False}},
-    "memory8": {"config": {"memory_dim": 8}},  # half the stored encoder states' width: state bytes
+    "memory8": {"config": {"memory_dim": 8}},  # the stored encoder states' width: state bytes (days: the default)
+    "memory16": {"config": {"memory_dim": 16}},  # (weeks: the default)
     "smooth005": {"settings": {"smoothness": 0.05}},  # a quarter of the revision penalty: a ramp moves faster
 }
 

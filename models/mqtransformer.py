@@ -34,8 +34,8 @@ Public API
   none), from which the error memory is built; ``two_pass(batch, origins)`` makes them.
 - ``MQTransformerForecaster(model)``: ``models.protocol.QuantileForecaster``.
   State bytes per item: MQ-CNN's + 2 * memory_days * memory_dim + 4 * feedback_days
-  + 2 * feedback_days * len(feedback_horizons) * (Q + 1); 17,268 with the defaults (conv ring
-  buffers 4,032, attention memory 371 days x 16 float16 = 11,872, error memory 1,176).
+  + 2 * feedback_days * len(feedback_horizons) * (Q + 1); 11,332 with the defaults (conv ring
+  buffers 4,032, attention memory 371 days x 8 float16 = 5,936, error memory 1,176).
   Errors are stored as float16 (clipped at 65504 units); the full path rounds them the same
   way, so both paths stay equal to float32 rounding.
 """
@@ -65,7 +65,7 @@ class MQTransformerConfig(MQCNNConfig):
     recent_days: int = 35  # attention sees the last 5 weeks ...
     use_year: bool = True  # ... and the same weeks last year: 371 stored days, not 35
     year_window: int = 7  # last year's weeks are t+1-364-7 .. t+H-364+7
-    memory_dim: int = 16  # encoder states are projected before storing: state bytes
+    memory_dim: int = 8  # encoder states are projected before storing: state bytes (16: no better, eval/mqtransformer-memory.md)
     memory_dtype: str = "float16"  # stored projected states; the full path rounds the same way
     heads: int = 2
     head_dim: int = 16

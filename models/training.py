@@ -138,13 +138,15 @@ def period_config(model: str, cadence: Cadence, horizons: int | None = None) -> 
     """What a model config needs for a cadence: its period, its horizons (28 days or 13 weeks
     unless given) and, for weeks, the spans the daily defaults set in days, in weeks: the
     demand scale's memory (a month), and MQTransformer's recent window (8 weeks), last year's
-    window (a week either side) and error memory (4 weeks at horizons 1, 2, 4 and H)."""
+    window (a week either side) and error memory (4 weeks at horizons 1, 2, 4 and H). Weeks
+    keep 16 numbers a stored week, not the daily 8: it costs under 1 kB an item there, and
+    8 scored no better (eval/mqtransformer-memory.md)."""
     h = horizons or cadence.default_horizons
     config = {"period": cadence.period, "week_start": cadence.week_start, "horizons": h}
     if cadence.days != 1:
         config["scale_alpha"] = 1 / 4
         if model == "mqtransformer":
-            config.update(recent_days=8, year_window=1, feedback_days=4,
+            config.update(recent_days=8, year_window=1, feedback_days=4, memory_dim=16,
                           feedback_horizons=tuple(sorted({k for k in (1, 2, 4) if k <= h} | {h})))
     elif model == "mqtransformer" and h != 28:
         config["feedback_horizons"] = tuple(sorted({k for k in (1, 7, 14) if k <= h} | {h}))
