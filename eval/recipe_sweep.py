@@ -32,7 +32,7 @@ from mqstream.models.evaluate import SPLITS, per_seed_differences, verdict
 from mqstream.models.history import load_history
 from mqstream.models.registry import load_model
 from mqstream.models.scores import item_losses, paired_bootstrap, score
-from mqstream.models.training import TrainSettings, checkpoint_record, recipe_of, train
+from mqstream.models.training import TrainSettings, checkpoint_record, holds_config, model_config_of, recipe_of, train
 from mqstream.periods import DAILY, Cadence
 
 # the daily splits of ``mqstream evaluate``, and its weekly split of the shipped data
@@ -59,17 +59,19 @@ VARIANTS: dict[str, dict] = {
 
 
 def trained(name: str, seed: int, split: str, out: Path, history) -> Path:
-    """The variant's checkpoint under OUT, trained unless one of today's recipe is there
-    ("mqcnn" and "default" follow the defaults, which may have changed since)."""
+    """The variant's checkpoint under OUT, trained unless one of today's recipe and config is
+    there ("mqcnn" and "default" follow the defaults, which may have changed since)."""
     path = out / f"{name}-seed{seed}"
     v = VARIANTS[name]
     model = v.get("model", "mqtransformer")
     recipe = asdict(recipe_of(model, TrainSettings(**v.get("settings", {}))))
-    if (path / "config.json").is_file() and checkpoint_record(path).get("recipe") == recipe:
+    cutoff, _, _, cadence, horizons = SPLIT_DATES[split]
+    config = model_config_of(model, cadence, horizons, v.get("config"), history.views is not None)
+    if (path / "config.json").is_file() and checkpoint_record(path).get("recipe") == recipe \
+            and holds_config(path, config):
         return path
     warm = trained(v.get("warm", "mqcnn"), seed, split, out, history) if model == "mqtransformer" else None
     settings = TrainSettings(seed=seed, warm_start=warm, keep_warm_start=True, **v.get("settings", {}))
-    cutoff, _, _, cadence, horizons = SPLIT_DATES[split]
     train(model, cutoff, path, settings, model_config=v.get("config"), data=history, progress=False,
           cadence=cadence, horizons=horizons)
     return path

@@ -98,7 +98,7 @@ def _trained(name: str) -> MethodFactory:
 
 
 def _ensure_trained(source: MethodSource, name: str, seed: int) -> Path:
-    from mqstream.models.training import TrainSettings, checkpoint_record, recipe_of, train
+    from mqstream.models.training import TrainSettings, checkpoint_record, holds_config, model_config_of, recipe_of, train
 
     path = checkpoint_dir(source, name, seed)
     split = source.split
@@ -106,7 +106,10 @@ def _ensure_trained(source: MethodSource, name: str, seed: int) -> Path:
     wanted = {"cutoff": split.cadence.last_iso(split.cutoff), "seed": seed, "simulated_views": source.simulated_views,
               "max_items": source.train_items, "data": source.history.data_id, "period": split.cadence.period,
               "horizons": split.horizons, "recipe": asdict(recipe_of(model, TrainSettings()))}
-    if (path / "config.json").is_file() and _record_matches(checkpoint_record(path), wanted):
+    config = model_config_of(model, split.cadence, split.horizons, ABLATIONS.get(name),
+                             source.simulated_views or source.history.views is not None)
+    if (path / "config.json").is_file() and _record_matches(checkpoint_record(path), wanted) \
+            and holds_config(path, config):
         return path
     warm = _ensure_trained(source, "mqcnn", seed) if model == "mqtransformer" else None
     print(f"training {name} seed {seed} up to {wanted['cutoff']} -> {path}", flush=True)

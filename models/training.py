@@ -345,10 +345,9 @@ def train(model: str = "mqtransformer", cutoff: str = SHIPPED_CUTOFF, out: Path 
     s = settings or TrainSettings()
     t_start = time.monotonic()
     torch.use_deterministic_algorithms(True)
-    module_cls, cfg_cls = MODELS[model]
+    module_cls, _ = MODELS[model]
     data = load_history() if data is None else data
-    cfg = cfg_cls(**{**period_config(model, cadence, horizons), **(model_config or {}),
-                     "use_views": s.simulated_views or data.views is not None})
+    cfg = model_config_of(model, cadence, horizons, model_config, s.simulated_views or data.views is not None)
 
     cutoff_day = cadence.last_ending_by(cutoff)
     batch, _ = training_series(cutoff_day, data, s.max_items, s.seed, s.simulated_views, cadence)
@@ -419,6 +418,20 @@ def save_checkpoint(path: Path, name: str, model: torch.nn.Module, record: dict)
     (path / "config.json").write_text(json.dumps({"model": name, "config": asdict(model.cfg),
                                                   "train": record}, indent=2))
     return path
+
+
+def model_config_of(model: str, cadence: Cadence, horizons: int | None, overrides: dict | None, use_views: bool):
+    """The config ``train`` builds ``model`` with: the cadence's (``period_config``), then the
+    overrides, and whether it reads page views."""
+    _, cfg_cls = MODELS[model]
+    return cfg_cls(**{**period_config(model, cadence, horizons), **(overrides or {}), "use_views": use_views})
+
+
+def holds_config(path: Path, cfg) -> bool:
+    """Whether the checkpoint at ``path`` is a model of exactly ``cfg``: one trained before a
+    default changed (say the memory's width) is not today's model."""
+    stored = json.loads((Path(path) / "config.json").read_text())["config"]
+    return stored == json.loads(json.dumps(asdict(cfg)))
 
 
 def checkpoint_record(path: Path) -> dict:

@@ -16,9 +16,9 @@ from dataclasses import replace
 from mqstream.models.features import VIEWS_INPUT
 from mqstream.models.registry import WARM_START_SUFFIX
 from mqstream.models.scores import coverage_80, wql
-from mqstream.models.training import (TrainSettings, WarmStartKept, configure_parser, fit_calibration, run, targets,
-                                      train, training_series)
-from mqstream.periods import day_of_iso
+from mqstream.models.training import (TrainSettings, WarmStartKept, configure_parser, fit_calibration, holds_config,
+                                      model_config_of, run, targets, train, training_series)
+from mqstream.periods import DAILY, Cadence, day_of_iso
 from tests.model_helpers import torch_one_thread  # noqa: F401 (fixture)
 
 TINY = {"channels": 8, "dilations": [1, 2, 4], "item_dim": 4, "context_dim": 4, "agnostic_dim": 4,
@@ -63,6 +63,15 @@ def test_mqtransformer_checkpoint_serves_a_cold_start_item(shipped, tmp_path):
     assert q[:, -1].sum() > 0 and (np.diff(q, axis=-1) >= 0).all()
     (state,) = model.advance([state], [Period(day_of_iso("2011-06-01"), 3.0, 10.0, 2.5)])
     assert model.forecast([state]).shape == (1, 28, 9)
+
+
+def test_a_checkpoint_is_todays_model_only_with_todays_config(mqcnn_run):
+    """Defaults change (the memory's width did): evaluate and the recipe sweep train again a
+    checkpoint of another config rather than score it as today's model."""
+    assert holds_config(mqcnn_run.path, model_config_of("mqcnn", DAILY, None, TINY, use_views=False))
+    assert not holds_config(mqcnn_run.path, model_config_of("mqcnn", DAILY, None, {**TINY, "item_dim": 8},
+                                                            use_views=False))
+    assert not holds_config(mqcnn_run.path, model_config_of("mqcnn", Cadence("week", 0), None, TINY, use_views=False))
 
 
 def test_loading_a_checkpoint_as_the_other_model_is_refused(mqcnn_run):
