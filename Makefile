@@ -51,7 +51,7 @@ system:
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -e '.[test,peers]'
+	$(PYTHON) -m pip install --quiet -e '.[test,peers,bench]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 clean:

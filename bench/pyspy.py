@@ -25,7 +25,7 @@ def py_spy() -> str:
         return str(found)
     if shutil.which("py-spy"):
         return shutil.which("py-spy")
-    raise RuntimeError("py-spy is not installed: .venv/bin/pip install py-spy")
+    raise RuntimeError("py-spy is not installed: .venv/bin/pip install -e '.[bench]' (make bench does)")
 
 
 def record(pid: int, seconds: int, out: Path, rate: int = 100) -> subprocess.Popen:
