@@ -349,8 +349,9 @@ def describe_run() -> dict:
 
     # the code measured is the commit's, dirty when anything outside bench/ differs from it
     changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench")
-    bench_changed = git("status", "--porcelain", "--untracked-files=no", "--", "bench", ":!bench/results.json",
-                        ":!bench/results.md", ":!bench/profile-ingest.md", ":!bench/profile-ingest.txt")
+    # (bench's own outputs excepted: a run rewrites them as it goes)
+    bench_changed = git("status", "--porcelain", "--untracked-files=no", "--", "bench", ":!bench/results.*",
+                        ":!bench/profile-*")
     return {"commit": git("rev-parse", "--short", "HEAD") + ("-dirty" if changed else ""),
             "bench_differs_from_commit": bool(bench_changed),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}",
