@@ -29,7 +29,7 @@ unit: $(STAMP)
 e2e: $(STAMP) system
 	$(PYTHON) -m pytest -m e2e
 
-# The eight benchmarks at the sizes the targets name, one after another on this tree (~35 min),
+# The eight benchmarks at the sizes the targets name, one after another on this tree (~45 min),
 # and a py-spy profile of the ingest path (bench/profile-ingest.md)
 bench: $(STAMP) system
 	rm -f bench/results.json
