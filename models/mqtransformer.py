@@ -65,7 +65,7 @@ class MQTransformerConfig(MQCNNConfig):
     recent_days: int = 35  # attention sees the last 5 weeks ...
     use_year: bool = True  # ... and the same weeks last year: 371 stored days, not 35
     year_window: int = 7  # last year's weeks are t+1-364-7 .. t+H-364+7
-    memory_dim: int = 8  # encoder states are projected before storing: state bytes (16: no better, eval/mqtransformer-memory.md)
+    memory_dim: int = 8  # encoder states are projected before storing: state bytes (eval/mqtransformer-memory.md)
     memory_dtype: str = "float16"  # stored projected states; the full path rounds the same way
     heads: int = 2
     head_dim: int = 16

@@ -420,14 +420,15 @@ def save_checkpoint(path: Path, name: str, model: torch.nn.Module, record: dict)
     return path
 
 
-def model_config_of(model: str, cadence: Cadence, horizons: int | None, overrides: dict | None, use_views: bool):
+def model_config_of(model: str, cadence: Cadence, horizons: int | None, overrides: dict | None,
+                    use_views: bool) -> MQCNNConfig:
     """The config ``train`` builds ``model`` with: the cadence's (``period_config``), then the
     overrides, and whether it reads page views."""
     _, cfg_cls = MODELS[model]
     return cfg_cls(**{**period_config(model, cadence, horizons), **(overrides or {}), "use_views": use_views})
 
 
-def holds_config(path: Path, cfg) -> bool:
+def holds_config(path: Path, cfg: MQCNNConfig) -> bool:
     """Whether the checkpoint at ``path`` is a model of exactly ``cfg``: one trained before a
     default changed (say the memory's width) is not today's model."""
     stored = json.loads((Path(path) / "config.json").read_text())["config"]
