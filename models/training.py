@@ -139,8 +139,8 @@ def period_config(model: str, cadence: Cadence, horizons: int | None = None) -> 
     unless given) and, for weeks, the spans the daily defaults set in days, in weeks: the
     demand scale's memory (a month), and MQTransformer's recent window (8 weeks), last year's
     window (a week either side) and error memory (4 weeks at horizons 1, 2, 4 and H). Weeks
-    keep 16 numbers a stored week, not the daily 8: it costs under 1 kB an item there, and
-    8 scored no better (eval/mqtransformer-memory.md)."""
+    keep 16 numbers a stored week, not the daily 8: 8 would save 848 bytes an item there, and
+    scored no better (eval/mqtransformer-memory.md)."""
     h = horizons or cadence.default_horizons
     config = {"period": cadence.period, "week_start": cadence.week_start, "horizons": h}
     if cadence.days != 1:
