@@ -28,17 +28,15 @@ import torch
 
 from mqstream.models.backtest import BacktestSplit, StreamingReplay, prepare, run_method
 from mqstream.models.dataset import demand_series
-from mqstream.models.evaluate import SPLITS, per_seed_differences, verdict
+from mqstream.models.evaluate import SPLITS, derived_split, per_seed_differences, verdict
 from mqstream.models.history import load_history
 from mqstream.models.registry import load_model
 from mqstream.models.scores import item_losses, paired_bootstrap, score
 from mqstream.models.training import TrainSettings, checkpoint_record, holds_config, model_config_of, recipe_of, train
 from mqstream.periods import DAILY, Cadence
 
-# the daily splits of ``mqstream evaluate``, and its weekly split of the shipped data
-# (eval/shipped-week.md): split -> (cutoff, first origin, last origin, cadence, horizons)
-SPLIT_DATES = {**{name: (*dates, DAILY, 28) for name, dates in SPLITS.items()},
-               "week": ("2011-02-27", "2011-02-28", "2011-05-23", Cadence("week", 0), 13)}
+WEEKS = Cadence("week", 0)  # ``mqstream evaluate --period week``'s default week
+SPLIT_NAMES = (*sorted(SPLITS), "week")
 
 # name -> model, the MQ-CNN variant it starts from ("warm"), TrainSettings and
 # MQTransformerConfig overrides; empty: the defaults
@@ -58,28 +56,36 @@ VARIANTS: dict[str, dict] = {
 }
 
 
-def trained(name: str, seed: int, split: str, out: Path, history) -> Path:
+def backtest_split(name: str, history) -> BacktestSplit:
+    """``mqstream evaluate``'s daily split of that name, or ("week") the weekly split it derives
+    from the shipped data (eval/shipped-week.md)."""
+    cadence = WEEKS if name == "week" else DAILY
+    dates = derived_split(history.first_day, history.last_day, cadence.default_horizons, cadence=cadence) \
+        if name == "week" else SPLITS[name]
+    return BacktestSplit.from_dates(*dates, cadence, horizons=cadence.default_horizons, products=history.products)
+
+
+def trained(name: str, seed: int, split: BacktestSplit, out: Path, history) -> Path:
     """The variant's checkpoint under OUT, trained unless one of today's recipe and config is
     there ("mqcnn" and "default" follow the defaults, which may have changed since)."""
     path = out / f"{name}-seed{seed}"
     v = VARIANTS[name]
     model = v.get("model", "mqtransformer")
     recipe = asdict(recipe_of(model, TrainSettings(**v.get("settings", {}))))
-    cutoff, _, _, cadence, horizons = SPLIT_DATES[split]
-    config = model_config_of(model, cadence, horizons, v.get("config"), history.views is not None)
+    config = model_config_of(model, split.cadence, split.horizons, v.get("config"), history.views is not None)
     if (path / "config.json").is_file() and checkpoint_record(path).get("recipe") == recipe \
             and holds_config(path, config):
         return path
     warm = trained(v.get("warm", "mqcnn"), seed, split, out, history) if model == "mqtransformer" else None
     settings = TrainSettings(seed=seed, warm_start=warm, keep_warm_start=True, **v.get("settings", {}))
-    train(model, cutoff, path, settings, model_config=v.get("config"), data=history, progress=False,
-          cadence=cadence, horizons=horizons)
+    train(model, split.cadence.last_iso(split.cutoff), path, settings, model_config=v.get("config"), data=history,
+          progress=False, cadence=split.cadence, horizons=split.horizons)
     return path
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--split", choices=sorted(SPLIT_DATES), default="dev")
+    p.add_argument("--split", choices=SPLIT_NAMES, default="dev")
     p.add_argument("--seeds", default="0")
     p.add_argument("--only", default=",".join(VARIANTS), help=f"comma-separated, from: {','.join(VARIANTS)}")
     p.add_argument("--out", type=Path, required=True)
@@ -89,18 +95,17 @@ def main() -> None:
         p.error(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
     torch.set_num_threads(2)
     args.out.mkdir(parents=True, exist_ok=True)
-    cutoff, start, end, cadence, horizons = SPLIT_DATES[args.split]
     history = load_history()
-    split = BacktestSplit.from_dates(cutoff, start, end, cadence, horizons=horizons, products=history.products)
-    data = prepare(demand_series(history.sales, cadence=cadence), split)
+    split = backtest_split(args.split, history)
+    data = prepare(demand_series(history.sales, cadence=split.cadence), split)
     scale = np.abs(data.actuals).sum(axis=(1, 2), dtype=np.float64)
     runs: dict[str, list[tuple[dict, np.ndarray]]] = {}  # variant -> (row, item losses) per seed
     for seed in (int(s) for s in args.seeds.split(",")):
         reference = None
         for name in ["mqcnn"] + [n for n in args.only.split(",") if n != "mqcnn"]:
             began = time.monotonic()
-            path = trained(name, seed, args.split, args.out, history)
-            model = load_model(VARIANTS[name].get("model", "mqtransformer"), path, cadence)
+            path = trained(name, seed, split, args.out, history)
+            model = load_model(VARIANTS[name].get("model", "mqtransformer"), path, split.cadence)
             forecasts = run_method(StreamingReplay(model), data, split)
             losses = item_losses(data.actuals, forecasts, split.quantiles)
             reference = losses if reference is None else reference
