@@ -75,6 +75,9 @@ def run(options) -> dict[str, dict]:
         "consumed": last.get("mqstream_events_consumed_total", 0.0),
         "dead_letters": last.get("mqstream_dead_letters_total", 0.0),
         "duplicates": last.get("mqstream_duplicate_events_total", 0.0),
+        # events per fetched partition batch: the state of an item is written once per batch it is in
+        "mean_batch_events": last.get("mqstream_ingest_batch_events_sum", 0.0)
+        / max(last.get("mqstream_ingest_batch_events_count", 0.0), 1.0),
         "forecasts_published": last.get("mqstream_forecasts_published_total", 0.0),
         "all_offsets_committed": committed,
         "profiled": bool(options.profile), "worker_start_hangs": worker.hangs,

@@ -38,6 +38,9 @@ class Settings:
     model_source: str = "checkpoint"  # or "topic": the neural model the models topic serves (mqstream models)
     refresh_batch: int = 1024  # items per model call
     held_items: int = 100_000  # item states a worker keeps decoded between batches (~3 kB each); 0: none
+    # most bytes one fetch takes from an input partition (faust's default: 1 MiB). An item's state
+    # is written once per batch it is in, so larger batches write less per event when behind
+    fetch_bytes: int = 8 * 2**20
     change_share: float = 0.25  # a forecast change is material when the next-7-day P50 total moves by more
     stock_level: float = 0.0  # ...or when the next-7-day P90 total crosses this many units (0: off)
     session_timeout: float = 45.0  # seconds before the group gives a silent worker's partitions to others
@@ -104,6 +107,7 @@ class Settings:
         _check(7 <= self.history_days <= 3650, "history_days", "days, 7..3650")
         _check(1 <= self.refresh_batch <= 65536, "refresh_batch", "items, 1..65536")
         _check(0 <= self.held_items <= 100_000_000, "held_items", "items, 0..100000000")
+        _check(2**20 <= self.fetch_bytes <= 2**28, "fetch_bytes", "bytes, 1048576..268435456 (1 to 256 MiB)")
         _check(6 <= self.session_timeout <= 300, "session_timeout", "seconds, 6..300 (the broker's group limits)")
         _check(60 <= self.max_poll_interval <= 86_400, "max_poll_interval", "seconds, 60..86400")
         _check(0 < self.change_share <= 10, "change_share", "a share > 0 and <= 10 (0.25 = 25%)")

@@ -53,12 +53,16 @@ def test_the_period_and_the_weeks_first_day_are_validated(monkeypatch):
         monkeypatch.delenv(f"MQSTREAM_{name.upper()}")
 
 
-def test_the_time_a_batch_may_take_reaches_the_worker_app(monkeypatch, tmp_path):
+def test_the_time_a_batch_may_take_and_its_size_reach_the_worker_app(monkeypatch, tmp_path):
     monkeypatch.setenv("MQSTREAM_MAX_POLL_INTERVAL", "30")
     with pytest.raises(ConfigError, match="'max_poll_interval'.*60..86400"):
         load_settings()
     monkeypatch.setenv("MQSTREAM_MAX_POLL_INTERVAL", "7200")
+    monkeypatch.setenv("MQSTREAM_FETCH_BYTES", "1000")
+    with pytest.raises(ConfigError, match="'fetch_bytes'.*1 to 256 MiB"):
+        load_settings()
+    monkeypatch.setenv("MQSTREAM_FETCH_BYTES", str(16 * 2**20))
     monkeypatch.setenv("MQSTREAM_DATA_DIR", str(tmp_path))
     settings = load_settings()
     app, _ = build_app(settings, SeasonalNaive())
-    assert app.conf.broker_max_poll_interval == 7200.0
+    assert (app.conf.broker_max_poll_interval, app.conf.consumer_max_fetch_size) == (7200.0, 16 * 2**20)
