@@ -11,7 +11,8 @@ from typing import Sequence
 
 import numpy as np
 import orjson
-from faust.types import TP, Message
+from aiokafka.structs import ConsumerRecord
+from faust.types import TP
 
 from mqstream.config import Settings
 from mqstream.models.protocol import QuantileForecaster, TargetErrors
@@ -74,7 +75,7 @@ class Processor:
             for lock in held.values():
                 lock.release()
 
-    async def on_batch(self, tp: TP, batch: Sequence[Message]) -> int:
+    async def on_batch(self, tp: TP, batch: Sequence[ConsumerRecord]) -> int:
         """A fetched batch of one input partition, in offset order; how many of its messages
         were handled (all, unless a rebalance stopped a close). Each event is handled as if
         alone; an item's state is read and written once per batch, and written before any
@@ -106,7 +107,7 @@ class Processor:
         if self.closer.shadow is not None:
             self.closer.shadow.forget(partitions)
 
-    async def _ingest(self, partition: int, topic: str, batch: Sequence[Message]) -> int:
+    async def _ingest(self, partition: int, topic: str, batch: Sequence[ConsumerRecord]) -> int:
         parse = parse_sale if topic == self.sales_topic else parse_page_view
         clock, changed = self._clock(partition), {}
         closed = self.closed_offsets[partition].get(topic, -1)
@@ -150,7 +151,7 @@ class Processor:
                        event.price, event.description, self.cadence)
         self.tracked[partition].add(key)
 
-    async def _close_after_commit(self, partition: int, clock: PartitionClock, applied: Sequence[Message],
+    async def _close_after_commit(self, partition: int, clock: PartitionClock, applied: Sequence[ConsumerRecord],
                                   changed: dict[bytes, ItemState]) -> bool:
         """Close the days the clock has passed, once every event applied so far, on every input,
         is written and committed. The event that moved the clock is applied after the close
@@ -162,10 +163,10 @@ class Processor:
         clock is forgotten, to be recovered from what was written by whoever reads the
         partition next, this worker or another, and the close happens there."""
         await self._write_items(partition, changed)
+        consumer = self.tables.items.app.consumer
         if applied:  # in offset order: the last one is how far its input was handled
             self.applied[partition][applied[-1].topic] = applied[-1].offset
-        consumer = self.tables.items.app.consumer
-        consumer.ack_all(applied)
+            consumer.ack_all(TP(applied[-1].topic, partition), applied)
         if not await consumer.commit_acked():
             self.forget([partition])
             return False
@@ -190,7 +191,7 @@ class Processor:
         await self.tables.put_items(partition, changed)
         changed.clear()
 
-    async def _take_errors(self, message: Message) -> None:
+    async def _take_errors(self, message: ConsumerRecord) -> None:
         """Errors read back from ``forecast-errors``: into the item's error memory, once."""
         self._clock(message.partition)  # recovered first: it says whose states the partition holds
         if self.unclaimed.get(message.partition):

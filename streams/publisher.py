@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 import faust
-from faust.types import Message
+from aiokafka.structs import ConsumerRecord
 
 from mqstream.models.protocol import QuantileForecaster
 from mqstream.periods import Cadence
@@ -66,7 +66,7 @@ class Publisher:
                                            for key, change in zip(keys, changes) if change is not None]
         return outputs
 
-    async def dead_letter(self, message: Message, reason: str, detail: str) -> None:
+    async def dead_letter(self, message: ConsumerRecord, reason: str, detail: str) -> None:
         """The refused message's own bytes, its reason and origin in headers, and counted."""
         self.metrics.dead_letters.labels(reason).inc()
         if reason == "too_late":
