@@ -1,6 +1,7 @@
 """Run one worker process until SIGTERM/SIGINT (faust's own worker loop)."""
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -20,6 +21,9 @@ from mqstream.streams.metrics import serve
 from mqstream.streams.worker import build_app, is_ready, load_model
 
 
+YOUNG_COLLECTION_ALLOCATIONS = 50_000  # container allocations between young collections (Python's default: 700)
+
+
 def run_worker(settings: Settings, loglevel: str = "warn") -> int:
     create_topics(settings)
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)  # faust makes only the last level
@@ -37,12 +41,25 @@ def run_worker(settings: Settings, loglevel: str = "warn") -> int:
     (Path(settings.data_dir) / "metrics.port").write_text(str(port))
     logging.getLogger("mqstream").info("metrics on http://%s:%d/metrics, explorer on /explorer",
                                        settings.metrics_host, port)
+    quiet_collector()
     worker = Worker(app, loglevel=loglevel, quiet=True)
     # faust's start-up spinner sets the root logger to DEBUG and spins on every record, so
     # each message sent built a debug record (a tenth of the ingest CPU): no spinner
     worker.spinner = None
     worker.execute_from_commandline()  # returns when the worker is told to stop
     return 0
+
+
+def quiet_collector() -> None:
+    """Keep Python's cycle collector off the worker's hot path. At its default thresholds it ran
+    full collections over every object the worker holds (up to ``held_items`` decoded item
+    states, the model, faust, torch) and found nothing to free: in `bench latency` at 100,000
+    items, 34 full collections took 10.0 s of the worker's CPU. What exists once the worker is
+    built is frozen (never scanned again), and young collections come every 50,000 container
+    allocations instead of 700, so full ones are rare. Cycles are still collected. Measured in
+    one pair of runs: GC 11.9 -> 2.1 s, p99 40.0 -> 28.9 s."""
+    gc.freeze()
+    gc.set_threshold(YOUNG_COLLECTION_ALLOCATIONS, 20, 100)
 
 
 def spawn_worker(settings: Settings, name: str, log_path: Path, detached: bool = False) -> subprocess.Popen:

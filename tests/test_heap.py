@@ -1,4 +1,6 @@
-"""The heap a close frees, handed back to the system (streams/close.py)."""
+"""The worker's memory: the heap a close frees, handed back to the system (streams/close.py),
+and the cycle collector kept off its hot path (streams/runner.py)."""
+import subprocess
 import sys
 
 import pytest
@@ -20,3 +22,31 @@ def test_values_freed_amid_the_heap_leave_resident_memory_once_released():
     assert release_free_memory()
     assert before - resident_bytes() > 100 * 2**20  # of the ~200 MB freed
     del kept  # held until here: the holes stay holes while measured
+
+
+COLLECTOR_CHECK = """
+import gc, weakref
+from mqstream.streams.runner import YOUNG_COLLECTION_ALLOCATIONS, quiet_collector
+
+made_before = {}
+quiet_collector()
+assert gc.get_freeze_count() > 0 and gc.get_threshold()[0] == YOUNG_COLLECTION_ALLOCATIONS
+assert not any(o is made_before for o in gc.get_objects()), "start-up objects are still scanned"  # frozen
+
+class Node:
+    pass
+
+cycle = Node()
+cycle.itself = cycle
+alive = weakref.ref(cycle)
+del cycle
+kept = [[] for _ in range(YOUNG_COLLECTION_ALLOCATIONS + 1000)]  # enough allocations for a young collection
+assert alive() is None, "a cycle made after start-up was never collected"
+print("ok")
+"""
+
+
+def test_the_workers_collector_skips_what_start_up_made_and_still_frees_later_cycles():
+    # in a process of its own: the collector's settings are process-wide
+    done = subprocess.run([sys.executable, "-c", COLLECTOR_CHECK], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
