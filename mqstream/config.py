@@ -38,8 +38,8 @@ class Settings:
     model_source: str = "checkpoint"  # or "topic": the neural model the models topic serves (mqstream models)
     refresh_batch: int = 1024  # items per model call
     held_items: int = 100_000  # item states a worker keeps decoded between batches (~3 kB each); 0: none
-    # most bytes one fetch takes from an input partition (faust's default: 1 MiB). An item's state
-    # is written once per batch it is in, so larger batches write less per event when behind
+    # most bytes one fetch takes from a partition, inputs and changelogs alike (faust's default:
+    # 1 MiB). An item's state is written once per batch it is in: larger batches write less per event
     fetch_bytes: int = 8 * 2**20
     change_share: float = 0.25  # a forecast change is material when the next-7-day P50 total moves by more
     stock_level: float = 0.0  # ...or when the next-7-day P90 total crosses this many units (0: off)

@@ -55,10 +55,9 @@ def quiet_collector() -> None:
     full collections over every object the worker holds (up to ``held_items`` decoded item
     states, the model, faust, torch) and found next to nothing to free: in `bench latency` at
     100,000 items, 34 full collections took 10.0 s of the worker's CPU. What exists once the
-    worker is built is frozen (never scanned again), and young collections come every 50,000 container
-    allocations instead of 700, so full ones are rare. Cycles are still collected. In two pairs
-    of those runs, p99 40.0 -> 28.9 s and 65.3 -> 39.6 s; `bench ingest`, two pairs: 41.3k,
-    39.6k -> 49.7k, 51.5k events per CPU-second."""
+    worker is built is frozen (never scanned again), and young collections come every 50,000
+    container allocations instead of 700, so full ones are rare. Cycles are still collected.
+    Two pairs of those runs: p99 40.0 -> 28.9 s and 65.3 -> 39.6 s (README, Benchmarks)."""
     gc.freeze()
     gc.set_threshold(YOUNG_COLLECTION_ALLOCATIONS, 20, 100)
 
