@@ -53,6 +53,7 @@ VARIANTS: dict[str, dict] = {
     "memory8": {"config": {"memory_dim": 8}},  # the stored encoder states' width: state bytes (days: the default)
     "memory16": {"config": {"memory_dim": 16}},  # (weeks: the default)
     "smooth005": {"settings": {"smoothness": 0.05}},  # a quarter of the revision penalty: a ramp moves faster
+    "feedback-1-7": {"config": {"feedback_horizons": (1, 7)}},  # no errors of forecasts made 2-4 weeks before
 }
 
 
