@@ -12,7 +12,9 @@ made for this project's 2-core machine (a variant is 1-8 minutes there).
 The splits are ``mqstream evaluate``'s daily ``dev`` and ``peak`` and its weekly split of the
 shipped data (``week``). Results: OUT/results.jsonl, one JSON line per variant and seed, and a
 line printed each; with ``default`` among the variants, OUT/comparisons.json holds each other
-variant against it over the seeds, as ``mqstream evaluate`` compares methods.
+variant against it over the seeds, as ``mqstream evaluate`` compares methods. ``order1`` and
+``order2`` are the default trained in other orders of its series (``TrainSettings.order``);
+``orders-averaged`` is one model, the mean of the weights of those and the default.
 eval/mqtransformer-training.md and eval/mqtransformer-memory.md hold runs.
 """
 from __future__ import annotations
@@ -32,7 +34,8 @@ from mqstream.models.evaluate import SPLITS, derived_split, per_seed_differences
 from mqstream.models.history import load_history
 from mqstream.models.registry import load_model
 from mqstream.models.scores import item_losses, paired_bootstrap, score
-from mqstream.models.training import TrainSettings, checkpoint_record, holds_config, model_config_of, recipe_of, train
+from mqstream.models.training import (TrainSettings, checkpoint_record, holds_config, load_checkpoint,
+                                      model_config_of, recipe_of, save_checkpoint, train)
 from mqstream.periods import DAILY, Cadence
 
 WEEKS = Cadence("week", 0)  # ``mqstream evaluate --period week``'s default week
@@ -54,6 +57,9 @@ VARIANTS: dict[str, dict] = {
     "memory16": {"config": {"memory_dim": 16}},  # (weeks: the default)
     "smooth005": {"settings": {"smoothness": 0.05}},  # a quarter of the revision penalty: a ramp moves faster
     "feedback-1-7": {"config": {"feedback_horizons": (1, 7)}},  # no errors of forecasts made 2-4 weeks before
+    "order1": {"settings": {"order": 1}},  # the default in other data orders: same warm start, same init
+    "order2": {"settings": {"order": 2}},
+    "orders-averaged": {"average_of": ("default", "order1", "order2")},  # one model: the mean of their weights
 }
 
 
@@ -71,6 +77,8 @@ def trained(name: str, seed: int, split: BacktestSplit, out: Path, history) -> P
     there ("mqcnn" and "default" follow the defaults, which may have changed since)."""
     path = out / f"{name}-seed{seed}"
     v = VARIANTS[name]
+    if "average_of" in v:
+        return averaged([trained(m, seed, split, out, history) for m in v["average_of"]], path)
     model = v.get("model", "mqtransformer")
     recipe = asdict(recipe_of(model, TrainSettings(**v.get("settings", {}))))
     config = model_config_of(model, split.cadence, split.horizons, v.get("config"), history.views is not None)
@@ -82,6 +90,18 @@ def trained(name: str, seed: int, split: BacktestSplit, out: Path, history) -> P
     train(model, split.cadence.last_iso(split.cutoff), path, settings, model_config=v.get("config"), data=history,
           progress=False, cadence=split.cadence, horizons=split.horizons)
     return path
+
+
+def averaged(members: list[Path], path: Path) -> Path:
+    """A checkpoint at ``path`` whose weights are the uniform mean of the members' (runs of one
+    model from one starting point: a "model soup")."""
+    nets = [load_checkpoint(m)[1] for m in members]
+    states = [net.state_dict() for net in nets]
+    mean = {k: torch.stack([s[k].float() for s in states]).mean(0).to(states[0][k].dtype) for k in states[0]}
+    nets[0].load_state_dict(mean)
+    learned = all(checkpoint_record(m).get("learned", True) for m in members)
+    return save_checkpoint(path, "mqtransformer", nets[0], {"average_of": [str(m) for m in members],
+                                                            "learned": learned})
 
 
 def main() -> None:

@@ -47,6 +47,7 @@ from mqstream.models.pageviews import page_views, views_label
 from mqstream.models.scores import coverage_80, wql
 from mqstream.periods import DAILY, Cadence
 
+ORDER_STRIDE = 100  # fit's draws for TrainSettings.order k are seeded seed + 100 k
 MODELS = {"mqcnn": (MQCNN, MQCNNConfig), "mqtransformer": (MQTransformer, MQTransformerConfig)}
 SHIPPED_CUTOFF = "2011-05-31"  # the dev split's (docs/EVALUATION.md)
 
@@ -59,6 +60,7 @@ class TrainSettings:
     batch_items: int = 32  # series per step
     val_days: int = 28  # validation origins: the last 28 days' worth of periods whose horizons all end by the cutoff
     seed: int = 0
+    order: int = 0  # data order: the series and origins ``fit`` draws, seeded seed + 100 * order; init stays seed's
     max_items: int | None = None  # train on a random subset (tests, quick checks)
     val_items: int | None = 1024  # validate on a fixed random subset: validation is a forward pass per epoch
     calibrate: bool = False  # fit per-quantile factors on the validation block (``fit_calibration``): off,
@@ -255,9 +257,10 @@ def fit(name: str, net: torch.nn.Module, batch: SeriesBatch, val_batch: SeriesBa
     """``recipe.epochs`` epochs of Adam with a cosine-decayed step (``fast_factor`` times larger
     for the parameters named in ``fast``); keeps (loads) the weights of the epoch with the
     best validation wQL (the starting weights count when ``validate_start``). Deterministic
-    for a seed and a thread count."""
-    torch.manual_seed(s.seed)
-    rng = np.random.default_rng(s.seed)
+    for a seed, an order and a thread count."""
+    order_seed = s.seed + ORDER_STRIDE * s.order
+    torch.manual_seed(order_seed)
+    rng = np.random.default_rng(order_seed)
     cfg = net.cfg
     steps_per_epoch = -(-len(batch) // s.batch_items)
     named = list(net.named_parameters())
