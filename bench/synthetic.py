@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import orjson
-from kafka.partitioner.default import murmur2
 
+from mqstream.partitions import partition_of
 from mqstream.periods import DAY_SECONDS
 from mqstream.streams.replay import ReplayEvent
 
@@ -66,11 +66,6 @@ def sales_in_one_day(items: Catalogue, events: int, day: int = DAY, seed: int = 
 def one_sale_each(items: Catalogue, day: int = DAY, seed: int = 2) -> list[ReplayEvent]:
     """One sale of every item on ``day``: every item has state and is active at the day's close."""
     return sales_in_one_day(items, len(items), day, seed)
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    """The partition kafka-python (and the Java client) put ``key`` on."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def one_per_partition(items: Catalogue, partitions: int, ts: int, tag: str) -> list[ReplayEvent]:

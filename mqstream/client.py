@@ -37,10 +37,10 @@ from typing import Iterator, Sequence
 import numpy as np
 import orjson
 from kafka import KafkaConsumer, TopicPartition
-from kafka.partitioner.default import murmur2
 
 from mqstream import schemas
 from mqstream.bootstrap import check_bootstrap
+from mqstream.partitions import partition_of
 
 SCHEMA_VERSIONS = (1, 2)  # version 2 says its period (day or week); version 1 is days
 PERIOD_DAYS = {"day": 1, "week": 7}
@@ -330,9 +330,7 @@ class ForecastClient:
             raise LookupError(f"topic {topic} does not exist on {self.bootstrap}")
         if items is None:
             return [TopicPartition(topic, p) for p in sorted(partitions)]
-        # the topics are keyed by item id with the default (murmur2) partitioner
-        return [TopicPartition(topic, p) for p in sorted({(murmur2(i.encode()) & 0x7FFFFFFF) % len(partitions)
-                                                          for i in items})]
+        return [TopicPartition(topic, p) for p in sorted({partition_of(i.encode(), len(partitions)) for i in items})]
 
     def _read_to_end(self, name: str, timeout: float, items: Collection[str] | None) -> Iterator:
         topic = self.topic_prefix + name

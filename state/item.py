@@ -103,30 +103,41 @@ class ItemState:
         return ItemInfo(self.item_id, self.description if described else "", first_day[PRICE])
 
     # --- closing days ---------------------------------------------------------------------
-    def close_next_day(self) -> tuple[int, np.ndarray]:
+    def close_next_day(self) -> tuple[int, list[float]]:
         """Fold the day after ``closed_through`` into history; returns (day, bucket)."""
         day = self.closed_through + 1
-        bucket = np.asarray(self.open_days.pop(day, [0.0] * 5), np.float64)
+        bucket = self.open_days.pop(day, None) or [0.0] * 5
         self.seen.pop(day, None)
-        self.history = np.concatenate([self.history[1:], bucket[None, :N_HISTORY].astype(np.float32)])
-        self.closed_through = day
+        history = np.empty((max(len(self.history), 1), N_HISTORY), np.float32)  # a decoded history is read-only
+        history[:-1] = self.history[1:]
+        history[-1] = bucket[:N_HISTORY]
+        self.history, self.closed_through = history, day
         if bucket[PRICE] > 0:
             self.price = float(bucket[PRICE])
         return day, bucket
 
     def sold_within(self, first: int, last: int) -> bool:
         """Any demand on days first..last, closed or open. Depends only on those days, so
-        a close gives the same answer whatever later events have already arrived."""
-        return bool(self.daily(UNITS, first, last).any())
+        a close gives the same answer whatever later events have already arrived. Asked
+        twice an item at every close, so it reads the days in place (``daily`` builds an array)."""
+        if any(first <= day <= last and bucket[UNITS] for day, bucket in self.open_days.items()):
+            return True
+        lo, hi = self._closed_rows(first, last)
+        return lo < hi and bool(self.history[lo:hi, UNITS].any())
+
+    def _closed_rows(self, first: int, last: int) -> tuple[int, int]:
+        """The rows [lo, hi) of ``history`` that hold closed days first..last (lo >= hi: none)."""
+        n = len(self.history)  # its last row is closed_through
+        row = n - 1 - self.closed_through
+        return row + max(first, self.born, self.closed_through - n + 1), row + min(last, self.closed_through) + 1
 
     def daily(self, column: int, first: int, last: int) -> np.ndarray:
         """Totals of one bucket column for days first..last, closed or open (0 where unknown)."""
         out = np.zeros(last - first + 1, np.float64)
-        n = len(self.history)  # its last row is closed_through
-        lo, hi = max(first, self.born, self.closed_through - n + 1), min(last, self.closed_through)
-        if lo <= hi:
-            row = n - 1 - self.closed_through
-            out[lo - first : hi - first + 1] = self.history[row + lo : row + hi + 1, column]
+        lo, hi = self._closed_rows(first, last)
+        if lo < hi:
+            start = lo - (len(self.history) - 1 - self.closed_through) - first  # the day of row lo, from first
+            out[start : start + hi - lo] = self.history[lo:hi, column]
         for day, bucket in self.open_days.items():
             if first <= day <= last:
                 out[day - first] = bucket[column]

@@ -14,6 +14,8 @@ from typing import Callable, Iterable
 
 from aiokafka import AIOKafkaProducer
 
+from mqstream.partitions import partition_of
+
 Record = tuple[bytes, bytes, list[tuple[str, bytes]]]  # key, value, headers (a list: the builder wants one)
 
 
@@ -41,7 +43,9 @@ async def _queue(producer: AIOKafkaProducer, batch, topic: str, partition: int) 
 
 
 async def partitioner(producer: AIOKafkaProducer, topic: str) -> Callable[[bytes], int]:
-    """The partition ``send`` would give each key of ``topic``: the producer's own rule, as for
-    the inputs, so an item's outputs share its partition number."""
+    """The partition ``send`` would give each key of ``topic``: Kafka's default rule, as for
+    the inputs, so an item's outputs share its partition number; each key hashed once for
+    all the topics a close writes it to (``partition_of``)."""
     await producer.client._wait_on_metadata(topic)
-    return lambda key: producer._partition(topic, None, key, None, key, None)
+    partitions = len(producer.client.cluster.partitions_for_topic(topic))
+    return lambda key: partition_of(key, partitions)

@@ -8,11 +8,13 @@ import time
 import numpy as np
 import orjson
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
 from mqstream.periods import Cadence, iso_of_day
 from mqstream.bootstrap import BrokerUnreachable
 from mqstream.client import Forecast, ForecastChange, ForecastClient, LookupUnavailable, interpolate
 from mqstream.local_broker import free_port
+from mqstream.partitions import partition_of
 from mqstream.schemas import InvalidMessage
 from mqstream.streams.changes import ChangeRule, change_message, material_change
 from mqstream.streams import messages
@@ -28,6 +30,15 @@ STORED = MODEL.quantiles
 @pytest.fixture(scope="module")
 def forecast() -> Forecast:
     return Forecast.from_message(forecast_bytes(issued("85099B", ORIGIN, level=4.0)))
+
+
+def test_an_item_lies_on_the_partition_the_producers_default_partitioner_gives_it():
+    # the rule the worker's outputs and every reader use, against the producer's own
+    producers = DefaultPartitioner()
+    for key in [f"item-{i}".encode() for i in range(500)] + ["84879".encode(), "ménage".encode()]:
+        for partitions in (1, 3, 4, 12):
+            every = list(range(partitions))
+            assert partition_of(key, partitions) == producers(key, every, every)
 
 
 def test_a_message_becomes_a_typed_forecast(forecast):

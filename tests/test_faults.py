@@ -16,8 +16,8 @@ from pathlib import Path
 import orjson
 import pytest
 from kafka import KafkaProducer
-from kafka.partitioner import murmur2
 
+from mqstream.partitions import partition_of
 from mqstream.periods import day_of_iso
 from mqstream.models.dataset import load_transactions
 from mqstream.state.item import UNITS
@@ -126,9 +126,8 @@ def test_the_broker_restarting_mid_replay_needs_no_manual_action(broker, kafka_s
 
 def other_partition_key(partitions: int) -> bytes:
     """An item key whose partition differs from ITEM's, for a clock of its own."""
-    mine = murmur2(ITEM.encode()) & 0x7FFFFFFF
-    return next(k for k in (f"F{i}".encode() for i in range(100))
-                if (murmur2(k) & 0x7FFFFFFF) % partitions != mine % partitions)
+    mine = partition_of(ITEM.encode(), partitions)
+    return next(k for k in (f"F{i}".encode() for i in range(100)) if partition_of(k, partitions) != mine)
 
 
 def test_every_kind_of_bad_input_is_dead_lettered_with_its_reason_and_counted(kafka_settings, tmp_path):
