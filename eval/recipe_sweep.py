@@ -12,7 +12,8 @@ made for this project's 2-core machine (a variant is 1-8 minutes there).
 The splits are ``mqstream evaluate``'s daily ``dev`` and ``peak`` and its weekly split of the
 shipped data (``week``). Results: OUT/results.jsonl, one JSON line per variant and seed, and a
 line printed each; with ``default`` among the variants, OUT/comparisons.json holds each other
-variant against it over the seeds, as ``mqstream evaluate`` compares methods. ``order1`` and
+variant against it over the seeds, as ``mqstream evaluate`` compares methods; so does each of
+``--baselines`` (``mqstream evaluate``'s, fit once) against every variant. ``order1`` and
 ``order2`` are the default trained in other orders of its series (``TrainSettings.order``);
 ``orders-averaged`` is one model, the mean of the weights of those and the default.
 eval/mqtransformer-training.md and eval/mqtransformer-memory.md hold runs.
@@ -30,7 +31,8 @@ import torch
 
 from mqstream.models.backtest import BacktestSplit, StreamingReplay, prepare, run_method
 from mqstream.models.dataset import demand_series
-from mqstream.models.evaluate import SPLITS, derived_split, per_seed_differences, verdict
+from mqstream.models.evaluate import (BASELINES, METHODS, SPLITS, MethodSource, derived_split, per_seed_differences,
+                                     verdict)
 from mqstream.models.history import load_history
 from mqstream.models.registry import load_model
 from mqstream.models.scores import item_losses, paired_bootstrap, score
@@ -109,11 +111,15 @@ def main() -> None:
     p.add_argument("--split", choices=SPLIT_NAMES, default="dev")
     p.add_argument("--seeds", default="0")
     p.add_argument("--only", default=",".join(VARIANTS), help=f"comma-separated, from: {','.join(VARIANTS)}")
+    p.add_argument("--baselines", default="", help=f"comma-separated, from: {','.join(BASELINES)}")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     unknown = set(args.only.split(",")) - set(VARIANTS)
     if unknown:
         p.error(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
+    baselines = [b for b in args.baselines.split(",") if b]
+    if set(baselines) - set(BASELINES):
+        p.error(f"unknown baselines {sorted(set(baselines) - set(BASELINES))}; known: {', '.join(BASELINES)}")
     torch.set_num_threads(2)
     args.out.mkdir(parents=True, exist_ok=True)
     history = load_history()
@@ -121,6 +127,7 @@ def main() -> None:
     data = prepare(demand_series(history.sales, cadence=split.cadence), split)
     scale = np.abs(data.actuals).sum(axis=(1, 2), dtype=np.float64)
     runs: dict[str, list[tuple[dict, np.ndarray]]] = {}  # variant -> (row, item losses) per seed
+    fixed = {name: [baseline_run(name, MethodSource(split, args.out, history), data)] for name in baselines}
     for seed in (int(s) for s in args.seeds.split(",")):
         reference = None
         for name in ["mqcnn"] + [n for n in args.only.split(",") if n != "mqcnn"]:
@@ -144,29 +151,37 @@ def main() -> None:
             print(f"{args.split} {name} seed {seed}: wQL {s['wql']:.4f} volatility {s['volatility']:.4f} "
                   f"- mqcnn {d['difference']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}] "
                   f"({row['seconds']:.0f} s)", flush=True)
-    compare_with_default(runs, scale, args.out)
+    pairs = [(name, "default") for name in runs if name != "default" and "default" in runs]
+    pairs += [(name, baseline) for baseline in baselines for name in runs]
+    comparisons = [compare(a, b, {**runs, **fixed}, scale) for a, b in pairs]
+    if comparisons:
+        (args.out / "comparisons.json").write_text(json.dumps(comparisons, indent=1))
 
 
-def compare_with_default(runs: dict[str, list[tuple[dict, np.ndarray]]], scale: np.ndarray, out: Path) -> None:
-    """Each variant against the default MQTransformer over the seeds run, as ``mqstream
-    evaluate`` compares methods: the difference of the seed-mean item losses with its paired
-    95% interval, the difference seed by seed, the verdict. Written to OUT/comparisons.json."""
-    if "default" not in runs:
-        return
-    comparisons = []
-    for name in (n for n in runs if n != "default"):
-        mean_loss = {n: np.mean([losses for _, losses in runs[n]], axis=0) for n in (name, "default")}
-        by_seed = {n: {"runs": [row for row, _ in runs[n]]} for n in (name, "default")}
-        c = {"a": name, "b": "default", "seeds": [row["seed"] for row, _ in runs[name]],
-             "wql": [float(np.mean([row["wql"] for row, _ in runs[n]])) for n in (name, "default")],
-             **paired_bootstrap(mean_loss[name], mean_loss["default"], scale),
-             "per_seed": per_seed_differences(by_seed[name], by_seed["default"])}
-        c["verdict"] = verdict(c)
-        comparisons.append(c)
-        print(f"{name} - default over seeds {c['seeds']}: {c['difference']:+.4f} "
-              f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}], per seed "
-              f"{', '.join(f'{d:+.4f}' for d in c['per_seed'])}: {c['verdict']}", flush=True)
-    (out / "comparisons.json").write_text(json.dumps(comparisons, indent=1))
+def baseline_run(name: str, source: MethodSource, data) -> tuple[dict, np.ndarray]:
+    """One of ``mqstream evaluate``'s baselines on the split, fit once (our seeds do not move
+    it): its row and item losses."""
+    split = source.split
+    forecasts = run_method(METHODS[name](source, 0), data, split)
+    s = score(data.actuals, forecasts, split.quantiles)
+    print(f"{name}: wQL {s['wql']:.4f} volatility {s['volatility']:.4f}", flush=True)
+    return {"variant": name, "wql": s["wql"], "volatility": s["volatility"]}, \
+        item_losses(data.actuals, forecasts, split.quantiles)
+
+
+def compare(a: str, b: str, runs: dict[str, list[tuple[dict, np.ndarray]]], scale: np.ndarray) -> dict:
+    """``a`` against ``b`` over the seeds run, as ``mqstream evaluate`` compares methods: the
+    difference of the seed-mean item losses with its paired 95% interval, the difference seed
+    by seed (a baseline's one run pairs with every seed), the verdict."""
+    mean_loss = {n: np.mean([losses for _, losses in runs[n]], axis=0) for n in (a, b)}
+    by_seed = {n: {"runs": [row for row, _ in runs[n]]} for n in (a, b)}
+    c = {"a": a, "b": b, "seeds": [row.get("seed") for row, _ in runs[a]],
+         "wql": [float(np.mean([row["wql"] for row, _ in runs[n]])) for n in (a, b)],
+         **paired_bootstrap(mean_loss[a], mean_loss[b], scale), "per_seed": per_seed_differences(by_seed[a], by_seed[b])}
+    c["verdict"] = verdict(c)
+    print(f"{a} - {b} over seeds {c['seeds']}: {c['difference']:+.4f} [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}], "
+          f"per seed {', '.join(f'{d:+.4f}' for d in c['per_seed'])}: {c['verdict']}", flush=True)
+    return c
 
 
 if __name__ == "__main__":
