@@ -73,31 +73,45 @@ def material_change(previous: IssuedForecast | None, current: IssuedForecast,
 def material_changes(issued: Sequence[IssuedForecast], quantiles: Sequence[float], rule: ChangeRule,
                      cadence: Cadence = DAILY) -> list[MaterialChange | None]:
     """``material_change`` from each issued forecast's ``previous`` to it, the week totals of
-    the whole batch summed at once."""
-    afters = week_totals(issued, quantiles, rule.decimals, cadence)
+    the whole batch summed at once and objects made for the changes only (a close issues
+    thousands of forecasts, a few of them changes)."""
+    afters = _sums(issued, quantiles, rule.decimals, cadence)
     earlier = [f.previous for f in issued if f.previous is not None]
-    befores = iter(week_totals(earlier, quantiles, rule.decimals, cadence))
-    return [_change(f.item_id, next(befores) if f.previous is not None else None, after, rule)
+    befores = iter(_sums(earlier, quantiles, rule.decimals, cadence))
+    return [_change(f, next(befores) if f.previous is not None else None, after, rule)
             for f, after in zip(issued, afters)]
 
 
-def _change(item_id: str, before: WeekTotals | None, after: WeekTotals, rule: ChangeRule) -> MaterialChange | None:
+def _change(current: IssuedForecast, before: tuple[float, float] | None, after: tuple[float, float],
+            rule: ChangeRule) -> MaterialChange | None:
+    """The change to ``current`` from its previous forecast, whose (P50, P90) week totals are
+    ``before`` (None: it has none), ``after`` its own."""
     reasons, move = [], None
     if before is not None:
-        move = (after.p50 - before.p50) / max(before.p50, rule.floor)
-        if abs(after.p50 - before.p50) > rule.share * max(before.p50, rule.floor):
+        move = (after[0] - before[0]) / max(before[0], rule.floor)
+        if abs(after[0] - before[0]) > rule.share * max(before[0], rule.floor):
             reasons.append(P50_MOVED)
     if rule.stock_level > 0:
-        was_above = before is not None and before.p90 > rule.stock_level
-        if was_above != (after.p90 > rule.stock_level):
+        was_above = before is not None and before[1] > rule.stock_level
+        if was_above != (after[1] > rule.stock_level):
             reasons.append(P90_CROSSED_STOCK)
-    return MaterialChange(item_id, tuple(reasons), before, after, move) if reasons else None
+    if not reasons:
+        return None
+    earlier = None if before is None else WeekTotals(current.previous.origin, *before)
+    return MaterialChange(current.item_id, tuple(reasons), earlier, WeekTotals(current.origin, *after), move)
 
 
 def week_totals(forecasts: Sequence[IssuedForecast], quantiles: Sequence[float], decimals: int,
                 cadence: Cadence = DAILY) -> list[WeekTotals]:
     """Each forecast's P50 and P90 totals over the next 7 days, each summed in horizon order
     and rounded by Python's ``round``, as a consumer summing the published values gets them."""
+    return [WeekTotals(f.origin, p50, p90) for f, (p50, p90) in zip(forecasts, _sums(forecasts, quantiles, decimals,
+                                                                                      cadence))]
+
+
+def _sums(forecasts: Sequence[IssuedForecast], quantiles: Sequence[float], decimals: int,
+          cadence: Cadence) -> list[tuple[float, float]]:
+    """``week_totals``' (P50, P90) of each forecast."""
     if not forecasts:
         return []
     n = cadence.count(WEEK_DAYS)  # 7 days, or 1 week
@@ -105,10 +119,9 @@ def week_totals(forecasts: Sequence[IssuedForecast], quantiles: Sequence[float],
     short = min(len(f.values) for f in forecasts)
     if short < n:
         raise ValueError(f"a forecast needs {n} horizons for week totals, got {short}")
-    weeks = np.stack([np.asarray(f.values, np.float64)[:n] for f in forecasts])  # (B, n, Q)
+    weeks = np.stack([f.values[:n] for f in forecasts]).astype(np.float64, copy=False)  # (B, n, Q)
     sums = weeks[:, :, columns].sum(axis=1) + 0.0  # (B, 2); + 0.0: never a -0.0 total
-    return [WeekTotals(f.origin, round(p50, decimals), round(p90, decimals))
-            for f, (p50, p90) in zip(forecasts, sums.tolist())]
+    return [(round(p50, decimals), round(p90, decimals)) for p50, p90 in sums.tolist()]
 
 
 def change_message(change: MaterialChange, rule: ChangeRule, model: QuantileForecaster, created_at: str,
