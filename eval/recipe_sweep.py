@@ -31,8 +31,7 @@ import torch
 
 from mqstream.models.backtest import BacktestSplit, StreamingReplay, prepare, run_method
 from mqstream.models.dataset import demand_series
-from mqstream.models.evaluate import (BASELINES, METHODS, SPLITS, MethodSource, derived_split, per_seed_differences,
-                                     verdict)
+from mqstream.models.evaluate import BASELINES, METHODS, SPLITS, MethodSource, compare, derived_split
 from mqstream.models.history import load_history
 from mqstream.models.registry import load_model
 from mqstream.models.scores import item_losses, paired_bootstrap, score
@@ -127,7 +126,7 @@ def main() -> None:
     data = prepare(demand_series(history.sales, cadence=split.cadence), split)
     scale = np.abs(data.actuals).sum(axis=(1, 2), dtype=np.float64)
     runs: dict[str, list[tuple[dict, np.ndarray]]] = {}  # variant -> (row, item losses) per seed
-    fixed = {name: [baseline_run(name, MethodSource(split, args.out, history), data)] for name in baselines}
+    fixed = {name: baseline_run(name, MethodSource(split, args.out, history), data) for name in baselines}
     for seed in (int(s) for s in args.seeds.split(",")):
         reference = None
         for name in ["mqcnn"] + [n for n in args.only.split(",") if n != "mqcnn"]:
@@ -151,9 +150,13 @@ def main() -> None:
             print(f"{args.split} {name} seed {seed}: wQL {s['wql']:.4f} volatility {s['volatility']:.4f} "
                   f"- mqcnn {d['difference']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}] "
                   f"({row['seconds']:.0f} s)", flush=True)
+    results = {name: {"runs": [row for row, _ in seeds]} for name, seeds in runs.items()}
+    results |= {name: row for name, (row, _) in fixed.items()}  # one run, paired with every seed
+    losses = {name: [loss for _, loss in seeds] for name, seeds in runs.items()}
+    losses |= {name: [loss] for name, (_, loss) in fixed.items()}
     pairs = [(name, "default") for name in runs if name != "default" and "default" in runs]
     pairs += [(name, baseline) for baseline in baselines for name in runs]
-    comparisons = [compare(a, b, {**runs, **fixed}, scale) for a, b in pairs]
+    comparisons = [printed(compare(a, b, results, losses, scale), results) for a, b in pairs]
     if comparisons:
         (args.out / "comparisons.json").write_text(json.dumps(comparisons, indent=1))
 
@@ -169,18 +172,13 @@ def baseline_run(name: str, source: MethodSource, data) -> tuple[dict, np.ndarra
         item_losses(data.actuals, forecasts, split.quantiles)
 
 
-def compare(a: str, b: str, runs: dict[str, list[tuple[dict, np.ndarray]]], scale: np.ndarray) -> dict:
-    """``a`` against ``b`` over the seeds run, as ``mqstream evaluate`` compares methods: the
-    difference of the seed-mean item losses with its paired 95% interval, the difference seed
-    by seed (a baseline's one run pairs with every seed), the verdict."""
-    mean_loss = {n: np.mean([losses for _, losses in runs[n]], axis=0) for n in (a, b)}
-    by_seed = {n: {"runs": [row for row, _ in runs[n]]} for n in (a, b)}
-    c = {"a": a, "b": b, "seeds": [row.get("seed") for row, _ in runs[a]],
-         "wql": [float(np.mean([row["wql"] for row, _ in runs[n]])) for n in (a, b)],
-         **paired_bootstrap(mean_loss[a], mean_loss[b], scale), "per_seed": per_seed_differences(by_seed[a], by_seed[b])}
-    c["verdict"] = verdict(c)
-    print(f"{a} - {b} over seeds {c['seeds']}: {c['difference']:+.4f} [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}], "
-          f"per seed {', '.join(f'{d:+.4f}' for d in c['per_seed'])}: {c['verdict']}", flush=True)
+def printed(c: dict, results: dict[str, dict]) -> dict:
+    """A comparison (``mqstream evaluate``'s ``compare``) with the seeds and both mean wQLs, printed."""
+    runs = {n: results[n].get("runs", [results[n]]) for n in (c["a"], c["b"])}  # a baseline: its one row
+    c = {**c, "seeds": [row.get("seed") for row in runs[c["a"]]],
+         "wql": [float(np.mean([row["wql"] for row in runs[n]])) for n in (c["a"], c["b"])]}
+    print(f"{c['a']} - {c['b']} over seeds {c['seeds']}: {c['difference']:+.4f} [{c['ci95'][0]:+.4f}, "
+          f"{c['ci95'][1]:+.4f}], per seed {', '.join(f'{d:+.4f}' for d in c['per_seed'])}: {c['verdict']}", flush=True)
     return c
 
 

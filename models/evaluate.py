@@ -355,18 +355,22 @@ def _comparisons(results: dict, losses: dict[str, list[np.ndarray]], data: Backt
     if "mqtransformer" not in losses:
         return []
     scale = np.abs(data.actuals).sum(axis=(1, 2), dtype=np.float64)  # (N,) each product's Σ|y|
-    mean_loss = {name: np.mean(v, axis=0) for name, v in losses.items()}  # (N,) over seeds
     baselines = [n for n in results if n in BASELINES]
     others = (["mqcnn"] if "mqcnn" in results else []) + \
              ([min(baselines, key=lambda n: results[n]["wql"])] if baselines else []) + \
              [n for n in ABLATIONS if n in results]
-    comparisons = []
-    for other in others:
-        c = {"a": "mqtransformer", "b": other,
-             **paired_bootstrap(mean_loss["mqtransformer"], mean_loss[other], scale, BOOTSTRAP_DRAWS),
-             "per_seed": per_seed_differences(results["mqtransformer"], results[other])}
-        comparisons.append({**c, "verdict": verdict(c)})
-    return comparisons
+    return [compare("mqtransformer", other, results, losses, scale) for other in others]
+
+
+def compare(a: str, b: str, results: dict[str, dict], losses: dict[str, list[np.ndarray]],
+            scale: np.ndarray) -> dict:
+    """Method ``a`` against ``b``: the wQL difference of their seed-mean item losses with a 95%
+    paired bootstrap interval over products (``scale``: each product's Σ|y|), the difference
+    seed by seed (``results`` as ``_over_seeds`` makes them) and the verdict."""
+    mean_a, mean_b = (np.mean(losses[name], axis=0) for name in (a, b))
+    c = {"a": a, "b": b, **paired_bootstrap(mean_a, mean_b, scale, BOOTSTRAP_DRAWS),
+         "per_seed": per_seed_differences(results[a], results[b])}
+    return {**c, "verdict": verdict(c)}
 
 
 def per_seed_differences(a: dict, b: dict) -> list[float]:

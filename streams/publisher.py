@@ -89,9 +89,9 @@ class Publisher:
         if not records:
             return
         producer = self.app.producer._ensure_producer()
-        partition_of, by_partition = await partitioner(producer, topic), defaultdict(list)
+        partition_for, by_partition = await partitioner(producer, topic), defaultdict(list)
         for record in records:
-            by_partition[partition_of(record[0])].append(record)
+            by_partition[partition_for(record[0])].append(record)
         for partition, block in by_partition.items():
             await send_records(producer, topic, partition, block)
 
