@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Coroutine, TypeVar
+from typing import Coroutine, NamedTuple, TypeVar
 
 import numpy as np
 import orjson
@@ -60,8 +60,7 @@ JSON_TYPE = {"Content-Type": "application/json"}
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Match:
+class Match(NamedTuple):  # one search result
     item_id: str
     description: str
 
