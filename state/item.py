@@ -73,26 +73,32 @@ class ItemState:
         )
 
     # --- events ---------------------------------------------------------------------------
-    def has_seen(self, event_id: str, day: int) -> bool:
-        return event_id in self.seen.get(day, ())
-
     def apply(self, source: str, event_id: str, ts: int, amounts: list[tuple[int, float]],
-              price: float = 0.0, description: str = "", cadence: Cadence = DAILY) -> None:
-        """Add each (column, amount) to the bucket of the period of ``ts``; the caller checked
-        that it is open for the partition and the event new. Every choice here (the period's
-        price, the description, the first period) is independent of the order events arrive in."""
+              price: float = 0.0, description: str = "", cadence: Cadence = DAILY) -> bool:
+        """Add each (column, amount) to the bucket of the period of ``ts``, unless ``event_id``
+        was applied to that period before (then nothing changes: False); the caller checked
+        that the period is open for the partition. Every choice here (the period's price, the
+        description, the first period) is independent of the order events arrive in."""
         day = cadence.of_ts(ts)
+        ids = self.seen.get(day)
+        if ids is None:
+            ids = self.seen[day] = []
+        elif event_id in ids:
+            return False
         if day < self.born and self.closed_through == self.born - 1:
             self.born, self.closed_through = day, day - 1  # an earlier event came in later
-        bucket = self.open_days.setdefault(day, [0.0] * 5)
+        bucket = self.open_days.get(day)
+        if bucket is None:
+            bucket = self.open_days[day] = [0.0] * 5
         for column, amount in amounts:
             bucket[column] += amount
         if price > 0 and (ts, price) > (bucket[PRICE_TS], bucket[PRICE]):
             bucket[PRICE], bucket[PRICE_TS] = price, float(ts)
         if description and (not self.description_ts or (ts, description) < (self.description_ts, self.description)):
             self.description, self.description_ts = description, ts
-        self.seen.setdefault(day, []).append(event_id)
+        ids.append(event_id)
         self.last_event_ts[source] = max(self.last_event_ts.get(source, 0), ts)
+        return True
 
     def launch_info(self, through: int, cadence: Cadence = DAILY) -> ItemInfo:
         """What the model is told of the item when it starts at ``born``, from days up to

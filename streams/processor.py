@@ -110,7 +110,9 @@ class Processor:
     async def _ingest(self, partition: int, topic: str, batch: Sequence[ConsumerRecord]) -> int:
         parse = parse_sale if topic == self.sales_topic else parse_page_view
         clock, changed = self._clock(partition), {}
+        admitted: list[tuple[bytes, Sale | PageView]] = []  # applied together before a close and at the end
         closed = self.closed_offsets[partition].get(topic, -1)
+        now = time.time()
         for index, message in enumerate(batch):
             if message.offset <= closed:
                 self.metrics.duplicates.inc()  # handled before a close: read again after a lost commit
@@ -120,36 +122,55 @@ class Processor:
                 ts = orjson.loads(message.value)["ts"]
             else:
                 event = parse(message.key, message.value)
-                refusal = _refusal(event, clock)
+                refusal = _refusal(event, clock, now)
                 if refusal is not None:
                     await self.publisher.dead_letter(message, *refusal)
                     continue
                 ts = event.ts
             if clock.observe(topic, ts) or partition in self.unfinished:
+                self._apply(partition, topic, admitted, changed)
                 if not await self._close_after_commit(partition, clock, batch[:index], changed):
                     return index
+                now = time.time()  # a close can take a while
             if event is None:
                 await self.tables.put(self.tables.watermarks, partition, [(WATERMARKS, orjson.dumps(clock.inputs))])
             else:
-                self._apply(partition, topic, message.key, event, changed)
+                admitted.append((message.key, event))
+        self._apply(partition, topic, admitted, changed)
         await self._write_items(partition, changed)
         self.applied[partition][topic] = batch[-1].offset
         return len(batch)
 
-    def _apply(self, partition: int, topic: str, key: bytes, event: Sale | PageView,
+    def _apply(self, partition: int, topic: str, admitted: list[tuple[bytes, Sale | PageView]],
                changed: dict[bytes, ItemState]) -> None:
-        item, period = changed.get(key), self.cadence.of_ts(event.ts)
-        if item is None:
-            item = changed[key] = (self.tables.item(partition, key)
-                                 or new_item(event.item_id, period, self.policy))
-        if item.has_seen(event.event_id, period):
-            self.metrics.duplicates.inc()  # still written back: heals a changelog that missed it
-        elif isinstance(event, PageView):
-            item.apply(topic, event.event_id, event.ts, view_amounts(event.views), cadence=self.cadence)
-        else:
-            item.apply(topic, event.event_id, event.ts, sale_amounts(event.invoice, event.quantity, event.price),
-                       event.price, event.description, self.cadence)
-        self.tracked[partition].add(key)
+        """Apply the ``admitted`` events (emptied), an item at a time: each item is looked up
+        once, and its events are applied in the order they came (each as if alone)."""
+        by_item: dict[bytes, list[Sale | PageView]] = {}
+        for key, event in admitted:
+            events = by_item.get(key)
+            if events is None:
+                by_item[key] = [event]
+            else:
+                events.append(event)
+        admitted.clear()
+        cadence, tracked, seen_before = self.cadence, self.tracked[partition], 0
+        views = topic != self.sales_topic
+        for key, events in by_item.items():
+            item = changed.get(key)
+            if item is None:
+                item = changed[key] = (self.tables.item(partition, key)
+                                       or new_item(events[0].item_id, cadence.of_ts(events[0].ts), self.policy))
+            for event in events:
+                if views:
+                    applied = item.apply(topic, event.event_id, event.ts, view_amounts(event.views), cadence=cadence)
+                else:
+                    applied = item.apply(topic, event.event_id, event.ts,
+                                         sale_amounts(event.invoice, event.quantity, event.price),
+                                         event.price, event.description, cadence)
+                seen_before += not applied  # still written back: heals a changelog that missed it
+            tracked.add(key)
+        if seen_before:
+            self.metrics.duplicates.inc(seen_before)
 
     async def _close_after_commit(self, partition: int, clock: PartitionClock, applied: Sequence[ConsumerRecord],
                                   changed: dict[bytes, ItemState]) -> bool:
@@ -235,8 +256,8 @@ class Processor:
         return self.clocks[partition]
 
 
-def _refusal(event: Sale | PageView | Rejection, clock: PartitionClock) -> tuple[str, str] | None:
+def _refusal(event: Sale | PageView | Rejection, clock: PartitionClock, now: float) -> tuple[str, str] | None:
     """(reason, detail) of a message that must be dead-lettered, None for an event to apply."""
     if isinstance(event, Rejection):
         return event.reason, event.detail
-    return time_refusal(event.ts, clock, time.time())
+    return time_refusal(event.ts, clock, now)

@@ -32,6 +32,16 @@ def test_item_state_round_trips_through_bytes():
     np.testing.assert_array_equal(again.history, item.history)
 
 
+def test_an_event_id_applied_to_its_day_before_changes_nothing_again():
+    item = new_item("85123A", DAY, POLICY)
+    assert item.apply("sales", "e1", sale_ts(DAY), [(UNITS, 6.0)], price=2.5)
+    before = item.to_bytes()
+    assert not item.apply("sales", "e1", sale_ts(DAY, 11), [(UNITS, 6.0)], price=3.0, description="LATER")
+    assert item.to_bytes() == before
+    assert item.apply("sales", "e1", sale_ts(DAY + 1), [(UNITS, 1.0)])  # ids are told apart within a day
+    assert item.open_days[DAY][UNITS] == 6.0 and item.open_days[DAY + 1][UNITS] == 1.0
+
+
 def test_a_decoded_item_closes_a_day_and_encodes_again_without_changing_its_bytes():
     item = new_item("85123A", DAY, POLICY)
     item.apply("sales", "e1", sale_ts(DAY), [(UNITS, 6.0)])
