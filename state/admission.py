@@ -3,9 +3,15 @@ or a page view adds to its item's day. Plain rules, without Kafka (the worker ap
 in streams/processor.py)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Sequence
+
 from mqstream.models.dataset import is_demand
+from mqstream.periods import Cadence
 from mqstream.state.clock import PartitionClock
-from mqstream.state.item import RETURNS, UNITS, VIEWS
+from mqstream.state.item import RETURNS, UNITS, VIEWS, ItemState
+
+if TYPE_CHECKING:  # the parsed events; streams/ depends on state/, never the reverse at run time
+    from mqstream.streams.events import PageView, Sale
 
 MAX_AHEAD_OF_NEWEST = 7 * 86_400  # an event this far past the partition's newest is refused
 MAX_AHEAD_OF_NOW = 86_400
@@ -34,3 +40,14 @@ def sale_amounts(invoice: str, quantity: float, price: float) -> list[tuple[int,
 
 def view_amounts(views: float) -> list[tuple[int, float]]:
     return [(VIEWS, views)]
+
+
+def take_sales(item: ItemState, source: str, sales: Sequence["Sale"], cadence: Cadence) -> int:
+    """Apply one item's admitted sales in the order they came; how many it had seen before."""
+    return sum(not item.apply(source, s.event_id, s.ts, sale_amounts(s.invoice, s.quantity, s.price), s.price,
+                              s.description, cadence) for s in sales)
+
+
+def take_views(item: ItemState, source: str, views: Sequence["PageView"], cadence: Cadence) -> int:
+    """Apply one item's admitted page views in the order they came; how many it had seen before."""
+    return sum(not item.apply(source, v.event_id, v.ts, view_amounts(v.views), cadence=cadence) for v in views)

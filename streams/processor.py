@@ -16,7 +16,7 @@ from faust.types import TP
 
 from mqstream.config import Settings
 from mqstream.models.protocol import QuantileForecaster, TargetErrors
-from mqstream.state.admission import sale_amounts, time_refusal, view_amounts
+from mqstream.state.admission import take_sales, take_views, time_refusal
 from mqstream.state.clock import PartitionClock, recovered_clock
 from mqstream.state.item import ItemModel, ItemState
 from mqstream.state.refresh import RefreshPolicy, new_item, take_errors
@@ -153,21 +153,14 @@ class Processor:
             else:
                 events.append(event)
         admitted.clear()
+        take = take_sales if topic == self.sales_topic else take_views
         cadence, tracked, seen_before = self.cadence, self.tracked[partition], 0
-        views = topic != self.sales_topic
         for key, events in by_item.items():
             item = changed.get(key)
             if item is None:
                 item = changed[key] = (self.tables.item(partition, key)
                                        or new_item(events[0].item_id, cadence.of_ts(events[0].ts), self.policy))
-            for event in events:
-                if views:
-                    applied = item.apply(topic, event.event_id, event.ts, view_amounts(event.views), cadence=cadence)
-                else:
-                    applied = item.apply(topic, event.event_id, event.ts,
-                                         sale_amounts(event.invoice, event.quantity, event.price),
-                                         event.price, event.description, cadence)
-                seen_before += not applied  # still written back: heals a changelog that missed it
+            seen_before += take(item, topic, events, cadence)  # still written back: heals a changelog that missed it
             tracked.add(key)
         if seen_before:
             self.metrics.duplicates.inc(seen_before)
